@@ -1,0 +1,3 @@
+from pghad.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""The config model (frozen, validated) and its loading from config.toml."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pghad.errors import ConfigError
+
+SECRET_ENV = {
+    ("auth", "password"): "PGHAD_PG_PASSWORD",
+    ("auth", "replication_password"): "PGHAD_REPLICATION_PASSWORD",
+    ("api", "token"): "PGHAD_API_TOKEN",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeDriverKind(StrEnum):
+    LOCAL = "local"
+    DOCKER = "docker"
+
+
+class NodeConfig(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    user: str = "postgres"
+    dbname: str = "postgres"
+    data_dir: Path
+    driver: NodeDriverKind = NodeDriverKind.LOCAL
+    socket_dir: Path | None = None
+    container: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ClusterConfig(_Model):
+    name: str = "pghad"
+    probe_interval: Annotated[float, Field(ge=0.1, le=60)] = 1.0
+    probe_timeout: Annotated[float, Field(ge=0.1, le=30)] = 1.0
+    failover_threshold: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    synchronous: bool = True
+    sync_relax_after: Annotated[float, Field(ge=0.5, le=3600)] = 3.0
+    max_lag_on_failover: Annotated[int, Field(ge=0)] = 1_048_576
+    auto_rejoin: bool = True
+    preferred_primary: str | None = None
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Self:
+        if self.probe_timeout > self.failover_threshold:
+            raise ValueError("probe_timeout must not exceed failover_threshold")
+        return self
+
+
+class AuthConfig(_Model):
+    password: str = ""
+    replication_user: str = "replicator"
+    replication_password: str = ""
+
+
+class ApiConfig(_Model):
+    bind: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8088
+    token: str = ""
+
+
+class RedisConfig(_Model):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class BackupConfig(_Model):
+    dir: Path = Path("backups")
+    time_of_day: time = time(2, 0)
+    cycle_days: Annotated[int, Field(ge=1, le=366)] = 6
+    keep_cycles: Annotated[int, Field(ge=1, le=100)] = 2
+    source: Literal["standby", "primary"] = "standby"
+    logical_dump: bool = True
+
+
+class StateConfig(_Model):
+    dir: Path = Path("state")
+
+
+class LogConfig(_Model):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Model):
+    cluster: ClusterConfig = ClusterConfig()
+    auth: AuthConfig = AuthConfig()
+    nodes: Annotated[tuple[NodeConfig, ...], Field(min_length=2, max_length=2)]
+    pg_bin: Path | None = None
+    api: ApiConfig = ApiConfig()
+    redis: RedisConfig = RedisConfig()
+    backup: BackupConfig = BackupConfig()
+    state: StateConfig = StateConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> Self:
+        names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate node names {names}: each node needs its own name")
+        addresses = [node.address for node in self.nodes]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"two nodes share the address {addresses[0]}")
+        preferred = self.cluster.preferred_primary
+        if preferred is not None and preferred not in names:
+            raise ValueError(f"cluster.preferred_primary {preferred!r} is not one of {names}")
+        return self
+
+    def node(self, name: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def other(self, name: str) -> NodeConfig:
+        return next(node for node in self.nodes if node.name != name)
+
+    @property
+    def preferred_primary(self) -> str:
+        return self.cluster.preferred_primary or self.nodes[0].name
+
+
+def _location(loc: tuple[int | str, ...], raw: dict[str, object]) -> str:
+    """Turn a pydantic error location into a TOML key, naming nodes by name when possible."""
+    parts: list[str] = []
+    for index, part in enumerate(loc):
+        if isinstance(part, int) and parts and parts[-1] == "nodes":
+            nodes = raw.get("nodes")
+            name = None
+            if isinstance(nodes, list) and part < len(nodes) and isinstance(nodes[part], dict):
+                name = nodes[part].get("name")
+            parts[-1] = f"nodes[{part}]" + (f" ({name})" if name else "")
+        elif isinstance(part, str) and not (index == len(loc) - 1 and part.startswith("_")):
+            parts.append(part)
+    return ".".join(parts) or "(top level)"
+
+
+def _apply_secret_env(raw: dict[str, object]) -> None:
+    for (section, key), env_name in SECRET_ENV.items():
+        value = os.environ.get(env_name)
+        if value:
+            table = raw.setdefault(section, {})
+            if isinstance(table, dict):
+                table[key] = value
+
+
+def _resolve_paths(raw: dict[str, object], base: Path) -> None:
+    """Relative paths in the file are relative to the file's directory, not the caller's cwd."""
+    for section in ("backup", "state"):
+        table = raw.get(section)
+        if isinstance(table, dict) and isinstance(table.get("dir"), str):
+            table["dir"] = str(base / table["dir"])
+    if isinstance(raw.get("pg_bin"), str):
+        raw["pg_bin"] = str(base / str(raw["pg_bin"]))
+    nodes = raw.get("nodes")
+    for node in nodes if isinstance(nodes, list) else []:
+        for key in ("data_dir", "socket_dir"):
+            if isinstance(node, dict) and isinstance(node.get(key), str):
+                node[key] = str(base / node[key])
+
+
+def parse_config(text: str, source: str = "config.toml", base: Path | None = None) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from exc
+    _apply_secret_env(raw)
+    if base is not None:
+        _resolve_paths(raw, base)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = _location(error["loc"], raw)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key (check its spelling against config.toml in the repository)"
+            elif error["type"] == "missing":
+                message = "required key is missing"
+            problems.append(f"{source}: {key}: {message}")
+        raise ConfigError("\n".join(problems)) from exc
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no such config file (pass --config FILE, or run `pghad lab up` to get one)"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    return parse_config(text, str(path), base=path.resolve().parent)

@@ -1,0 +1,307 @@
+"""The lab: a local primary and streaming standby on 127.0.0.1, no Docker and no root needed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from pghad import pgbin, runas
+from pghad.config import Config, load_config
+from pghad.conninfo import admin_conninfo
+from pghad.errors import SetupError
+from pghad.nodes import nodeconf, procs
+from pghad.nodes.base import Role
+from pghad.nodes.local import LocalDriver
+
+MARKER = "lab.json"
+DEFAULT_FIRST_PORT = 15432
+NODE_NAMES = ("node1", "node2")
+
+POSTGRESQL_CONF = f"""
+# pghad lab settings
+wal_level = replica
+summarize_wal = on
+wal_log_hints = on
+hot_standby = on
+hot_standby_feedback = on
+max_wal_senders = 8
+wal_keep_size = '512MB'
+wal_sender_timeout = '10s'
+wal_receiver_timeout = '10s'
+wal_receiver_status_interval = '1s'
+max_connections = 50
+{nodeconf.INCLUDE_LINE}
+"""
+
+PG_HBA = """# pghad lab: loopback only, passwords for everything over TCP
+local   all           all                          trust
+host    all           all          127.0.0.1/32    scram-sha-256
+host    replication   {repl_user}  127.0.0.1/32    scram-sha-256
+"""
+
+CONFIG_TEMPLATE = """# pghad lab configuration, written by `pghad lab up`. See config.toml in the repository
+# for every setting and what it means.
+
+pg_bin = "{pg_bin}"
+
+[cluster]
+name = "pghad-lab"
+probe_interval = 1.0
+probe_timeout = 1.0
+failover_threshold = {threshold}
+synchronous = true
+sync_relax_after = 3.0
+max_lag_on_failover = 1048576
+auto_rejoin = true
+preferred_primary = "node1"
+
+[auth]
+password = "{password}"
+replication_user = "replicator"
+replication_password = "{repl_password}"
+
+[[nodes]]
+name = "node1"
+host = "127.0.0.1"
+port = {port1}
+user = "postgres"
+dbname = "postgres"
+data_dir = "node1/data"
+socket_dir = "node1/run"
+driver = "local"
+
+[[nodes]]
+name = "node2"
+host = "127.0.0.1"
+port = {port2}
+user = "postgres"
+dbname = "postgres"
+data_dir = "node2/data"
+socket_dir = "node2/run"
+driver = "local"
+
+[api]
+bind = "127.0.0.1"
+port = {api_port}
+token = "{token}"
+
+[redis]
+url = "redis://127.0.0.1:6379/0"
+
+[backup]
+dir = "backups"
+time_of_day = 02:00:00
+cycle_days = 6
+keep_cycles = 2
+source = "standby"
+logical_dump = true
+
+[state]
+dir = "state"
+
+[log]
+format = "auto"
+level = "info"
+"""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    port: int
+    running: bool
+    role: Role
+
+
+def free_port(start: int, taken: set[int] | None = None) -> int:
+    for port in range(start, start + 1000):
+        if port in (taken or set()):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise SetupError(f"no free TCP port in {start}-{start + 999}; pass --port with a free range")
+
+
+def _write_config(lab_dir: Path, first_port: int, bin_dir: Path, api_port: int) -> Path:
+    port1 = free_port(first_port)
+    port2 = free_port(port1 + 1)
+    text = CONFIG_TEMPLATE.format(
+        threshold=10.0,
+        password=secrets.token_urlsafe(18),
+        repl_password=secrets.token_urlsafe(18),
+        token=secrets.token_urlsafe(24),
+        pg_bin=bin_dir,
+        port1=port1,
+        port2=port2,
+        api_port=api_port,
+    )
+    path = lab_dir / "config.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def _drivers(config: Config, bin_dir: Path, user: str) -> dict[str, LocalDriver]:
+    return {n.name: LocalDriver(n, config.auth, bin_dir, os_user=user) for n in config.nodes}
+
+
+def _run_as(user: str, argv: list[str]) -> None:
+    result = subprocess.run([*runas.prefix_for(user), *argv], capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise SetupError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}")
+
+
+def _prepare_dirs(lab_dir: Path, config: Config, user: str) -> None:
+    for node in config.nodes:
+        for path in (node.data_dir.parent, node.socket_dir):
+            if path is not None:
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o700)
+                runas.chown_to(path, user)
+
+
+def _initdb(driver: LocalDriver, config: Config, user: str) -> None:
+    data = driver.data_dir
+    pwfile = data.parent / "pwfile"
+    pwfile.write_text(config.auth.password + "\n")
+    runas.chown_to(pwfile, user)
+    try:
+        _run_as(user, [str(driver.bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                       "--auth-local=trust", "--auth-host=scram-sha-256",
+                       f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"])
+    finally:
+        pwfile.unlink(missing_ok=True)
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write(POSTGRESQL_CONF)
+    (data / "pg_hba.conf").write_text(PG_HBA.format(repl_user=config.auth.replication_user))
+
+
+def _create_replication_role(config: Config) -> None:
+    primary = config.nodes[0]
+    with psycopg.connect(admin_conninfo(primary, config.auth), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                              (config.auth.replication_user,)).fetchone()
+        if exists is None:
+            conn.execute(sql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}").format(
+                sql.Identifier(config.auth.replication_user),
+                sql.Literal(config.auth.replication_password)))
+
+
+def _timeline(driver: LocalDriver) -> int:
+    out = subprocess.run([str(driver.bin_dir / "pg_controldata"), str(driver.data_dir)],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Latest checkpoint's TimeLineID:"):
+            return int(line.split(":")[1])
+    return 0
+
+
+def _role_on_disk(driver: LocalDriver) -> Role:
+    return Role.STANDBY if (driver.data_dir / "standby.signal").exists() else Role.PRIMARY
+
+
+async def _start_nodes(drivers: dict[str, LocalDriver]) -> None:
+    one, two = drivers.values()
+    if _role_on_disk(one) is Role.PRIMARY and _role_on_disk(two) is Role.PRIMARY:
+        # Both were left writable (a crash mid-failover): keep the newer timeline, rewind the other.
+        newer, older = (one, two) if _timeline(one) >= _timeline(two) else (two, one)
+        await newer.start(Role.PRIMARY)
+        await older.stop()
+        await older.rewind(newer.node)
+        await older.start(Role.STANDBY, newer.node)
+        return
+    primary, standby = (one, two) if _role_on_disk(one) is Role.PRIMARY else (two, one)
+    await primary.start(Role.PRIMARY)
+    await standby.start(Role.STANDBY, primary.node)
+
+
+def lab_up(lab_dir: Path, first_port: int | None = None, api_port: int = 8088) -> Config:
+    """Create the lab on first use, or start what is stopped; a running lab is left untouched."""
+    lab_dir = lab_dir.resolve()
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    lab_dir.chmod(0o755)
+    user = runas.ensure_lab_user()
+    config_path = lab_dir / "config.toml"
+    if not config_path.exists():
+        bin_dir = runas.usable_bin_dir(pgbin.find_bin_dir(), user)
+        _write_config(lab_dir, first_port or DEFAULT_FIRST_PORT, bin_dir, api_port)
+        (lab_dir / MARKER).write_text(json.dumps({"user": user, "created": time.time()}))
+    config = load_config(config_path)
+    bin_dir = pgbin.find_bin_dir(config.pg_bin)
+    _prepare_dirs(lab_dir, config, user)
+    drivers = _drivers(config, bin_dir, user)
+    first, second = drivers.values()
+    created = False
+    if not (first.data_dir / "PG_VERSION").exists():
+        _initdb(first, config, user)
+        created = True
+    if created:
+        asyncio.run(first.start(Role.PRIMARY))
+        _create_replication_role(config)
+    if not (second.data_dir / "PG_VERSION").exists():
+        asyncio.run(first.start(Role.PRIMARY))
+        asyncio.run(second.clone(first.node))
+    asyncio.run(_start_nodes(drivers))
+    return config
+
+
+def lab_config(lab_dir: Path) -> Config:
+    path = lab_dir.resolve() / "config.toml"
+    if not (lab_dir / MARKER).exists():
+        raise SetupError(f"{lab_dir} holds no lab; create one with `pghad lab up --dir {lab_dir}`")
+    return load_config(path)
+
+
+def lab_status(lab_dir: Path) -> list[NodeStatus]:
+    config = lab_config(lab_dir)
+    bin_dir = pgbin.find_bin_dir(config.pg_bin)
+    statuses = []
+    for node in config.nodes:
+        driver = LocalDriver(node, config.auth, bin_dir)
+        running = procs.live_postmaster(node.data_dir) is not None
+        statuses.append(NodeStatus(node.name, node.port, running, _role_on_disk(driver)))
+    return statuses
+
+
+def lab_down(lab_dir: Path) -> None:
+    config = lab_config(lab_dir)
+    bin_dir = pgbin.find_bin_dir(config.pg_bin)
+
+    async def stop_all() -> None:
+        drivers = [LocalDriver(node, config.auth, bin_dir) for node in config.nodes]
+        # Stop the primary first so the standby receives every WAL record before it stops.
+        drivers.sort(key=lambda d: _role_on_disk(d) is Role.STANDBY)
+        for driver in drivers:
+            await driver.stop()
+
+    asyncio.run(stop_all())
+
+
+def lab_destroy(lab_dir: Path) -> None:
+    lab_dir = lab_dir.resolve()
+    if not (lab_dir / MARKER).exists():
+        raise SetupError(f"{lab_dir} holds no lab (no {MARKER}); refusing to delete it")
+    config = load_config(lab_dir / "config.toml")
+    for node in config.nodes:
+        for _ in range(50):
+            if not procs.kill_all_in(node.data_dir):
+                break
+            time.sleep(0.1)
+    procs.reap_postgres_zombies()
+    shutil.rmtree(lab_dir)

@@ -1,0 +1,1 @@
+"""Node drivers: what needs a shell on a node (start, stop, fence, rewind, clone)."""

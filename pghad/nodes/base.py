@@ -1,0 +1,43 @@
+"""The node driver interface shared by the local and docker drivers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+from pghad.config import NodeConfig
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    STANDBY = "standby"
+
+
+class NodeDriver(Protocol):
+    """What needs a shell on a node. Promotion and replication settings go over SQL instead."""
+
+    node: NodeConfig
+
+    async def is_running(self) -> bool:
+        """True while the node's postmaster is alive (a zombie or a missing process is not)."""
+        ...
+
+    async def start(self, role: Role, primary: NodeConfig | None = None) -> None:
+        """Start the server as `role`; a standby streams from `primary`."""
+        ...
+
+    async def stop(self, mode: str = "fast") -> None:
+        """Stop the server cleanly (fast: roll back sessions, write a shutdown checkpoint)."""
+        ...
+
+    async def fence(self) -> str:
+        """Make sure the server cannot accept writes, at once; return what was done."""
+        ...
+
+    async def rewind(self, source: NodeConfig) -> None:
+        """pg_rewind the stopped server onto `source`'s timeline."""
+        ...
+
+    async def clone(self, source: NodeConfig) -> None:
+        """Replace the data directory with a fresh pg_basebackup of `source`."""
+        ...

@@ -1,0 +1,55 @@
+"""Node-specific settings kept in an include file that pghad rewrites before every start.
+
+pg_rewind and pg_basebackup copy postgresql.conf and postgresql.auto.conf from the source node,
+so a port or socket directory written there would be the other node's after a rewind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pghad.config import NodeConfig
+
+NODE_CONF = "pghad.node.conf"
+INCLUDE_LINE = f"include_if_exists = '{NODE_CONF}'"
+# Settings that must not come from postgresql.auto.conf, where pg_basebackup -R would put them.
+NODE_OWNED = ("primary_conninfo", "primary_slot_name")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def render(node: NodeConfig, primary_conninfo: str | None) -> str:
+    lines = [
+        "# Written by pghad before every start; edits here are overwritten.",
+        f"port = {node.port}",
+        f"listen_addresses = {_quote(node.host)}",
+        f"cluster_name = {_quote(node.name)}",
+    ]
+    if node.socket_dir is not None:
+        lines.append(f"unix_socket_directories = {_quote(str(node.socket_dir))}")
+    if primary_conninfo is not None:
+        lines.append(f"primary_conninfo = {_quote(primary_conninfo)}")
+    return "\n".join(lines) + "\n"
+
+
+def ensure_include(postgresql_conf: Path) -> bool:
+    """Append the include line when missing; the include must come last to win."""
+    text = postgresql_conf.read_text()
+    if text.rstrip().endswith(INCLUDE_LINE):
+        return False
+    postgresql_conf.write_text(text.rstrip("\n") + f"\n{INCLUDE_LINE}\n")
+    return True
+
+
+def strip_node_owned(auto_conf: Path) -> bool:
+    """Drop node-owned settings from postgresql.auto.conf (it is read last and would win)."""
+    if not auto_conf.exists():
+        return False
+    lines = auto_conf.read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines if ln.split("=", 1)[0].strip() not in NODE_OWNED]
+    if kept == lines:
+        return False
+    auto_conf.write_text("".join(kept))
+    return True

@@ -1,0 +1,109 @@
+"""Process facts read from /proc: zombies count as dead, orphans are reaped, stale pid files cleared.
+
+PID 1 on some machines does not reap orphans, so a killed postmaster can linger as a zombie and a
+plain "does the PID exist" check would call it alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+DEAD_STATES = {"Z", "X", "x"}
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, T, Z, ...), or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may contain spaces and parentheses: the state follows the last ')'.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_alive(pid: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state not in DEAD_STATES
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+    except (FileNotFoundError, PermissionError):
+        return None
+    return int(first) if first.strip().isdigit() else None
+
+
+def live_postmaster(data_dir: Path) -> int | None:
+    pid = postmaster_pid(data_dir)
+    return pid if pid is not None and is_alive(pid) else None
+
+
+def processes_in(data_dir: Path) -> list[int]:
+    """Live processes whose working directory is the data directory (postmaster and backends)."""
+    target = data_dir.resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = (entry / "cwd").readlink()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if cwd == target and is_alive(pid):
+            found.append(pid)
+    return found
+
+
+def kill_all_in(data_dir: Path) -> int:
+    """SIGKILL the postmaster first, then every process still working in the data directory."""
+    killed = 0
+    pid = live_postmaster(data_dir)
+    pids = ([pid] if pid else []) + [p for p in processes_in(data_dir) if p != pid]
+    for target in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def clear_stale_pidfile(data_dir: Path) -> bool:
+    """Remove postmaster.pid only when its PID is dead or a zombie and nothing runs in the dir."""
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists() or live_postmaster(data_dir) or processes_in(data_dir):
+        return False
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (a postmaster whose pg_ctl exited) so they can be reaped."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_postgres_zombies() -> int:
+    """Reap zombie postgres children (adopted postmasters); other children are left alone."""
+    me = os.getpid()
+    reaped = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        if comm == "postgres" and fields[0] == "Z" and int(fields[1]) == me:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+                reaped += 1
+    return reaped

@@ -1,0 +1,1 @@
+"""Observation, decision and procedures for a primary/standby pair."""

@@ -1,0 +1,83 @@
+"""What one probe round saw: frozen snapshots the decision function reads and never mutates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """'16/B374D848' -> byte position."""
+    if text is None:
+        return None
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def format_lsn(value: int | None) -> str | None:
+    return None if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """A row of pg_stat_replication on the primary."""
+
+    name: str
+    state: str
+    sync_state: str
+    flush_lsn: int | None
+    replay_lsn: int | None
+    replay_lag_s: float | None
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    name: str
+    reachable: bool
+    error: str | None = None
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    current_lsn: int | None = None
+    receive_lsn: int | None = None
+    replay_lsn: int | None = None
+    replay_lag_s: float | None = None
+    sync_standby_names: str = ""
+    read_only: bool = False
+    replicas: tuple[ReplicaInfo, ...] = ()
+    receiver_status: str | None = None
+    receiver_msg_age_s: float | None = None
+    probe_duration_s: float = 0.0
+
+    @property
+    def writable(self) -> bool:
+        return self.reachable and self.in_recovery is False
+
+    @property
+    def is_standby(self) -> bool:
+        return self.reachable and self.in_recovery is True
+
+    def replica(self, name: str) -> ReplicaInfo | None:
+        return next((r for r in self.replicas if r.name == name), None)
+
+    def names_sync_standby(self, name: str) -> bool:
+        """Whether synchronous_standby_names lists `name` (as pghad writes it: one quoted name)."""
+        return self.sync_standby_names.strip().strip('"') == name
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    nodes: Mapping[str, NodeObservation] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> NodeObservation:
+        return self.nodes[name]
+
+    def writable(self) -> list[str]:
+        return [name for name, obs in self.nodes.items() if obs.writable]
+
+    def lag_bytes(self, primary: str, standby: str) -> int | None:
+        """How far the standby's received WAL trails the primary, from the primary's view."""
+        replica = self.nodes[primary].replica(standby)
+        current = self.nodes[primary].current_lsn
+        if replica is None or current is None or replica.flush_lsn is None:
+            return None
+        return max(0, current - replica.flush_lsn)

@@ -1,0 +1,48 @@
+"""The SQL side of actions: promotion, synchronous settings, read-only fencing."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from pghad.config import AuthConfig, NodeConfig
+from pghad.conninfo import admin_conninfo
+
+
+async def _connect(node: NodeConfig, auth: AuthConfig, timeout: float) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(
+        admin_conninfo(node, auth, connect_timeout=max(1, round(timeout))), autocommit=True
+    )
+
+
+async def set_synchronous_standby(
+    node: NodeConfig, auth: AuthConfig, standby: str | None, timeout: float = 5.0
+) -> None:
+    value = "" if standby is None else f'"{standby}"'
+    async with await _connect(node, auth, timeout) as conn:
+        await conn.execute(
+            sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(value))
+        )
+        await conn.execute("SELECT pg_reload_conf()")
+
+
+async def promote(node: NodeConfig, auth: AuthConfig, wait_s: int = 30) -> bool:
+    """Clear synchronous settings inherited from the old primary, then promote and wait."""
+    async with await _connect(node, auth, 5.0) as conn:
+        # Copied from the old primary by pg_rewind / pg_basebackup: left in place, the new
+        # primary's first commits would wait for a synchronous standby that is not there.
+        await conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        await conn.execute("SELECT pg_reload_conf()")
+        row = await (await conn.execute("SELECT pg_promote(true, %s)", (wait_s,))).fetchone()
+    return bool(row and row[0])
+
+
+async def make_read_only(node: NodeConfig, auth: AuthConfig, timeout: float = 5.0) -> None:
+    """Fence over SQL when the node driver cannot stop the server: refuse writes, drop sessions."""
+    async with await _connect(node, auth, timeout) as conn:
+        await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await conn.execute("SELECT pg_reload_conf()")
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )

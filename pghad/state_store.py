@@ -1,0 +1,67 @@
+"""Small files in the state directory, written atomically (temp file, fsync, rename, fsync dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class EventJournal:
+    """The last `limit` events as JSON lines in the state directory."""
+
+    def __init__(self, path: Path, limit: int = 2000) -> None:
+        self.path = path
+        self.limit = limit
+        self._count: int | None = None
+
+    def append(self, event: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._count is None:
+            self._count = len(self.read(self.limit * 2))
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(event, default=str) + "\n")
+        self._count += 1
+        if self._count > self.limit * 2:
+            kept = self.read(self.limit)
+            write_atomic(self.path, "".join(json.dumps(e, default=str) + "\n" for e in kept))
+            self._count = len(kept)
+
+    def read(self, limit: int = 100) -> list[dict[str, Any]]:
+        try:
+            with self.path.open() as handle:
+                lines = deque(handle, maxlen=limit)
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events

@@ -29,6 +29,7 @@ from pghad.state_store import EventJournal
 
 log = structlog.get_logger("pghad")
 SUSPECT_PROBE_INTERVAL_S = 0.1
+REJOIN_BACKOFF_MAX_S = 60.0
 
 
 def make_drivers(config: Config) -> dict[str, NodeDriver]:
@@ -62,14 +63,15 @@ class Daemon:
         self._last_code: str | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._watched: str | None = None
-        self._down_since_wall: float | None = None
+        self._retry_after: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
 
     # ---- recording -------------------------------------------------------------------------
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, level: str = "info", **fields: Any) -> None:
         record = {"at": datetime.now(UTC).isoformat(), "event": kind, **fields}
         self.journal.append(record)
-        log.info(kind, **fields)
+        getattr(log, level)(kind, **fields)
 
     def _record_decision(self, decision: Decision) -> None:
         if decision.code != self._last_code or decision.actions:
@@ -79,7 +81,7 @@ class Daemon:
             self._last_code = decision.code
 
     def _record_outcome(self, outcome: Outcome) -> None:
-        self.event("action", action=outcome.action, node=outcome.node, ok=outcome.ok,
+        self.event("action", level="info" if outcome.ok else "error", action=outcome.action, node=outcome.node, ok=outcome.ok,
                    duration_s=outcome.duration_s, detail=outcome.detail, **outcome.fields)
 
     # ---- the loop --------------------------------------------------------------------------
@@ -95,6 +97,7 @@ class Daemon:
         self.view = await self.observe()
         now = time.monotonic()
         busy = frozenset(name for name, task in self.operations.items() if not task.done())
+        busy |= {name for name, until in self._retry_after.items() if now < until}
         decision = decide(self.view, self.memory, self.config, now, busy)
         self._record_decision(decision)
         previous = self.memory
@@ -127,6 +130,15 @@ class Daemon:
         async def run() -> Outcome:
             outcome = await self.executor.run(action)
             self._record_outcome(outcome)
+            if outcome.ok:
+                self._failures.pop(action.node, None)
+            else:
+                failures = self._failures.get(action.node, 0) + 1
+                self._failures[action.node] = failures
+                retry_in = min(REJOIN_BACKOFF_MAX_S, 2.0**failures)
+                self._retry_after[action.node] = time.monotonic() + retry_in
+                self.event("operation_retry", level="warning", action="rejoin",
+                           node=action.node, retry_in_s=retry_in, failures=failures)
             self.wake.set()
             return outcome
 

@@ -39,6 +39,7 @@ wal_keep_size = '512MB'
 wal_sender_timeout = '10s'
 wal_receiver_timeout = '10s'
 wal_receiver_status_interval = '1s'
+wal_retrieve_retry_interval = '100ms'
 max_connections = 50
 {nodeconf.INCLUDE_LINE}
 """

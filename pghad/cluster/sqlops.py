@@ -32,6 +32,9 @@ async def promote(node: NodeConfig, auth: AuthConfig, wait_s: int = 30) -> bool:
         # Copied from the old primary by pg_rewind / pg_basebackup: left in place, the new
         # primary's first commits would wait for a synchronous standby that is not there.
         await conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        # After a promote request the startup process may still sleep one retry interval
+        # (5 s by default) waiting for the dead primary's WAL before it ends recovery.
+        await conn.execute("ALTER SYSTEM SET wal_retrieve_retry_interval = '100ms'")
         await conn.execute("SELECT pg_reload_conf()")
         row = await (await conn.execute("SELECT pg_promote(true, %s)", (wait_s,))).fetchone()
     return bool(row and row[0])

@@ -105,6 +105,7 @@ class LocalDriver:
             raise NodeError(f"{self.node.name}: a standby needs a primary to stream from")
         await self._wait_for_orphans()
         procs.clear_stale_pidfile(self.data_dir)
+        procs.clear_stale_socket_lock(self.node.socket_dir or Path("/tmp"), self.node.port)
         self._write_node_conf(primary if role is Role.STANDBY else None)
         if not self.log_file.exists():
             self.log_file.touch()

@@ -82,6 +82,20 @@ def clear_stale_pidfile(data_dir: Path) -> bool:
     return True
 
 
+def clear_stale_socket_lock(socket_dir: Path, port: int) -> bool:
+    """Remove a Unix socket lock file left by a dead postmaster (PostgreSQL refuses to start)."""
+    lock = socket_dir / f".s.PGSQL.{port}.lock"
+    try:
+        first = lock.read_text().split("\n", 1)[0].strip()
+    except (FileNotFoundError, PermissionError):
+        return False
+    if first.isdigit() and is_alive(int(first)):
+        return False
+    lock.unlink(missing_ok=True)
+    (socket_dir / f".s.PGSQL.{port}").unlink(missing_ok=True)
+    return True
+
+
 def become_subreaper() -> None:
     """Adopt orphaned descendants (a postmaster whose pg_ctl exited) so they can be reaped."""
     with contextlib.suppress(OSError, AttributeError):

@@ -1,0 +1,213 @@
+"""Shared fixtures: real two-server PostgreSQL 18 labs, a real Redis, a daemon in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pghad.config import Config, load_config
+from pghad.lab import free_port, lab_destroy, lab_up
+from pghad.nodes import procs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    procs.become_subreaper()
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Iterator[Path]:
+    """A directory the unprivileged PostgreSQL user can traverse (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="pghad-test-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+_port_cursor = [20000 + (os.getpid() % 200) * 50]
+
+
+def _next_port() -> int:
+    port = free_port(_port_cursor[0])
+    _port_cursor[0] = port + 5
+    return port
+
+
+@dataclass
+class Lab:
+    dir: Path
+    config_path: Path
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def set(self, section: str, key: str, value: str) -> None:
+        """Rewrite one `key = value` line inside [section] of the lab's config.toml."""
+        lines = self.config_path.read_text().splitlines()
+        current = ""
+        for index, line in enumerate(lines):
+            if line.startswith("["):
+                current = line.strip("[] ")
+            elif current == section and line.split("=")[0].strip() == key:
+                lines[index] = f"{key} = {value}"
+                break
+        else:
+            raise KeyError(f"{section}.{key}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+
+def make_lab(root: Path, name: str) -> Lab:
+    lab_dir = root / name
+    lab_up(lab_dir, first_port=_next_port(), api_port=_next_port())
+    lab = Lab(lab_dir, lab_dir / "config.toml")
+    lab.set("cluster", "failover_threshold", "2.0")
+    return lab
+
+
+@pytest.fixture
+def lab(work_root: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A fresh primary + streaming standby, destroyed after the test."""
+    made = make_lab(work_root, request.node.name[:40])
+    yield made
+    lab_destroy(made.dir)
+    procs.reap_postgres_zombies()
+
+
+class DaemonProcess:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.log_path = lab.dir / f"daemon-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, extra_env: dict[str, str] | None = None) -> DaemonProcess:
+        env = {**os.environ, **(extra_env or {})}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pghad", "run", "--config", str(self.lab.config_path)],
+                stdout=log, stderr=log, env=env, cwd=REPO)
+        return self
+
+    def events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
+    def decisions(self, code: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == "decision" and e.get("code") == code]
+
+    def wait_event(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if predicate(event):
+                    return event
+            time.sleep(0.1)
+        raise AssertionError(f"no {what} event within {timeout} s; log:\n{self.log_path.read_text()[-4000:]}")
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        self.wait_event(lambda e: e.get("code") == "healthy", timeout, "healthy decision")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture
+def daemon(lab: Lab) -> Iterator[DaemonProcess]:
+    """The daemon for `lab`, not yet started; stopped after the test."""
+    proc = DaemonProcess(lab)
+    yield proc
+    proc.stop()
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_server(work_root: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port (not the machine's shared one)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make test` (it installs it) or "
+                    "`apt-get install -y redis-server`")
+    port = _next_port()
+    data = work_root / "redis"
+    data.mkdir()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(data)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    client.close()
+    yield RedisServer(port)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+def _reap_forever() -> None:
+    while True:
+        procs.reap_postgres_zombies()
+        time.sleep(0.2)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Postmasters orphaned by pg_ctl are adopted by this process: reap them when killed."""
+    import threading
+
+    threading.Thread(target=_reap_forever, name="reaper", daemon=True).start()

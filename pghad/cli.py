@@ -17,11 +17,13 @@ DEFAULT_LAB_DIR = Path("lab")
 def _print_lab(config: Config, lab_dir: Path) -> None:
     print(f"lab {config.cluster.name} is up in {lab_dir.resolve()}")
     for node in config.nodes:
-        print(f"  {node.name}: psql \"{admin_conninfo(node, config.auth)}\"")
+        print(f'  {node.name}: psql "{admin_conninfo(node, config.auth)}"')
     config_path = lab_dir / "config.toml"
     print("next:")
-    print(f"  pghad run --config {config_path}        # the daemon, API on "
-          f"http://{config.api.bind}:{config.api.port}/")
+    print(
+        f"  pghad run --config {config_path}        # the daemon, API on "
+        f"http://{config.api.bind}:{config.api.port}/"
+    )
     print(f"  pghad lab status --dir {lab_dir}")
     print(f"  pghad lab down --dir {lab_dir}          # stop, keep data")
     print(f"  pghad lab destroy --dir {lab_dir}       # stop and remove everything")
@@ -63,12 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = commands.add_parser("lab", help="a local two-server PostgreSQL 18 lab")
     lab.add_argument("action", choices=["up", "status", "down", "destroy"])
-    lab.add_argument("--dir", type=Path, default=DEFAULT_LAB_DIR,
-                     help="lab directory (default: ./lab)")
-    lab.add_argument("--port", type=int, default=None,
-                     help="first PostgreSQL port to try (default 15432)")
-    lab.add_argument("--api-port", type=int, default=8088,
-                     help="API port written to the lab's config.toml")
+    lab.add_argument(
+        "--dir", type=Path, default=DEFAULT_LAB_DIR, help="lab directory (default: ./lab)"
+    )
+    lab.add_argument(
+        "--port", type=int, default=None, help="first PostgreSQL port to try (default 15432)"
+    )
+    lab.add_argument(
+        "--api-port", type=int, default=8088, help="API port written to the lab's config.toml"
+    )
     lab.set_defaults(handler=_cmd_lab)
     return parser
 

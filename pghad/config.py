@@ -9,7 +9,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pghad.errors import ConfigError
 
@@ -108,14 +115,20 @@ class Config(_Model):
     state: StateConfig = StateConfig()
     log: LogConfig = LogConfig()
 
-    @model_validator(mode="after")
-    def _check_nodes(self) -> Self:
-        names = [node.name for node in self.nodes]
+    @field_validator("nodes")
+    @classmethod
+    def _distinct_nodes(cls, nodes: tuple[NodeConfig, ...]) -> tuple[NodeConfig, ...]:
+        names = [node.name for node in nodes]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate node names {names}: each node needs its own name")
-        addresses = [node.address for node in self.nodes]
+        addresses = [node.address for node in nodes]
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"two nodes share the address {addresses[0]}")
+        return nodes
+
+    @model_validator(mode="after")
+    def _known_preferred(self) -> Self:
+        names = [node.name for node in self.nodes]
         preferred = self.cluster.preferred_primary
         if preferred is not None and preferred not in names:
             raise ValueError(f"cluster.preferred_primary {preferred!r} is not one of {names}")
@@ -147,7 +160,7 @@ def _location(loc: tuple[int | str, ...], raw: dict[str, object]) -> str:
             parts[-1] = f"nodes[{part}]" + (f" ({name})" if name else "")
         elif isinstance(part, str) and not (index == len(loc) - 1 and part.startswith("_")):
             parts.append(part)
-    return ".".join(parts) or "(top level)"
+    return ".".join(parts) or "config"
 
 
 def _apply_secret_env(raw: dict[str, object]) -> None:

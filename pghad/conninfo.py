@@ -38,4 +38,4 @@ def redacted(conninfo: str) -> str:
     params = conninfo_to_dict(conninfo)
     if "password" in params:
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)

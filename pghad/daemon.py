@@ -1,4 +1,4 @@
-"""The long-running daemon: observe every node, decide, act, record; one loop, one operation at a time."""
+"""The long-running daemon: observe, decide, act, record; one loop, one operation at a time."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pghad.cluster.observation import ClusterView
 from pghad.cluster.probe import probe_node
 from pghad.config import Config, NodeDriverKind, load_config
 from pghad.conninfo import admin_conninfo
-from pghad.errors import SetupError
+from pghad.errors import ConfigError, SetupError
 from pghad.nodes import procs
 from pghad.nodes.base import NodeDriver
 from pghad.nodes.local import LocalDriver
@@ -36,8 +36,10 @@ def make_drivers(config: Config) -> dict[str, NodeDriver]:
     drivers: dict[str, NodeDriver] = {}
     for node in config.nodes:
         if node.driver is not NodeDriverKind.LOCAL:
-            raise SetupError(f"nodes ({node.name}).driver = {node.driver.value!r} is not "
-                             "available in this version; use driver = \"local\"")
+            raise SetupError(
+                f"nodes ({node.name}).driver = {node.driver.value!r} is not "
+                'available in this version; use driver = "local"'
+            )
         drivers[node.name] = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
     return drivers
 
@@ -68,29 +70,47 @@ class Daemon:
 
     # ---- recording -------------------------------------------------------------------------
 
-    def event(self, kind: str, level: str = "info", **fields: Any) -> None:
+    def event(self, kind: str, /, **fields: Any) -> None:
+        """One journal entry and one log line; `level` (default info) picks the log level."""
+        level = str(fields.pop("level", "info"))
         record = {"at": datetime.now(UTC).isoformat(), "event": kind, **fields}
         self.journal.append(record)
         getattr(log, level)(kind, **fields)
 
     def _record_decision(self, decision: Decision) -> None:
         if decision.code != self._last_code or decision.actions:
-            self.event("decision", state=decision.memory.state.value, code=decision.code,
-                       reason=decision.reason, actions=[type(a).__name__ for a in decision.actions],
-                       **decision.details)
+            self.event(
+                "decision",
+                state=decision.memory.state.value,
+                code=decision.code,
+                reason=decision.reason,
+                actions=[type(a).__name__ for a in decision.actions],
+                **decision.details,
+            )
             self._last_code = decision.code
 
     def _record_outcome(self, outcome: Outcome) -> None:
-        self.event("action", level="info" if outcome.ok else "error", action=outcome.action, node=outcome.node, ok=outcome.ok,
-                   duration_s=outcome.duration_s, detail=outcome.detail, **outcome.fields)
+        self.event(
+            "action",
+            level="info" if outcome.ok else "error",
+            action=outcome.action,
+            node=outcome.node,
+            ok=outcome.ok,
+            duration_s=outcome.duration_s,
+            detail=outcome.detail,
+            **outcome.fields,
+        )
 
     # ---- the loop --------------------------------------------------------------------------
 
     async def observe(self) -> ClusterView:
         cluster = self.config.cluster
         results = await asyncio.gather(
-            *(probe_node(node, self.config.auth, cluster.probe_timeout)
-              for node in self.config.nodes))
+            *(
+                probe_node(node, self.config.auth, cluster.probe_timeout)
+                for node in self.config.nodes
+            )
+        )
         return ClusterView({obs.name: obs for obs in results})
 
     async def tick(self) -> Decision:
@@ -117,13 +137,21 @@ class Daemon:
         return decision
 
     def _record_failover(self, action: Promote, previous: Memory, outcome: Outcome) -> None:
-        entry = {"at": datetime.now(UTC).isoformat(), "cause": "automatic",
-                 "from": action.old_primary, "to": action.node,
-                 "duration_s": outcome.duration_s, "reason": action.reason}
+        entry = {
+            "at": datetime.now(UTC).isoformat(),
+            "cause": "automatic",
+            "from": action.old_primary,
+            "to": action.node,
+            "duration_s": outcome.duration_s,
+            "reason": action.reason,
+        }
         self.history.append(entry)
-        self.memory = Memory(state=ClusterState.FAILING_OVER, primary=action.node,
-                             needs_rejoin=self.memory.needs_rejoin,
-                             timeline=previous.timeline)
+        self.memory = Memory(
+            state=ClusterState.FAILING_OVER,
+            primary=action.node,
+            needs_rejoin=self.memory.needs_rejoin,
+            timeline=previous.timeline,
+        )
         self.event("failover", **entry)
 
     def _start_operation(self, action: Rejoin) -> None:
@@ -137,8 +165,14 @@ class Daemon:
                 self._failures[action.node] = failures
                 retry_in = min(REJOIN_BACKOFF_MAX_S, 2.0**failures)
                 self._retry_after[action.node] = time.monotonic() + retry_in
-                self.event("operation_retry", level="warning", action="rejoin",
-                           node=action.node, retry_in_s=retry_in, failures=failures)
+                self.event(
+                    "operation_retry",
+                    level="warning",
+                    action="rejoin",
+                    node=action.node,
+                    retry_in_s=retry_in,
+                    failures=failures,
+                )
             self.wake.set()
             return outcome
 
@@ -148,11 +182,17 @@ class Daemon:
     def _ensure_watch(self) -> None:
         """Hold a connection to the primary: its loss wakes the loop at once (no probe wait)."""
         primary = self.memory.primary
-        if primary is None or not self.view.nodes.get(primary, None) or \
-                not self.view[primary].writable:
+        if (
+            primary is None
+            or not self.view.nodes.get(primary, None)
+            or not self.view[primary].writable
+        ):
             return
-        if self._watch_task is not None and not self._watch_task.done() and \
-                self._watched == primary:
+        if (
+            self._watch_task is not None
+            and not self._watch_task.done()
+            and self._watched == primary
+        ):
             return
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -182,8 +222,12 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         procs.become_subreaper()
-        self.event("daemon_started", cluster=self.config.cluster.name,
-                   nodes=[n.name for n in self.config.nodes], remembered_primary=self.memory.primary)
+        self.event(
+            "daemon_started",
+            cluster=self.config.cluster.name,
+            nodes=[n.name for n in self.config.nodes],
+            remembered_primary=self.memory.primary,
+        )
         while not self.stopping:
             started = time.monotonic()
             await self.tick()
@@ -205,21 +249,25 @@ class Daemon:
         self._reload_requested = False
         if self.config_path is None:
             return
-        from pghad.errors import ConfigError
-
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             self.event("config_reload_failed", error=str(exc), kept="the running config")
             return
         if new.nodes != self.config.nodes or new.pg_bin != self.config.pg_bin:
-            self.event("config_reload_failed", error="nodes or pg_bin changed",
-                       kept="the running config; restart pghad to change nodes")
+            self.event(
+                "config_reload_failed",
+                error="nodes or pg_bin changed",
+                kept="the running config; restart pghad to change nodes",
+            )
             return
         self.config = new
         self.executor.config = new
-        self.event("config_reloaded", failover_threshold=new.cluster.failover_threshold,
-                   probe_interval=new.cluster.probe_interval)
+        self.event(
+            "config_reloaded",
+            failover_threshold=new.cluster.failover_threshold,
+            probe_interval=new.cluster.probe_interval,
+        )
 
     def stop(self) -> None:
         self.stopping = True

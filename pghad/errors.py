@@ -1,4 +1,4 @@
-"""The exception tree: each category maps to one outcome in the loop and one exit status in the CLI."""
+"""The exception tree: each category maps to one outcome in the loop and one CLI exit status."""
 
 
 class PghadError(Exception):

@@ -50,8 +50,8 @@ host    all           all          127.0.0.1/32    scram-sha-256
 host    replication   {repl_user}  127.0.0.1/32    scram-sha-256
 """
 
-CONFIG_TEMPLATE = """# pghad lab configuration, written by `pghad lab up`. See config.toml in the repository
-# for every setting and what it means.
+CONFIG_TEMPLATE = """# pghad lab configuration, written by `pghad lab up`.
+# See config.toml in the repository for every setting and what it means.
 
 pg_bin = "{pg_bin}"
 
@@ -162,8 +162,9 @@ def _drivers(config: Config, bin_dir: Path, user: str) -> dict[str, LocalDriver]
 
 
 def _run_as(user: str, argv: list[str]) -> None:
-    result = subprocess.run([*runas.prefix_for(user), *argv], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [*runas.prefix_for(user), *argv], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise SetupError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}")
 
@@ -183,9 +184,22 @@ def _initdb(driver: LocalDriver, config: Config, user: str) -> None:
     pwfile.write_text(config.auth.password + "\n")
     runas.chown_to(pwfile, user)
     try:
-        _run_as(user, [str(driver.bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                       "--auth-local=trust", "--auth-host=scram-sha-256",
-                       f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"])
+        _run_as(
+            user,
+            [
+                str(driver.bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )
     finally:
         pwfile.unlink(missing_ok=True)
     with (data / "postgresql.conf").open("a") as conf:
@@ -196,17 +210,25 @@ def _initdb(driver: LocalDriver, config: Config, user: str) -> None:
 def _create_replication_role(config: Config) -> None:
     primary = config.nodes[0]
     with psycopg.connect(admin_conninfo(primary, config.auth), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                              (config.auth.replication_user,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (config.auth.replication_user,)
+        ).fetchone()
         if exists is None:
-            conn.execute(sql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}").format(
-                sql.Identifier(config.auth.replication_user),
-                sql.Literal(config.auth.replication_password)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}").format(
+                    sql.Identifier(config.auth.replication_user),
+                    sql.Literal(config.auth.replication_password),
+                )
+            )
 
 
 def _timeline(driver: LocalDriver) -> int:
-    out = subprocess.run([str(driver.bin_dir / "pg_controldata"), str(driver.data_dir)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(driver.bin_dir / "pg_controldata"), str(driver.data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for line in out.splitlines():
         if line.startswith("Latest checkpoint's TimeLineID:"):
             return int(line.split(":")[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
 import threading
@@ -21,8 +23,9 @@ COMMIT_BOUND_S = 2.0
 
 
 def connect(config: Config, name: str, timeout: int = 2) -> psycopg.Connection:
-    return psycopg.connect(admin_conninfo(config.node(name), config.auth, connect_timeout=timeout),
-                           autocommit=True)
+    return psycopg.connect(
+        admin_conninfo(config.node(name), config.auth, connect_timeout=timeout), autocommit=True
+    )
 
 
 def is_writable(config: Config, name: str) -> bool | None:
@@ -49,8 +52,10 @@ def streaming_standbys(config: Config, primary: str) -> dict[str, str]:
     """application_name -> sync_state for streaming standbys of `primary` (empty if unreachable)."""
     try:
         with connect(config, primary, timeout=1) as conn:
-            rows = conn.execute("SELECT application_name, sync_state FROM pg_stat_replication "
-                                "WHERE state = 'streaming'").fetchall()
+            rows = conn.execute(
+                "SELECT application_name, sync_state FROM pg_stat_replication "
+                "WHERE state = 'streaming'"
+            ).fetchall()
     except psycopg.Error:
         return {}
     return {str(name): str(state) for name, state in rows}
@@ -80,10 +85,8 @@ def freeze(node: NodeConfig) -> list[int]:
 
 def thaw(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -125,8 +128,10 @@ class Writer:
         for node in self.config.nodes:
             if is_writable(self.config, node.name):
                 with connect(self.config, node.name) as conn:
-                    conn.execute(f"CREATE TABLE IF NOT EXISTS {WRITER_TABLE} "
-                                 "(id bigint PRIMARY KEY, node text, at timestamptz DEFAULT now())")
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {WRITER_TABLE} "
+                        "(id bigint PRIMARY KEY, node text, at timestamptz DEFAULT now())"
+                    )
                 return
         raise AssertionError("no writable node to create the writer table on")
 
@@ -149,10 +154,8 @@ class Writer:
     @staticmethod
     def _drop(current: tuple[psycopg.Connection, str] | None) -> None:
         if current is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 current[0].close()
-            except psycopg.Error:
-                pass
 
     def _run(self) -> None:
         pool = ThreadPoolExecutor(max_workers=1)
@@ -165,8 +168,11 @@ class Writer:
                     continue
             conn, name = current
             row_id = self._next_id
-            future = pool.submit(conn.execute, f"INSERT INTO {WRITER_TABLE} (id, node) "
-                                 "VALUES (%s, %s)", (row_id, name))
+            future = pool.submit(
+                conn.execute,
+                f"INSERT INTO {WRITER_TABLE} (id, node) VALUES (%s, %s)",
+                (row_id, name),
+            )
             try:
                 future.result(timeout=COMMIT_BOUND_S)
             except FutureTimeout:
@@ -199,11 +205,12 @@ class Writer:
         """Acknowledged ids that `node` does not have."""
         ids = [c.id for c in self.acked]
         with connect(self.config, node) as conn:
-            rows = conn.execute(f"SELECT id FROM {WRITER_TABLE} WHERE id = ANY(%s)",
-                                (ids,)).fetchall()
+            rows = conn.execute(
+                f"SELECT id FROM {WRITER_TABLE} WHERE id = ANY(%s)", (ids,)
+            ).fetchall()
         present = {r[0] for r in rows}
         return [i for i in ids if i not in present]
 
     def longest_gap(self, start: float, end: float) -> float:
         times = [c.at for c in self.acked if start <= c.at <= end]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)

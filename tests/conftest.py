@@ -98,7 +98,11 @@ class DaemonProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pghad", "run", "--config", str(self.lab.config_path)],
-                stdout=log, stderr=log, env=env, cwd=REPO)
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=REPO,
+            )
         return self
 
     def events(self) -> list[dict[str, Any]]:
@@ -120,7 +124,9 @@ class DaemonProcess:
                 if predicate(event):
                     return event
             time.sleep(0.1)
-        raise AssertionError(f"no {what} event within {timeout} s; log:\n{self.log_path.read_text()[-4000:]}")
+        raise AssertionError(
+            f"no {what} event within {timeout} s; log:\n{self.log_path.read_text()[-4000:]}"
+        )
 
     def wait_healthy(self, timeout: float = 20) -> None:
         self.wait_event(lambda e: e.get("code") == "healthy", timeout, "healthy decision")
@@ -167,14 +173,30 @@ def redis_server(work_root: Path) -> Iterator[RedisServer]:
     """A private redis-server on a free port (not the machine's shared one)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed: run `make test` (it installs it) or "
-                    "`apt-get install -y redis-server`")
+        pytest.fail(
+            "redis-server is not installed: run `make test` (it installs it) or "
+            "`apt-get install -y redis-server`"
+        )
     port = _next_port()
     data = work_root / "redis"
     data.mkdir()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(data)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)

@@ -100,14 +100,18 @@ class Decision:
 
 
 def decide(
-    view: ClusterView, memory: Memory, config: Config, now: float, busy: frozenset[str] = frozenset()
+    view: ClusterView,
+    memory: Memory,
+    config: Config,
+    now: float,
+    busy: frozenset[str] = frozenset(),
 ) -> Decision:
     """One round: `busy` names nodes a running operation owns (no new action touches them)."""
     writable = view.writable()
     if len(writable) == 2:
         return _split_brain(view, memory, busy)
     if len(writable) == 1:
-        return _with_primary(view, memory, config, now, writable[0], busy)
+        return _with_primary(view, memory, config, now, primary=writable[0], busy=busy)
     return _without_primary(view, memory, config, now, busy)
 
 
@@ -122,100 +126,159 @@ def _split_brain(view: ClusterView, memory: Memory, busy: frozenset[str]) -> Dec
         why = "the recorded primary"
     else:
         new = replace(memory, state=ClusterState.SPLIT_BRAIN)
-        return Decision(new, (), "split_brain_unresolved",
-                        "two writable nodes on the same timeline and no recorded primary: "
-                        "fence one by hand (pghad will not guess)")
+        return Decision(
+            new,
+            (),
+            "split_brain_unresolved",
+            "two writable nodes on the same timeline and no recorded primary: "
+            "fence one by hand (pghad will not guess)",
+        )
     stale = second if keep == first else first
-    new = replace(memory, state=ClusterState.SPLIT_BRAIN, primary=keep,
-                  needs_rejoin=memory.needs_rejoin | {stale}, standby_eligible=False,
-                  primary_down_since=None)
+    new = replace(
+        memory,
+        state=ClusterState.SPLIT_BRAIN,
+        primary=keep,
+        needs_rejoin=memory.needs_rejoin | {stale},
+        standby_eligible=False,
+        primary_down_since=None,
+    )
     reason = f"{stale} is writable while {keep} is primary ({why}): fencing {stale}"
     actions: tuple[Action, ...] = () if stale in busy else (Fence(stale, reason),)
     return Decision(new, actions, "split_brain_fence", reason, {"keep": keep, "fence": stale})
 
 
+@dataclass(frozen=True)
+class _Link:
+    """The primary's view of its standby in one round."""
+
+    primary: str
+    standby: str
+    replica: ReplicaInfo | None
+    named: bool
+    lag: int | None
+    down_for: float
+
+    @property
+    def streaming(self) -> bool:
+        return self.replica is not None and self.replica.state == "streaming"
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    eligible: bool
+    code: str
+    reason: str
+    action: SetSynchronous | None = None
+
+
 def _with_primary(
-    view: ClusterView, memory: Memory, config: Config, now: float, primary: str,
+    view: ClusterView,
+    memory: Memory,
+    config: Config,
+    now: float,
+    *,
+    primary: str,
     busy: frozenset[str],
 ) -> Decision:
     standby = config.other(primary).name
     obs = view[primary]
     replica = obs.replica(standby)
     streaming = replica is not None and replica.state == "streaming"
-    lag = view.lag_bytes(primary, standby)
-    actions: list[Action] = []
+    standby_down_since = None if streaming else (memory.standby_down_since or now)
+    link = _Link(
+        primary=primary,
+        standby=standby,
+        replica=replica,
+        named=obs.names_sync_standby(standby),
+        lag=view.lag_bytes(primary, standby),
+        down_for=now - (standby_down_since or now),
+    )
+    if config.cluster.synchronous:
+        verdict = _synchronous(link, config.cluster.sync_relax_after)
+    else:
+        verdict = _asynchronous(link, config.cluster.max_lag_on_failover, obs.sync_standby_names)
+    actions: list[Action] = [verdict.action] if verdict.action else []
+
     needs_rejoin = memory.needs_rejoin - {primary}
     changed_primary = memory.primary is not None and memory.primary != primary
-    if changed_primary:
+    if changed_primary and memory.primary is not None:
         # The other node was promoted (by us or by hand): the old one must not come back writable.
-        needs_rejoin |= {memory.primary} if memory.primary else set()
-    standby_down_since = None if streaming else (memory.standby_down_since or now)
-
-    if config.cluster.synchronous:
-        eligible, sync_action, code, reason = _synchronous(
-            obs.names_sync_standby(standby), replica, lag, standby, primary,
-            standby_down_since, now, config.cluster.sync_relax_after,
-        )
-        if sync_action is not None:
-            actions.append(sync_action)
-            if sync_action.standby is None:
-                eligible = False
-    else:
-        eligible = streaming and lag is not None and lag <= config.cluster.max_lag_on_failover
-        code, reason = (("healthy", f"{standby} streams, {lag} bytes behind") if eligible
-                        else ("standby_lagging", f"{standby} is not streaming or lags "
-                              f"more than {config.cluster.max_lag_on_failover} bytes"))
-        if obs.sync_standby_names:
-            actions.append(SetSynchronous(primary, None, "synchronous mode is off in the config"))
-
+        needs_rejoin |= {memory.primary}
     if view[standby].is_standby:
         needs_rejoin -= {standby}
     elif standby in needs_rejoin and config.cluster.auto_rejoin:
-        actions.append(Rejoin(standby, primary, f"{standby} is a former primary and is down: "
-                              f"rejoining it as a standby of {primary}"))
+        reason = f"{standby} is a former primary and is down: rejoining it under {primary}"
+        actions.append(Rejoin(standby, primary, reason))
 
-    state = ClusterState.HEALTHY if eligible else ClusterState.DEGRADED
+    code, reason = verdict.code, verdict.reason
     if changed_primary:
         code, reason = "primary_changed", f"{primary} is now the primary (was {memory.primary})"
     new = Memory(
-        state=state, primary=primary, primary_down_since=None,
-        standby_down_since=standby_down_since, standby_eligible=eligible,
-        needs_rejoin=frozenset(needs_rejoin), timeline=obs.timeline,
+        state=ClusterState.HEALTHY if verdict.eligible else ClusterState.DEGRADED,
+        primary=primary,
+        primary_down_since=None,
+        standby_down_since=standby_down_since,
+        standby_eligible=verdict.eligible,
+        needs_rejoin=frozenset(needs_rejoin),
+        timeline=obs.timeline,
     )
-    busy_filtered = tuple(a for a in actions if _target(a) not in busy)
-    return Decision(new, busy_filtered, code, reason,
-                    {"primary": primary, "standby": standby, "lag_bytes": lag,
-                     "eligible": eligible})
+    details: dict[str, object] = {
+        "primary": primary,
+        "standby": standby,
+        "lag_bytes": link.lag,
+        "eligible": verdict.eligible,
+    }
+    allowed = tuple(a for a in actions if _target(a) not in busy)
+    return Decision(new, allowed, code, reason, details)
 
 
-def _synchronous(
-    named: bool, replica: ReplicaInfo | None, lag: int | None, standby: str, primary: str,
-    standby_down_since: float | None, now: float, relax_after: float,
-) -> tuple[bool, SetSynchronous | None, str, str]:
-    """Eligibility and the sync setting to apply, in synchronous mode."""
-    streaming = replica is not None and replica.state == "streaming"
-    if streaming and named and replica is not None and replica.sync_state == "sync":
-        return True, None, "healthy", f"{standby} is the synchronous standby"
-    if streaming and not named:
-        if lag is not None and lag <= CAUGHT_UP_BYTES:
-            return False, SetSynchronous(primary, standby, f"{standby} caught up"), \
-                "enabling_sync", f"{standby} caught up: making it the synchronous standby"
-        return False, None, "standby_catching_up", f"{standby} is catching up ({lag} bytes)"
-    if streaming:
-        return False, None, "standby_not_sync", f"{standby} streams but is not yet synchronous"
-    # Not streaming. While it is still named, commits wait for it, so nothing acknowledged is
-    # missing on it: it stays eligible until pghad relaxes synchronous replication.
-    down_for = now - (standby_down_since or now)
-    if named and down_for >= relax_after:
-        return False, SetSynchronous(primary, None, f"{standby} down for {down_for:.1f} s"), \
-            "relaxing_sync", (f"{standby} has not streamed for {down_for:.1f} s: relaxing "
-                              "synchronous replication so the primary keeps taking writes; "
-                              f"{standby} is not eligible for promotion until it catches up")
-    if named:
-        return True, None, "standby_missing", (
-            f"{standby} is not streaming ({down_for:.1f} s); commits wait for it until "
-            f"{relax_after:g} s")
-    return False, None, "standby_down", f"{standby} is not streaming and not synchronous"
+def _synchronous(link: _Link, relax_after: float) -> _Verdict:
+    """Eligibility, and the synchronous setting to apply, in synchronous mode."""
+    standby, replica = link.standby, link.replica
+    if link.streaming and link.named and replica is not None and replica.sync_state == "sync":
+        return _Verdict(True, "healthy", f"{standby} is the synchronous standby")
+    if link.streaming and not link.named:
+        if link.lag is not None and link.lag <= CAUGHT_UP_BYTES:
+            return _Verdict(
+                False,
+                "enabling_sync",
+                f"{standby} caught up: making it the synchronous standby",
+                SetSynchronous(link.primary, standby, f"{standby} caught up"),
+            )
+        return _Verdict(False, "standby_catching_up", f"{standby} is catching up ({link.lag} B)")
+    if link.streaming:
+        return _Verdict(False, "standby_not_sync", f"{standby} streams but is not yet synchronous")
+    if not link.named:
+        return _Verdict(False, "standby_down", f"{standby} is not streaming and not synchronous")
+    # Not streaming but still named: commits wait for it, so nothing acknowledged is missing on
+    # it. It stays eligible until pghad relaxes synchronous replication.
+    if link.down_for >= relax_after:
+        return _Verdict(
+            False,
+            "relaxing_sync",
+            f"{standby} has not streamed for {link.down_for:.1f} s: relaxing synchronous "
+            "replication so the primary keeps taking writes; "
+            f"{standby} is not eligible for promotion until it catches up",
+            SetSynchronous(link.primary, None, f"{standby} down for {link.down_for:.1f} s"),
+        )
+    return _Verdict(
+        True,
+        "standby_missing",
+        f"{standby} is not streaming ({link.down_for:.1f} s); commits wait for it until "
+        f"{relax_after:g} s",
+    )
+
+
+def _asynchronous(link: _Link, max_lag: int, sync_names: str) -> _Verdict:
+    action = SetSynchronous(link.primary, None, "synchronous mode is off") if sync_names else None
+    if link.streaming and link.lag is not None and link.lag <= max_lag:
+        return _Verdict(True, "healthy", f"{link.standby} streams, {link.lag} B behind", action)
+    return _Verdict(
+        False,
+        "standby_lagging",
+        f"{link.standby} is not streaming or lags more than {max_lag} bytes",
+        action,
+    )
 
 
 def _without_primary(
@@ -225,51 +288,73 @@ def _without_primary(
     if primary is None:
         new = replace(memory, state=ClusterState.STARTING)
         reachable = [n for n, o in view.nodes.items() if o.reachable]
-        return Decision(new, (), "no_primary_known",
-                        f"no writable node and no recorded primary (reachable: {reachable}); "
-                        "not promoting anything: promote by hand or restore the primary")
+        return Decision(
+            new,
+            (),
+            "no_primary_known",
+            f"no writable node and no recorded primary (reachable: {reachable}); "
+            "not promoting anything: promote by hand or restore the primary",
+        )
     standby = config.other(primary).name
     since = memory.primary_down_since if memory.primary_down_since is not None else now
     down_for = now - since
     threshold = config.cluster.failover_threshold
     base = replace(memory, state=ClusterState.PRIMARY_DOWN, primary_down_since=since)
     error = view[primary].error or ("in recovery" if view[primary].is_standby else "down")
-    details: dict[str, object] = {"primary": primary, "down_for_s": round(down_for, 3),
-                                  "threshold_s": threshold, "error": error}
+    details: dict[str, object] = {
+        "primary": primary,
+        "down_for_s": round(down_for, 3),
+        "threshold_s": threshold,
+        "error": error,
+    }
     if down_for < threshold:
-        return Decision(base, (), "primary_down",
-                        f"{primary} unreachable for {down_for:.1f} s of {threshold:g} s "
-                        f"({error})", details)
+        return Decision(
+            base,
+            (),
+            "primary_down",
+            f"{primary} unreachable for {down_for:.1f} s of {threshold:g} s ({error})",
+            details,
+        )
     refusal = _refuse_promotion(view, memory, standby, busy)
     if refusal is not None:
         return Decision(base, (), refusal[0], refusal[1], details)
-    reason = (f"{primary} unreachable for {down_for:.1f} s (threshold {threshold:g} s, {error}); "
-              f"{standby} is eligible: promoting it")
-    new = replace(base, state=ClusterState.FAILING_OVER,
-                  needs_rejoin=memory.needs_rejoin | {primary})
+    reason = (
+        f"{primary} unreachable for {down_for:.1f} s (threshold {threshold:g} s, {error}); "
+        f"{standby} is eligible: promoting it"
+    )
+    new = replace(
+        base, state=ClusterState.FAILING_OVER, needs_rejoin=memory.needs_rejoin | {primary}
+    )
     return Decision(new, (Promote(standby, primary, reason),), "failover", reason, details)
 
 
 def _refuse_promotion(
     view: ClusterView, memory: Memory, standby: str, busy: frozenset[str]
 ) -> tuple[str, str] | None:
+    """The first reason not to promote `standby` now, as (code, reason), or None."""
     obs = view[standby]
-    if standby in busy:
-        return "standby_busy", f"not promoting {standby}: an operation is running on it"
-    if not obs.reachable:
-        return "standby_unreachable", f"not promoting {standby}: it is unreachable too ({obs.error})"
-    if not obs.is_standby:
-        return "standby_not_in_recovery", f"not promoting {standby}: it is not a standby"
-    if not memory.standby_eligible:
-        return "standby_ineligible", (
-            f"not promoting {standby}: it was not an eligible standby when the primary was last "
-            "seen (not synchronous, lagging or not streaming), so it may lack acknowledged "
-            "commits; use a forced failover to accept that risk")
-    if obs.receiver_status == "streaming" and (obs.receiver_msg_age_s or 0) < RECEIVER_SILENCE_S:
-        return "primary_alive_for_standby", (
-            f"not promoting {standby}: it still receives WAL from the primary "
-            f"({obs.receiver_msg_age_s:.1f} s ago), so the primary is alive and only "
-            "unreachable from pghad")
+    receiver_age = obs.receiver_msg_age_s or 0.0
+    checks = (
+        (standby in busy, "standby_busy", "an operation is running on it"),
+        (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
+        (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),
+        (
+            not memory.standby_eligible,
+            "standby_ineligible",
+            "it was not an eligible standby when the primary was last seen (not synchronous, "
+            "lagging or not streaming), so it may lack acknowledged commits; use a forced "
+            "failover to accept that risk",
+        ),
+        (
+            obs.receiver_status == "streaming" and receiver_age < RECEIVER_SILENCE_S,
+            "primary_alive_for_standby",
+            f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
+            "is alive and only unreachable from pghad",
+        ),
+    )
+    for failed, code, why in checks:
+        if failed:
+            return code, f"not promoting {standby}: {why}"
     return None
 
 

@@ -55,7 +55,8 @@ class Executor:
                 return await self._rejoin(action)
             case SetSynchronous():
                 await sqlops.set_synchronous_standby(
-                    self.config.node(action.primary), self.config.auth, action.standby)
+                    self.config.node(action.primary), self.config.auth, action.standby
+                )
                 return f"synchronous_standby_names = {action.standby or 'empty'}", {}
 
     async def fence(self, name: str) -> str:
@@ -81,8 +82,10 @@ class Executor:
         promoted = await sqlops.promote(self.config.node(action.node), self.config.auth)
         if not promoted:
             raise NodeError(f"pg_promote on {action.node} did not finish within 30 s")
-        return (f"{action.node} promoted; old primary {action.old_primary}: {fenced}",
-                {"fence": fenced, "promote_s": round(time.monotonic() - fence_done, 3)})
+        return (
+            f"{action.node} promoted; old primary {action.old_primary}: {fenced}",
+            {"fence": fenced, "promote_s": round(time.monotonic() - fence_done, 3)},
+        )
 
     async def _rejoin(self, action: Rejoin) -> tuple[str, dict[str, object]]:
         driver = self.drivers[action.node]
@@ -96,4 +99,5 @@ class Executor:
             await driver.clone(source)
         await driver.start(Role.STANDBY, source)
         return f"{action.node} rejoined as a standby of {action.primary} via {method}", {
-            "method": method.split(" ")[0]}
+            "method": method.split(" ")[0]
+        }

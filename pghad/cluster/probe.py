@@ -92,6 +92,8 @@ async def probe_node(node: NodeConfig, auth: AuthConfig, timeout: float) -> Node
     except OSError as exc:
         error = str(exc)
     return NodeObservation(
-        name=node.name, reachable=False, error=error,
+        name=node.name,
+        reachable=False,
+        error=error,
         probe_duration_s=time.monotonic() - started,
     )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 from psycopg import sql
 
 from pghad.config import AuthConfig, NodeConfig
 from pghad.conninfo import admin_conninfo
+
+PROMOTE_POLL_S = 0.01
 
 
 async def _connect(node: NodeConfig, auth: AuthConfig, timeout: float) -> psycopg.AsyncConnection:
@@ -36,8 +40,15 @@ async def promote(node: NodeConfig, auth: AuthConfig, wait_s: int = 30) -> bool:
         # (5 s by default) waiting for the dead primary's WAL before it ends recovery.
         await conn.execute("ALTER SYSTEM SET wal_retrieve_retry_interval = '100ms'")
         await conn.execute("SELECT pg_reload_conf()")
-        row = await (await conn.execute("SELECT pg_promote(true, %s)", (wait_s,))).fetchone()
-    return bool(row and row[0])
+        # pg_promote(true) polls every 100 ms; polling ourselves ends the wait sooner.
+        await conn.execute("SELECT pg_promote(false)")
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            row = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
+            if row is not None and not row[0]:
+                return True
+            await asyncio.sleep(PROMOTE_POLL_S)
+    return False
 
 
 async def make_read_only(node: NodeConfig, auth: AuthConfig, timeout: float = 5.0) -> None:

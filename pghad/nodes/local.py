@@ -1,4 +1,4 @@
-"""The local node driver: pg_ctl, pg_rewind and pg_basebackup on this host, as the data dir's owner."""
+"""The local node driver: pg_ctl, pg_rewind and pg_basebackup on this host, as the data owner."""
 
 from __future__ import annotations
 
@@ -43,12 +43,14 @@ async def run_command(
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
+    except TimeoutError as exc:
         process.kill()
         await process.wait()
-        raise NodeError(f"{Path(argv[0]).name if argv else '?'} timed out after {timeout:.0f} s")
-    return CommandResult(process.returncode or 0, out.decode(errors="replace"),
-                         err.decode(errors="replace"))
+        name = Path(argv[0]).name if argv else "?"
+        raise NodeError(f"{name} timed out after {timeout:.0f} s") from exc
+    return CommandResult(
+        process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+    )
 
 
 @dataclass
@@ -69,8 +71,14 @@ class LocalDriver:
     def _user(self) -> str:
         return self.os_user or owner_of(self.data_dir)
 
-    async def _pg(self, program: str, *args: str, timeout: float = 60,
-                  env: dict[str, str] | None = None, check: bool = True) -> CommandResult:
+    async def _pg(
+        self,
+        program: str,
+        *args: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> CommandResult:
         argv = [*prefix_for(self._user()), str(self.bin_dir / program), *args]
         result = await run_command(argv, timeout, env)
         if check and result.returncode != 0:
@@ -82,9 +90,7 @@ class LocalDriver:
         return procs.live_postmaster(self.data_dir) is not None
 
     def _write_node_conf(self, primary: NodeConfig | None) -> None:
-        conninfo = (
-            replication_conninfo(primary, self.auth, self.node.name) if primary else None
-        )
+        conninfo = replication_conninfo(primary, self.auth, self.node.name) if primary else None
         path = self.data_dir / nodeconf.NODE_CONF
         path.write_text(nodeconf.render(self.node, conninfo))
         path.chmod(0o600)
@@ -110,15 +116,37 @@ class LocalDriver:
         if not self.log_file.exists():
             self.log_file.touch()
             chown_to(self.log_file, self._user())
-        await self._pg("pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file),
-                       "-w", "-t", str(START_TIMEOUT_S), "-s", timeout=START_TIMEOUT_S + 5)
+        await self._pg(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-s",
+            timeout=START_TIMEOUT_S + 5,
+        )
 
     async def stop(self, mode: str = "fast") -> None:
         if not await self.is_running():
             return
-        result = await self._pg("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w",
-                                "-t", str(STOP_TIMEOUT_S), "-s", timeout=STOP_TIMEOUT_S + 5,
-                                check=False)
+        result = await self._pg(
+            "pg_ctl",
+            "stop",
+            "-D",
+            str(self.data_dir),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            str(STOP_TIMEOUT_S),
+            "-s",
+            timeout=STOP_TIMEOUT_S + 5,
+            check=False,
+        )
         if result.returncode != 0 and await self.is_running():
             raise NodeError(f"{self.node.name}: pg_ctl stop -m {mode} failed: {result.stderr}")
 
@@ -159,9 +187,14 @@ class LocalDriver:
             await self._wait_for_orphans()
             procs.clear_stale_pidfile(self.data_dir)
             try:
-                await self._pg("pg_rewind", "-D", str(self.data_dir),
-                               f"--source-server={source_info}", timeout=600,
-                               env={"PGPASSWORD": self.auth.password})
+                await self._pg(
+                    "pg_rewind",
+                    "-D",
+                    str(self.data_dir),
+                    f"--source-server={source_info}",
+                    timeout=600,
+                    env={"PGPASSWORD": self.auth.password},
+                )
                 return
             except NodeError as exc:
                 last_error = exc
@@ -184,9 +217,19 @@ class LocalDriver:
         chown_to(self.data_dir, user)
         conninfo = replication_conninfo(source, self.auth, self.node.name, with_password=False)
         try:
-            await self._pg("pg_basebackup", "-D", str(self.data_dir), "-d", conninfo,
-                           "-c", "fast", "-X", "stream", timeout=3600,
-                           env={"PGPASSWORD": self.auth.replication_password})
+            await self._pg(
+                "pg_basebackup",
+                "-D",
+                str(self.data_dir),
+                "-d",
+                conninfo,
+                "-c",
+                "fast",
+                "-X",
+                "stream",
+                timeout=3600,
+                env={"PGPASSWORD": self.auth.replication_password},
+            )
         except NodeError:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if aside.exists():

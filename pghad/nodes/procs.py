@@ -1,4 +1,4 @@
-"""Process facts read from /proc: zombies count as dead, orphans are reaped, stale pid files cleared.
+"""Process facts from /proc: zombies count as dead, orphans are reaped, stale locks cleared.
 
 PID 1 on some machines does not reap orphans, so a killed postmaster can linger as a zombie and a
 plain "does the PID exist" check would call it alive.

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
-
-import asyncio
 
 from pghad import pgbin
 from pghad.nodes.base import Role
@@ -41,16 +40,22 @@ def test_kill9_of_primary_promotes_standby_without_losing_commits(
     writer = Writer(config).start()
     time.sleep(1.0)
     killed_at = kill9(config.node("node1"))
-    wait_for(lambda: writer.first_commit_on("node2", killed_at) is not None, timeout=15,
-             what="a commit on node2")
+    wait_for(
+        lambda: writer.first_commit_on("node2", killed_at) is not None,
+        timeout=15,
+        what="a commit on node2",
+    )
     time.sleep(0.5)
     writer.stop()
     assert len(writer.acked) > 50
     assert writer.missing_on("node2") == []
     assert len(_failovers(daemon)) == 1
     # The old primary comes back as a standby of the new one (auto_rejoin).
-    wait_for(lambda: "node1" in streaming_standbys(config, "node2"), timeout=30,
-             what="node1 streaming from node2")
+    wait_for(
+        lambda: "node1" in streaming_standbys(config, "node2"),
+        timeout=30,
+        what="node1 streaming from node2",
+    )
     wait_for(lambda: is_writable(config, "node1") is False, timeout=10, what="node1 read-only")
 
 
@@ -64,23 +69,27 @@ def test_frozen_primary_is_failed_over_and_never_writable_again(
     frozen = freeze(config.node("node1"))
     frozen_at = time.monotonic()
     try:
-        wait_for(lambda: writer.first_commit_on("node2", frozen_at) is not None, timeout=20,
-                 what="a commit on node2")
+        wait_for(
+            lambda: writer.first_commit_on("node2", frozen_at) is not None,
+            timeout=20,
+            what="a commit on node2",
+        )
     finally:
         thaw(frozen)
     time.sleep(0.5)
     writer.stop()
     assert writer.missing_on("node2") == []
     assert is_writable(config, "node1") is not True
-    wait_for(lambda: "node1" in streaming_standbys(config, "node2"), timeout=30,
-             what="node1 streaming from node2")
+    wait_for(
+        lambda: "node1" in streaming_standbys(config, "node2"),
+        timeout=30,
+        what="node1 streaming from node2",
+    )
     wait_for(lambda: is_writable(config, "node1") is False, timeout=10, what="node1 read-only")
     assert is_writable(config, "node2") is True
 
 
-def test_outage_shorter_than_threshold_does_not_fail_over(
-    lab: Lab, daemon: DaemonProcess
-) -> None:
+def test_outage_shorter_than_threshold_does_not_fail_over(lab: Lab, daemon: DaemonProcess) -> None:
     lab.set("cluster", "failover_threshold", "5.0")
     config = lab.config
     daemon.start().wait_healthy()
@@ -103,16 +112,25 @@ def test_standby_outage_relaxes_sync_and_recovers(lab: Lab, daemon: DaemonProces
     stopped_at = time.monotonic()
     writer = Writer(config).start()
     daemon.wait_event(lambda e: e.get("code") == "relaxing_sync", 15, "relaxing_sync decision")
-    wait_for(lambda: writer.first_commit_on("node1", stopped_at + 0.1) is not None, timeout=10,
-             what="commits on the primary with the standby down")
+    wait_for(
+        lambda: writer.first_commit_on("node1", stopped_at + 0.1) is not None,
+        timeout=10,
+        what="commits on the primary with the standby down",
+    )
     asyncio.run(node2.start(Role.STANDBY, config.node("node1")))
-    wait_for(lambda: streaming_standbys(config, "node1").get("node2") == "sync", timeout=20,
-             what="node2 synchronous again")
+    wait_for(
+        lambda: streaming_standbys(config, "node1").get("node2") == "sync",
+        timeout=20,
+        what="node2 synchronous again",
+    )
     writer.stop()
     assert writer.missing_on("node1") == []
     relaxed_at = daemon.decisions("relaxing_sync")[0]["timestamp"]
-    daemon.wait_event(lambda e: e.get("code") == "healthy" and e["timestamp"] > relaxed_at, 10,
-                      "healthy (eligible again) after the standby caught up")
+    daemon.wait_event(
+        lambda e: e.get("code") == "healthy" and e["timestamp"] > relaxed_at,
+        10,
+        "healthy (eligible again) after the standby caught up",
+    )
 
 
 def test_ineligible_standby_is_not_promoted_and_the_log_says_why(
@@ -128,17 +146,16 @@ def test_ineligible_standby_is_not_promoted_and_the_log_says_why(
         conn.execute("INSERT INTO after_relax SELECT generate_series(1, 20)")
     kill9(config.node("node1"))
     asyncio.run(node2.start(Role.STANDBY, config.node("node1")))
-    refusal = daemon.wait_event(lambda e: e.get("code") == "standby_ineligible", 15,
-                                "standby_ineligible decision")
+    refusal = daemon.wait_event(
+        lambda e: e.get("code") == "standby_ineligible", 15, "standby_ineligible decision"
+    )
     assert "may lack acknowledged commits" in str(refusal["reason"])
     time.sleep(3)
     assert _failovers(daemon) == []
     assert is_writable(config, "node2") is False
 
 
-def test_daemon_killed_while_primary_down_fails_over_once(
-    lab: Lab, daemon: DaemonProcess
-) -> None:
+def test_daemon_killed_while_primary_down_fails_over_once(lab: Lab, daemon: DaemonProcess) -> None:
     config = lab.config
     daemon.start().wait_healthy()
     time.sleep(0.5)
@@ -148,8 +165,11 @@ def test_daemon_killed_while_primary_down_fails_over_once(
     restarted = DaemonProcess(lab).start()
     try:
         restarted.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
-        wait_for(lambda: "node1" in streaming_standbys(config, "node2"), timeout=30,
-                 what="node1 streaming from node2")
+        wait_for(
+            lambda: "node1" in streaming_standbys(config, "node2"),
+            timeout=30,
+            what="node1 streaming from node2",
+        )
         time.sleep(2)
         assert len(_failovers(restarted)) == 1
         assert [is_writable(config, "node1"), is_writable(config, "node2")] == [False, True]

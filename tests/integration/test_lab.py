@@ -42,7 +42,9 @@ def test_standby_streams_and_sees_rows_within_a_second(lab: Lab) -> None:
 
 def test_replication_needs_a_password(lab: Lab) -> None:
     hba = (lab.config.nodes[0].data_dir / "pg_hba.conf").read_text()
-    replication_lines = [ln for ln in hba.splitlines() if ln.startswith("host") and "replication" in ln]
+    replication_lines = [
+        ln for ln in hba.splitlines() if ln.startswith("host") and "replication" in ln
+    ]
     assert replication_lines and all(ln.split()[-1] == "scram-sha-256" for ln in replication_lines)
     assert all("127.0.0.1/32" in ln for ln in hba.splitlines() if ln.startswith("host"))
 
@@ -92,7 +94,11 @@ def test_destroy_leaves_nothing(work_root: Path) -> None:
 
 
 def test_cli_lab_status_and_missing_lab(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pghad", "lab", "status", "--dir",
-                             str(tmp_path / "nothing")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pghad", "lab", "status", "--dir", str(tmp_path / "nothing")],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
     assert result.returncode == 3
     assert "holds no lab" in result.stderr

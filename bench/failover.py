@@ -1,0 +1,129 @@
+"""Failover benchmark: kill -9 the primary's postmaster under a continuous writer, N times.
+
+Reports, per run and as median / max: seconds from the kill to the first commit accepted by the
+new primary, and acknowledged commits lost. Usage (from the repository root):
+
+    .venv/bin/python bench/failover.py --runs 10 --threshold 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pghad.cluster.memory_file import STATE_FILE
+from pghad.config import load_config
+from pghad.lab import lab_destroy, lab_up
+from pghad.nodes import procs
+from pghad.state_store import read_json
+from pghad.testing import Writer, kill9, streaming_standbys, wait_for
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def set_threshold(config_path: Path, threshold: float) -> None:
+    text = config_path.read_text()
+    lines = [
+        f"failover_threshold = {threshold}" if ln.startswith("failover_threshold") else ln
+        for ln in text.splitlines()
+    ]
+    config_path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threshold", type=float, default=2.0)
+    args = parser.parse_args()
+
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    lab_dir = root / "lab"
+    lab_up(lab_dir, first_port=25432, api_port=28088)
+    config_path = lab_dir / "config.toml"
+    set_threshold(config_path, args.threshold)
+    config = load_config(config_path)
+    daemon_log = (root / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
+        stdout=daemon_log,
+        stderr=daemon_log,
+    )
+    runs: list[dict[str, object]] = []
+    state_path = config.state.dir / STATE_FILE
+    try:
+        for number in range(1, args.runs + 1):
+
+            def eligible() -> bool:
+                state = read_json(state_path) or {}
+                primary = state.get("primary")
+                return (
+                    bool(state.get("standby_eligible"))
+                    and isinstance(primary, str)
+                    and streaming_standbys(config, primary).get(config.other(primary).name)
+                    == "sync"
+                )
+
+            wait_for(eligible, timeout=60, what="an eligible synchronous standby")
+            primary = str((read_json(state_path) or {})["primary"])
+            standby = config.other(primary).name
+            writer = Writer(config).start()
+            time.sleep(1.0)
+            killed_at = kill9(config.node(primary))
+            killed_wall = time.time()
+            wait_for(
+                lambda: writer.first_commit_on(standby, killed_at) is not None,  # noqa: B023
+                timeout=60,
+                what="a commit on the new primary",
+            )
+            time.sleep(0.3)
+            writer.stop()
+            first = writer.first_commit_on(standby, killed_at)
+            assert first is not None
+            lost = len(writer.missing_on(standby))
+            run = {
+                "run": number,
+                "killed": primary,
+                "promoted": standby,
+                "kill_to_first_commit_s": round(first - killed_at, 3),
+                "acknowledged": len(writer.acked),
+                "lost": lost,
+                "killed_at": time.strftime("%H:%M:%S", time.gmtime(killed_wall))
+                + f".{int(killed_wall % 1 * 1000):03d}",
+            }
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        lab_destroy(lab_dir)
+    times = [float(str(r["kill_to_first_commit_s"])) for r in runs]
+    lost_total = sum(int(str(r["lost"])) for r in runs)
+    summary = {
+        "threshold_s": args.threshold,
+        "runs": len(runs),
+        "median_s": round(statistics.median(times), 3),
+        "max_s": max(times),
+        "lost_total": lost_total,
+        "per_run": runs,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "failover.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"kill -> first commit on the new primary: median {summary['median_s']} s, "
+        f"max {summary['max_s']} s (threshold {args.threshold} s); "
+        f"acknowledged commits lost: {summary['lost_total']} in {len(runs)} runs"
+    )
+    return 0 if summary["lost_total"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""The pure decision function: transition table rows and properties that must always hold."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pghad.cluster.decide import (
+    ClusterState,
+    Fence,
+    Memory,
+    Promote,
+    Rejoin,
+    SetSynchronous,
+    decide,
+)
+from pghad.cluster.observation import ClusterView, NodeObservation, ReplicaInfo
+from pghad.config import Config, parse_config
+
+CONFIG_TEXT = """
+[cluster]
+failover_threshold = {threshold}
+synchronous = {sync}
+sync_relax_after = 3.0
+
+[[nodes]]
+name = "a"
+port = 5432
+data_dir = "/a"
+
+[[nodes]]
+name = "b"
+port = 5433
+data_dir = "/b"
+"""
+
+
+def config(threshold: float = 10, sync: bool = True) -> Config:
+    return parse_config(CONFIG_TEXT.format(threshold=threshold, sync=str(sync).lower()))
+
+
+def primary(
+    name: str = "a",
+    standby: str = "b",
+    *,
+    sync_state: str = "sync",
+    named: bool = True,
+    streaming: bool = True,
+    lsn: int = 1000,
+    flush: int = 1000,
+    tl: int = 1,
+) -> NodeObservation:
+    replicas = (
+        (ReplicaInfo(standby, "streaming", sync_state, flush, flush, 0.0),) if streaming else ()
+    )
+    return NodeObservation(
+        name,
+        True,
+        in_recovery=False,
+        timeline=tl,
+        current_lsn=lsn,
+        sync_standby_names=f'"{standby}"' if named else "",
+        replicas=replicas,
+    )
+
+
+def standby(
+    name: str = "b", receiver: str | None = None, age: float | None = None
+) -> NodeObservation:
+    return NodeObservation(
+        name,
+        True,
+        in_recovery=True,
+        timeline=1,
+        receive_lsn=1000,
+        replay_lsn=1000,
+        receiver_status=receiver,
+        receiver_msg_age_s=age,
+    )
+
+
+def down(name: str) -> NodeObservation:
+    return NodeObservation(name, False, error="Connection refused")
+
+
+def view(*nodes: NodeObservation) -> ClusterView:
+    return ClusterView({n.name: n for n in nodes})
+
+
+HEALTHY = Memory(state=ClusterState.HEALTHY, primary="a", standby_eligible=True)
+
+
+def test_starting_with_one_writable_node_makes_it_primary_and_enables_sync() -> None:
+    d = decide(view(primary(named=False, sync_state="async"), standby()), Memory(), config(), 0)
+    assert d.memory.primary == "a"
+    assert d.memory.state is ClusterState.DEGRADED
+    assert d.actions == (SetSynchronous("a", "b", "b caught up"),)
+
+
+def test_synchronous_streaming_standby_is_healthy_and_eligible() -> None:
+    d = decide(view(primary(), standby()), Memory(primary="a"), config(), 0)
+    assert (d.memory.state, d.memory.standby_eligible, d.actions) == (
+        ClusterState.HEALTHY,
+        True,
+        (),
+    )
+
+
+def test_lagging_standby_is_not_made_synchronous() -> None:
+    far = primary(named=False, sync_state="async", lsn=10**10, flush=1)
+    d = decide(view(far, standby()), HEALTHY, config(), 0)
+    assert d.actions == () and d.code == "standby_catching_up" and not d.memory.standby_eligible
+
+
+def test_primary_down_below_threshold_waits() -> None:
+    d = decide(view(down("a"), standby()), HEALTHY, config(threshold=10), 100.0)
+    assert d.memory.state is ClusterState.PRIMARY_DOWN
+    assert d.memory.primary_down_since == 100.0 and d.actions == ()
+    d2 = decide(view(down("a"), standby()), d.memory, config(threshold=10), 109.9)
+    assert d2.actions == ()
+
+
+def test_primary_down_past_threshold_promotes_eligible_standby() -> None:
+    memory = replace(HEALTHY, state=ClusterState.PRIMARY_DOWN, primary_down_since=100.0)
+    d = decide(view(down("a"), standby()), memory, config(threshold=10), 110.0)
+    assert [(type(a), a.node) for a in d.actions if isinstance(a, Promote)] == [(Promote, "b")]
+    assert len(d.actions) == 1
+    assert d.memory.state is ClusterState.FAILING_OVER
+    assert "a" in d.memory.needs_rejoin
+
+
+def test_blip_resets_the_timer() -> None:
+    memory = replace(HEALTHY, state=ClusterState.PRIMARY_DOWN, primary_down_since=100.0)
+    back = decide(view(primary(), standby()), memory, config(threshold=10), 105.0)
+    assert back.memory.primary_down_since is None
+    again = decide(view(down("a"), standby()), back.memory, config(threshold=10), 111.0)
+    assert again.actions == () and again.memory.primary_down_since == 111.0
+
+
+def test_ineligible_standby_is_not_promoted_and_the_reason_says_so() -> None:
+    memory = Memory(
+        state=ClusterState.PRIMARY_DOWN, primary="a", primary_down_since=0.0, standby_eligible=False
+    )
+    d = decide(view(down("a"), standby()), memory, config(threshold=1), 50.0)
+    assert d.actions == () and d.code == "standby_ineligible"
+
+
+def test_standby_still_receiving_wal_means_the_primary_is_alive() -> None:
+    memory = replace(HEALTHY, primary_down_since=0.0)
+    d = decide(view(down("a"), standby(receiver="streaming", age=0.2)), memory, config(1), 50.0)
+    assert d.actions == () and d.code == "primary_alive_for_standby"
+
+
+def test_both_down_promotes_nothing() -> None:
+    memory = replace(HEALTHY, primary_down_since=0.0)
+    d = decide(view(down("a"), down("b")), memory, config(threshold=1), 50.0)
+    assert d.actions == () and d.code == "standby_unreachable"
+
+
+def test_standby_down_past_relax_threshold_relaxes_sync_and_loses_eligibility() -> None:
+    no_standby = primary(streaming=False)
+    first = decide(view(no_standby, down("b")), HEALTHY, config(), 10.0)
+    assert first.actions == () and first.memory.standby_eligible  # commits still wait for b
+    later = decide(view(no_standby, down("b")), first.memory, config(), 13.0)
+    assert later.actions == (SetSynchronous("a", None, "b down for 3.0 s"),)
+    assert not later.memory.standby_eligible
+
+
+def test_two_writable_nodes_fence_the_older_timeline() -> None:
+    d = decide(view(primary("a", "b", tl=1), primary("b", "a", tl=2)), HEALTHY, config(), 0)
+    assert d.memory.primary == "b"
+    assert d.actions == (Fence("a", d.reason),)
+    assert d.memory.state is ClusterState.SPLIT_BRAIN
+
+
+def test_two_writable_same_timeline_without_memory_does_nothing() -> None:
+    d = decide(view(primary("a", "b"), primary("b", "a")), Memory(), config(), 0)
+    assert d.actions == () and d.code == "split_brain_unresolved"
+
+
+def test_former_primary_down_is_rejoined_then_forgotten_once_a_standby() -> None:
+    memory = Memory(state=ClusterState.FAILING_OVER, primary="b", needs_rejoin=frozenset({"a"}))
+    d = decide(
+        view(down("a"), primary("b", "a", streaming=False, named=False)), memory, config(), 0
+    )
+    assert any(isinstance(a, Rejoin) and a.node == "a" for a in d.actions)
+    d2 = decide(
+        view(standby("a"), primary("b", "a", named=False, sync_state="async")),
+        d.memory,
+        config(),
+        1,
+    )
+    assert "a" not in d2.memory.needs_rejoin
+
+
+def test_busy_node_gets_no_new_action() -> None:
+    memory = Memory(state=ClusterState.FAILING_OVER, primary="b", needs_rejoin=frozenset({"a"}))
+    d = decide(
+        view(down("a"), primary("b", "a", streaming=False, named=False)),
+        memory,
+        config(),
+        0,
+        busy=frozenset({"a"}),
+    )
+    assert not any(isinstance(a, Rejoin) for a in d.actions)
+
+
+def test_asynchronous_mode_uses_lag_for_eligibility() -> None:
+    cfg = config(sync=False)
+    near = primary(named=False, sync_state="async", lsn=2000, flush=1000)
+    assert decide(view(near, standby()), Memory(), cfg, 0).memory.standby_eligible
+    far = primary(named=False, sync_state="async", lsn=10**9, flush=1000)
+    assert not decide(view(far, standby()), Memory(), cfg, 0).memory.standby_eligible
+
+
+def test_nothing_known_and_no_writable_node_promotes_nothing() -> None:
+    d = decide(view(standby("a"), standby("b")), Memory(), config(), 0)
+    assert d.actions == () and d.code == "no_primary_known"
+
+
+# ---- properties over random observation sequences ----------------------------------------
+
+node_obs = st.sampled_from(["primary", "standby", "down", "standby_receiving"])
+
+
+def _observe(name: str, other: str, kind: str, synced: bool) -> NodeObservation:
+    if kind == "primary":
+        return primary(name, other, sync_state="sync" if synced else "async", named=synced)
+    if kind == "standby":
+        return standby(name)
+    if kind == "standby_receiving":
+        return standby(name, receiver="streaming", age=0.1)
+    return down(name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rounds=st.lists(
+        st.tuples(node_obs, node_obs, st.booleans(), st.floats(0.1, 5)), min_size=1, max_size=30
+    ),
+    threshold=st.sampled_from([1.0, 2.0, 10.0]),
+)
+def test_properties_hold_over_any_sequence(
+    rounds: list[tuple[str, str, bool, float]], threshold: float
+) -> None:
+    cfg = config(threshold=threshold)
+    memory = Memory()
+    now = 0.0
+    down_since: dict[str, float] = {}
+    for kind_a, kind_b, synced, step in rounds:
+        now += step
+        v = view(_observe("a", "b", kind_a, synced), _observe("b", "a", kind_b, synced))
+        for name, kind in (("a", kind_a), ("b", kind_b)):
+            down_since.setdefault(name, now) if kind != "primary" else down_since.pop(name, None)
+        d = decide(v, memory, cfg, now)
+        promotes = [a for a in d.actions if isinstance(a, Promote)]
+        assert len(promotes) <= 1
+        for action in promotes:
+            old = action.old_primary
+            # Never promote while the primary answers, or a standby that is not eligible.
+            assert not v[old].writable
+            assert memory.standby_eligible
+            # Never before the primary was down for the full threshold.
+            assert now - down_since[old] >= threshold - 1e-9
+            assert v[action.node].is_standby
+        # Two writable nodes: one of them is always fenced (or the daemon refuses to guess).
+        if len(v.writable()) == 2:
+            assert (
+                any(isinstance(a, Fence) for a in d.actions) or d.code == "split_brain_unresolved"
+            )
+        memory = d.memory

@@ -1,0 +1,72 @@
+"""Node-specific settings and process facts (pure or /proc-only logic)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from pghad.cluster.observation import format_lsn, parse_lsn
+from pghad.config import NodeConfig
+from pghad.conninfo import redacted
+from pghad.nodes import nodeconf, procs
+
+
+def test_node_conf_keeps_port_socket_and_primary_conninfo() -> None:
+    node = NodeConfig(name="n1", port=6000, data_dir=Path("/d"), socket_dir=Path("/s"))
+    text = nodeconf.render(node, "host=h port=1 application_name=n1 password='it''s'")
+    assert "port = 6000" in text
+    assert "unix_socket_directories = '/s'" in text
+    assert "primary_conninfo = 'host=h port=1 application_name=n1 password=''it''''s'''" in text
+    assert "primary_conninfo" not in nodeconf.render(node, None)
+
+
+def test_include_is_appended_once(tmp_path: Path) -> None:
+    conf = tmp_path / "postgresql.conf"
+    conf.write_text("shared_buffers = 1MB\n")
+    assert nodeconf.ensure_include(conf)
+    assert not nodeconf.ensure_include(conf)
+    assert conf.read_text().count(nodeconf.INCLUDE_LINE) == 1
+
+
+def test_auto_conf_loses_primary_conninfo_only(tmp_path: Path) -> None:
+    auto = tmp_path / "postgresql.auto.conf"
+    auto.write_text("primary_conninfo = 'host=x'\nsynchronous_standby_names = 'b'\n")
+    assert nodeconf.strip_node_owned(auto)
+    assert auto.read_text() == "synchronous_standby_names = 'b'\n"
+
+
+def test_lsn_round_trip() -> None:
+    assert parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert parse_lsn(None) is None
+
+
+def test_redacted_hides_password() -> None:
+    assert "secret" not in redacted("host=h password=secret user=u")
+
+
+def test_zombie_counts_as_dead_and_stale_pidfile_is_cleared(tmp_path: Path) -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    (tmp_path / "postmaster.pid").write_text(f"{child.pid}\n{tmp_path}\n")
+    assert procs.live_postmaster(tmp_path) == child.pid
+    assert not procs.clear_stale_pidfile(tmp_path)
+    os.kill(child.pid, 9)
+    deadline = time.monotonic() + 5
+    while procs.process_state(child.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert procs.process_state(child.pid) == "Z"
+    assert procs.live_postmaster(tmp_path) is None
+    assert procs.clear_stale_pidfile(tmp_path)
+    assert not (tmp_path / "postmaster.pid").exists()
+    child.wait()
+
+
+def test_stale_socket_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path) -> None:
+    lock = tmp_path / ".s.PGSQL.7000.lock"
+    lock.write_text(f"{os.getpid()}\n")
+    assert not procs.clear_stale_socket_lock(tmp_path, 7000)
+    lock.write_text("999999999\n")
+    assert procs.clear_stale_socket_lock(tmp_path, 7000)
+    assert not lock.exists()

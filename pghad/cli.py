@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pghad.config import Config
+from pghad.client import ApiClient, format_status
+from pghad.config import Config, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import PghadError
 
@@ -55,6 +57,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args.config)
 
 
+def _client(args: argparse.Namespace) -> ApiClient:
+    url, token = args.url, args.token or ""
+    if url is None:
+        config = load_config(args.config)
+        url = f"http://{config.api.bind}:{config.api.port}"
+        token = token or config.api.token
+    return ApiClient(url, token)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    status = _client(args).call("GET", "/status")
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def _cmd_operation(args: argparse.Namespace) -> int:
+    path = f"/{args.command}" + ("?force=true" if getattr(args, "force", False) else "")
+    result = _client(args).call("POST", path)
+    print(f"{result['message']} ({result['duration_s']} s)")
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    for event in _client(args).call("GET", f"/events?limit={args.limit}")["events"]:
+        if args.json:
+            print(json.dumps(event))
+            continue
+        what = event.get("reason") or event.get("detail") or event.get("error") or ""
+        label = event.get("code") or event.get("action") or event.get("operation") or ""
+        print(f"{event.get('at', '')[:23]}  {event['event']:<20} {label:<24} {what}")
+    return 0
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.toml"),
+        help="read the API address and token from this file",
+    )
+    parser.add_argument("--url", help="API base URL (default: from the config file)")
+    parser.add_argument("--token", help="API token (default: config file or PGHAD_API_TOKEN)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pghad", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +108,34 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the HA daemon in the foreground")
     run.add_argument("--config", type=Path, default=Path("config.toml"))
     run.set_defaults(handler=_cmd_run)
+
+    status = commands.add_parser("status", help="the cluster at a glance")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    _api_options(status)
+    status.set_defaults(handler=_cmd_status)
+
+    failover = commands.add_parser("failover", help="make the standby the primary now")
+    failover.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even a standby that may lack acknowledged commits",
+    )
+    _api_options(failover)
+    failover.set_defaults(handler=_cmd_operation)
+
+    for name, text in (
+        ("switchover", "planned swap of primary and standby"),
+        ("failback", "make the preferred node the primary again"),
+    ):
+        command = commands.add_parser(name, help=text)
+        _api_options(command)
+        command.set_defaults(handler=_cmd_operation)
+
+    events = commands.add_parser("events", help="recent decisions and actions")
+    events.add_argument("--limit", type=int, default=20)
+    events.add_argument("--json", action="store_true")
+    _api_options(events)
+    events.set_defaults(handler=_cmd_events)
 
     lab = commands.add_parser("lab", help="a local two-server PostgreSQL 18 lab")
     lab.add_argument("action", choices=["up", "status", "down", "destroy"])

@@ -97,6 +97,12 @@ class BackupConfig(_Model):
 
 class StateConfig(_Model):
     dir: Path = Path("state")
+    # A file whose appearance starts a failback (default: failback.trigger in the state dir).
+    failback_trigger: Path | None = None
+
+    @property
+    def trigger_path(self) -> Path:
+        return self.failback_trigger or self.dir / "failback.trigger"
 
 
 class LogConfig(_Model):
@@ -174,10 +180,10 @@ def _apply_secret_env(raw: dict[str, object]) -> None:
 
 def _resolve_paths(raw: dict[str, object], base: Path) -> None:
     """Relative paths in the file are relative to the file's directory, not the caller's cwd."""
-    for section in ("backup", "state"):
+    for section, key in (("backup", "dir"), ("state", "dir"), ("state", "failback_trigger")):
         table = raw.get(section)
-        if isinstance(table, dict) and isinstance(table.get("dir"), str):
-            table["dir"] = str(base / table["dir"])
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            table[key] = str(base / table[key])
     if isinstance(raw.get("pg_bin"), str):
         raw["pg_bin"] = str(base / str(raw["pg_bin"]))
     nodes = raw.get("nodes")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from pghad.config import Config
+from pghad.config import Config, NodeConfig
 from pghad.errors import NodeError
 from pghad.nodes.base import NodeDriver, Role
 
@@ -88,16 +88,19 @@ class Executor:
         )
 
     async def _rejoin(self, action: Rejoin) -> tuple[str, dict[str, object]]:
-        driver = self.drivers[action.node]
-        source = self.config.node(action.primary)
-        await driver.fence()
-        method = "pg_rewind"
-        try:
-            await driver.rewind(source)
-        except NodeError as exc:
-            method = f"pg_basebackup (pg_rewind failed: {exc})"
-            await driver.clone(source)
-        await driver.start(Role.STANDBY, source)
-        return f"{action.node} rejoined as a standby of {action.primary} via {method}", {
-            "method": method.split(" ")[0]
-        }
+        method = await rejoin(self.drivers[action.node], self.config.node(action.primary))
+        detail = f"{action.node} rejoined as a standby of {action.primary} via {method}"
+        return detail, {"method": method.split(" ")[0]}
+
+
+async def rejoin(driver: NodeDriver, source: NodeConfig) -> str:
+    """Stop the node, rewind it onto `source` (a fresh copy if rewind fails), start as standby."""
+    await driver.fence()
+    method = "pg_rewind"
+    try:
+        await driver.rewind(source)
+    except NodeError as exc:
+        method = f"pg_basebackup (pg_rewind failed: {exc})"
+        await driver.clone(source)
+    await driver.start(Role.STANDBY, source)
+    return method

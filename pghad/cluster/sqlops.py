@@ -60,3 +60,8 @@ async def make_read_only(node: NodeConfig, auth: AuthConfig, timeout: float = 5.
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
         )
+
+
+async def checkpoint(node: NodeConfig, auth: AuthConfig, timeout: float = 60.0) -> None:
+    async with await _connect(node, auth, 5.0) as conn:
+        await asyncio.wait_for(conn.execute("CHECKPOINT"), timeout)

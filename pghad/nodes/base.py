@@ -41,3 +41,7 @@ class NodeDriver(Protocol):
     async def clone(self, source: NodeConfig) -> None:
         """Replace the data directory with a fresh pg_basebackup of `source`."""
         ...
+
+    async def checkpoint_lsn(self) -> str:
+        """The stopped server's latest checkpoint location (pg_controldata)."""
+        ...

@@ -203,6 +203,13 @@ class LocalDriver:
                 await asyncio.sleep(REWIND_RETRY_S)
         raise NodeError(f"{last_error} (source {redacted(source_info)})")
 
+    async def checkpoint_lsn(self) -> str:
+        result = await self._pg("pg_controldata", str(self.data_dir), timeout=30)
+        for line in result.stdout.splitlines():
+            if line.startswith("Latest checkpoint location:"):
+                return line.split(":", 1)[1].strip()
+        raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")
+
     async def clone(self, source: NodeConfig) -> None:
         if await self.is_running():
             raise NodeError(f"{self.node.name}: stop the server before cloning over it")

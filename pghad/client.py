@@ -1,0 +1,84 @@
+"""A small client of the control API for the CLI (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+from pghad.errors import PghadError
+
+
+class ApiCallFailed(PghadError):
+    """The API answered with an error, or could not be reached."""
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str = "", timeout: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token or os.environ.get("PGHAD_API_TOKEN", "")
+        self.timeout = timeout
+
+    def call(self, method: str, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.base_url}{path}", method=method)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body: dict[str, Any] = json.loads(response.read())
+                return body
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("message", exc.reason)
+            except (json.JSONDecodeError, AttributeError):
+                message = exc.reason
+            raise ApiCallFailed(f"{method} {path}: HTTP {exc.code}: {message}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiCallFailed(
+                f"cannot reach the pghad API at {self.base_url} ({reason}): is `pghad run` up?"
+            ) from exc
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [
+        f"Cluster {status['cluster']}: {status['state']} (primary {status['primary']}, "
+        f"preferred {status['preferred_primary']})"
+    ]
+    if status.get("operation"):
+        lines.append(f"Running: {status['operation']}")
+    header = ("NODE", "ADDRESS", "ROLE", "TL", "LSN", "LAG_S", "LAG_BYTES", "SYNC")
+    rows = [header]
+    for node in status["nodes"]:
+        lsn = node.get("current_lsn") or node.get("replay_lsn") or "-"
+
+        def show(value: Any) -> str:
+            return (
+                "-"
+                if value is None
+                else str(round(value, 3) if isinstance(value, float) else value)
+            )
+
+        rows.append(
+            (
+                node["name"],
+                node["address"],
+                node["role"],
+                show(node.get("timeline")),
+                lsn,
+                show(node.get("replay_lag_s")),
+                show(node.get("replay_lag_bytes")),
+                show(node.get("sync_state")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    decision = status.get("decision")
+    if decision:
+        lines.append(f"Last decision: {decision['code']}: {decision['reason']}")
+    return "\n".join(lines)

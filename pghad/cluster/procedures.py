@@ -1,0 +1,217 @@
+"""Operator procedures (switchover, failover, failback) as sequences of checked steps.
+
+Each step either succeeds or raises with a message saying which step failed and what state the
+cluster was left in. Refusals (OperationRefused) happen before anything is changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pghad.config import Config
+from pghad.errors import NodeError, OperationRefused
+from pghad.nodes.base import NodeDriver, Role
+
+from . import sqlops
+from .executor import Executor, rejoin
+from .observation import ClusterView, NodeObservation, parse_lsn
+from .probe import probe_node
+
+RECEIVE_WAIT_S = 10.0
+STREAM_WAIT_S = 60.0
+POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    operation: str
+    new_primary: str
+    old_primary: str
+    duration_s: float
+    message: str
+    cause: str
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class Procedures:
+    def __init__(self, config: Config, drivers: Mapping[str, NodeDriver], executor: Executor):
+        self.config = config
+        self.drivers = drivers
+        self.executor = executor
+
+    async def observe(self) -> ClusterView:
+        timeout = self.config.cluster.probe_timeout
+        found = await asyncio.gather(
+            *(probe_node(n, self.config.auth, timeout) for n in self.config.nodes)
+        )
+        return ClusterView({obs.name: obs for obs in found})
+
+    async def _observe_node(self, name: str) -> NodeObservation:
+        node = self.config.node(name)
+        return await probe_node(node, self.config.auth, self.config.cluster.probe_timeout)
+
+    # ---- switchover ------------------------------------------------------------------------
+
+    async def switchover(self, cause: str = "switchover") -> OperationResult:
+        view = await self.observe()
+        primary, standby = self._healthy_pair(view)
+        return await self._switch(primary, standby, cause)
+
+    def _healthy_pair(self, view: ClusterView) -> tuple[str, str]:
+        writable = view.writable()
+        if len(writable) != 1:
+            down = [n for n, o in view.nodes.items() if not o.reachable]
+            raise OperationRefused(
+                "a switchover needs exactly one primary and a healthy standby; "
+                f"writable nodes: {writable or 'none'}, unreachable: {down or 'none'}"
+            )
+        primary = writable[0]
+        standby = self.config.other(primary).name
+        replica = view[primary].replica(standby)
+        if not view[standby].is_standby or replica is None or replica.state != "streaming":
+            raise OperationRefused(
+                f"{standby} is not streaming from {primary} "
+                f"({view[standby].error or 'not in pg_stat_replication'}); "
+                "a switchover would lose data: wait until it streams"
+            )
+        return primary, standby
+
+    async def _switch(self, primary: str, standby: str, cause: str) -> OperationResult:
+        started = time.monotonic()
+        old = self.drivers[primary]
+        # A checkpoint first makes the shutdown checkpoint (and the write pause) short.
+        await sqlops.checkpoint(self.config.node(primary), self.config.auth)
+        writes_stopped = time.monotonic()
+        await old.stop("fast")
+        final_lsn = await old.checkpoint_lsn()
+        try:
+            await self._wait_received(standby, final_lsn)
+        except NodeError:
+            await old.start(Role.PRIMARY)
+            raise
+        if not await sqlops.promote(self.config.node(standby), self.config.auth):
+            raise NodeError(
+                f"step promote: {standby} did not leave recovery; {primary} is stopped: "
+                f"start it with `pghad lab up` or pg_ctl and retry"
+            )
+        promoted = time.monotonic()
+        method = await self._rejoin(primary, standby)
+        return OperationResult(
+            operation=cause,
+            new_primary=standby,
+            old_primary=primary,
+            duration_s=round(time.monotonic() - started, 3),
+            message=f"{standby} is the primary; {primary} follows it as a standby",
+            cause=cause,
+            details={
+                "write_pause_s": round(promoted - writes_stopped, 3),
+                "final_lsn": final_lsn,
+                "rejoin": method,
+            },
+        )
+
+    async def _wait_received(self, standby: str, final_lsn: str) -> None:
+        """The standby must hold the stopped primary's shutdown checkpoint before promotion."""
+        target = parse_lsn(final_lsn)
+        assert target is not None
+        deadline = time.monotonic() + RECEIVE_WAIT_S
+        while time.monotonic() < deadline:
+            obs = await self._observe_node(standby)
+            if obs.receive_lsn is not None and obs.receive_lsn > target:
+                return
+            await asyncio.sleep(POLL_S)
+        raise NodeError(
+            f"step wait-for-WAL: {standby} did not receive the primary's final WAL "
+            f"({final_lsn}) within {RECEIVE_WAIT_S:g} s; the switchover was aborted and the "
+            "old primary restarted"
+        )
+
+    async def _rejoin(self, node: str, primary: str) -> str:
+        return await rejoin(self.drivers[node], self.config.node(primary))
+
+    # ---- failover --------------------------------------------------------------------------
+
+    async def failover(self, primary: str | None, eligible: bool, force: bool) -> OperationResult:
+        view = await self.observe()
+        if primary is not None and view[primary].writable:
+            return await self.switchover(cause="manual")
+        writable = view.writable()
+        if writable:
+            raise OperationRefused(f"{writable[0]} is writable but is not the recorded primary")
+        candidates = [n for n, o in view.nodes.items() if o.is_standby and n != primary]
+        if not candidates:
+            raise OperationRefused(
+                "no reachable standby to promote: "
+                + "; ".join(f"{n}: {o.error or 'not a standby'}" for n, o in view.nodes.items())
+            )
+        standby = candidates[0]
+        if not eligible and not force:
+            raise OperationRefused(
+                f"{standby} was not an eligible standby when the primary was last seen, so it "
+                "may lack acknowledged commits; retry with force=true to promote it anyway "
+                "(commits the old primary acknowledged after the standby fell behind are lost)"
+            )
+        started = time.monotonic()
+        fenced = await self.executor.fence(primary) if primary is not None else "no old primary"
+        if not await sqlops.promote(self.config.node(standby), self.config.auth):
+            raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
+        return OperationResult(
+            operation="failover",
+            new_primary=standby,
+            old_primary=primary or "",
+            duration_s=round(time.monotonic() - started, 3),
+            message=f"{standby} promoted" + (" (forced)" if force and not eligible else ""),
+            cause="manual",
+            details={"fence": fenced, "forced": force and not eligible},
+        )
+
+    # ---- failback --------------------------------------------------------------------------
+
+    async def failback(self) -> OperationResult:
+        preferred = self.config.preferred_primary
+        view = await self.observe()
+        if view[preferred].writable:
+            raise OperationRefused(f"{preferred} is already the primary: nothing to fail back")
+        if not view[preferred].reachable:
+            raise OperationRefused(
+                f"{preferred} is down ({view[preferred].error}): start it, or let auto_rejoin "
+                "bring it back as a standby, then retry the failback"
+            )
+        current = self.config.other(preferred).name
+        if not view[current].writable:
+            raise OperationRefused(
+                f"{current} is not a primary ({view[current].error or 'in recovery'}): "
+                "there is nothing to fail back from"
+            )
+        started = time.monotonic()
+        replica = view[current].replica(preferred)
+        rejoined = None
+        if replica is None or replica.state != "streaming":
+            rejoined = await self._rejoin(preferred, current)
+        await self._wait_streaming(current, preferred)
+        result = await self._switch(current, preferred, cause="failback")
+        return OperationResult(
+            operation="failback",
+            new_primary=preferred,
+            old_primary=current,
+            duration_s=round(time.monotonic() - started, 3),
+            message=f"{preferred} is the primary again; {current} follows it as a standby",
+            cause="failback",
+            details={**result.details, "rejoined_first": rejoined},
+        )
+
+    async def _wait_streaming(self, primary: str, standby: str) -> None:
+        deadline = time.monotonic() + STREAM_WAIT_S
+        while time.monotonic() < deadline:
+            obs = await self._observe_node(primary)
+            replica = obs.replica(standby)
+            if replica is not None and replica.state == "streaming":
+                return
+            await asyncio.sleep(0.1)
+        raise NodeError(
+            f"step wait-for-streaming: {standby} did not stream from {primary} within "
+            f"{STREAM_WAIT_S:g} s; nothing was switched"
+        )

@@ -1,0 +1,37 @@
+"""SIGHUP reload: which settings apply at run time and which need a restart."""
+
+from __future__ import annotations
+
+from pghad.config import Config
+
+# (section, key) pairs that are bound at start: sockets, drivers, files, clients.
+RESTART_ONLY = (
+    ("nodes", None),
+    ("pg_bin", None),
+    ("api", "bind"),
+    ("api", "port"),
+    ("state", "dir"),
+    ("redis", "url"),
+)
+
+
+def merge_reloaded(running: Config, new: Config) -> tuple[Config, list[str]]:
+    """The config to run with now, and the changed settings that wait for a restart."""
+    needs_restart = []
+    for section, key in RESTART_ONLY:
+        old_value = (
+            getattr(running, section) if key is None else getattr(getattr(running, section), key)
+        )
+        new_value = getattr(new, section) if key is None else getattr(getattr(new, section), key)
+        if old_value != new_value:
+            needs_restart.append(section if key is None else f"{section}.{key}")
+    merged = new.model_copy(
+        update={
+            "nodes": running.nodes,
+            "pg_bin": running.pg_bin,
+            "api": new.api.model_copy(update={"bind": running.api.bind, "port": running.api.port}),
+            "state": new.state.model_copy(update={"dir": running.state.dir}),
+            "redis": running.redis,
+        }
+    )
+    return merged, needs_restart

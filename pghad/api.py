@@ -279,5 +279,5 @@ class ApiServer:
         assert self.socket is not None
         await self.server.serve(sockets=[self.socket])
 
-    async def shutdown(self) -> None:
+    def shutdown(self) -> None:
         self.server.should_exit = True

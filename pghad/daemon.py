@@ -35,6 +35,8 @@ from pghad.watch import PrimaryWatch
 log = structlog.get_logger("pghad")
 SUSPECT_PROBE_INTERVAL_S = 0.1
 REJOIN_BACKOFF_MAX_S = 60.0
+REJOIN_WAIT_S = 120.0
+SHUTDOWN_BOUND_S = 3.0
 
 
 class OperationBusy(OperationRefused):
@@ -286,6 +288,10 @@ class Daemon:
         return await self.run_operation("switchover", self.procedures.switchover)
 
     async def failback(self) -> OperationResult:
+        # Right after a failover the preferred node may still be rejoining: wait for that.
+        rejoin = self.rejoins.get(self.config.preferred_primary)
+        if rejoin is not None and not rejoin.done() and self.operation is None:
+            await asyncio.wait({rejoin}, timeout=REJOIN_WAIT_S)
         return await self.run_operation("failback", self.procedures.failback)
 
     def _check_trigger(self) -> None:
@@ -324,12 +330,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         procs.become_subreaper()
         server = None
+        server_task: asyncio.Task[None] | None = None
         if serve_api:
             from pghad.api import ApiServer
 
             server = ApiServer(self)
             server.bind()
-            self._spawn(server.serve())
+            server_task = asyncio.create_task(server.serve())
         self._spawn(self.redis_stream.run())
         self.event(
             "daemon_started",
@@ -351,8 +358,10 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
             self.wake.clear()
-        if server is not None:
-            await server.shutdown()
+        if server is not None and server_task is not None:
+            server.shutdown()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server_task, SHUTDOWN_BOUND_S)
         await self._shutdown()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -404,8 +413,8 @@ class Daemon:
         await asyncio.sleep(0)  # let the Redis stream push the last events if it can
         for task in list(self._background):
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self.redis_stream.close()
+        await asyncio.wait(self._background | {asyncio.create_task(self.redis_stream.close())},
+                           timeout=SHUTDOWN_BOUND_S)
 
 
 def run_daemon(config_path: Path) -> int:

@@ -51,6 +51,10 @@ class RedisEventStream:
                         approximate=True,
                     )
                 except (RedisError, OSError) as exc:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # redis-py turns a cancelled read into a connection error: stop anyway.
+                        raise asyncio.CancelledError from exc
                     if self.up is not False:
                         log.warning("redis_unavailable", error=str(exc), queued=len(self.pending))
                     self.up = False

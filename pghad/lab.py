@@ -18,7 +18,7 @@ from psycopg import sql
 from pghad import pgbin, runas
 from pghad.config import Config, load_config
 from pghad.conninfo import admin_conninfo
-from pghad.errors import SetupError
+from pghad.errors import ConfigError, SetupError
 from pghad.nodes import nodeconf, procs
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
@@ -320,10 +320,13 @@ def lab_destroy(lab_dir: Path) -> None:
     lab_dir = lab_dir.resolve()
     if not (lab_dir / MARKER).exists():
         raise SetupError(f"{lab_dir} holds no lab (no {MARKER}); refusing to delete it")
-    config = load_config(lab_dir / "config.toml")
-    for node in config.nodes:
+    try:
+        data_dirs = [node.data_dir for node in load_config(lab_dir / "config.toml").nodes]
+    except ConfigError:
+        data_dirs = sorted(lab_dir.glob("*/data"))  # an edited, broken config must not stop it
+    for data_dir in data_dirs:
         for _ in range(50):
-            if not procs.kill_all_in(node.data_dir):
+            if not procs.kill_all_in(data_dir):
                 break
             time.sleep(0.1)
     procs.reap_postgres_zombies()

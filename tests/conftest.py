@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,8 @@ def work_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="pghad-test-", dir="/tmp"))
     root.chmod(0o755)
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if os.environ.get("PGHAD_KEEP_TEST_DIR") is None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 _port_cursor = [20000 + (os.getpid() % 200) * 50]
@@ -44,119 +47,6 @@ def _next_port() -> int:
     port = free_port(_port_cursor[0])
     _port_cursor[0] = port + 5
     return port
-
-
-@dataclass
-class Lab:
-    dir: Path
-    config_path: Path
-
-    @property
-    def config(self) -> Config:
-        return load_config(self.config_path)
-
-    def set(self, section: str, key: str, value: str) -> None:
-        """Rewrite one `key = value` line inside [section] of the lab's config.toml."""
-        lines = self.config_path.read_text().splitlines()
-        current = ""
-        for index, line in enumerate(lines):
-            if line.startswith("["):
-                current = line.strip("[] ")
-            elif current == section and line.split("=")[0].strip() == key:
-                lines[index] = f"{key} = {value}"
-                break
-        else:
-            raise KeyError(f"{section}.{key}")
-        self.config_path.write_text("\n".join(lines) + "\n")
-
-
-def make_lab(root: Path, name: str) -> Lab:
-    lab_dir = root / name
-    lab_up(lab_dir, first_port=_next_port(), api_port=_next_port())
-    lab = Lab(lab_dir, lab_dir / "config.toml")
-    lab.set("cluster", "failover_threshold", "2.0")
-    return lab
-
-
-@pytest.fixture
-def lab(work_root: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """A fresh primary + streaming standby, destroyed after the test."""
-    made = make_lab(work_root, request.node.name[:40])
-    yield made
-    lab_destroy(made.dir)
-    procs.reap_postgres_zombies()
-
-
-class DaemonProcess:
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.log_path = lab.dir / f"daemon-{time.monotonic_ns()}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, extra_env: dict[str, str] | None = None) -> DaemonProcess:
-        env = {**os.environ, **(extra_env or {})}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pghad", "run", "--config", str(self.lab.config_path)],
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=REPO,
-            )
-        return self
-
-    def events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return events
-
-    def decisions(self, code: str) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e.get("event") == "decision" and e.get("code") == code]
-
-    def wait_event(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events():
-                if predicate(event):
-                    return event
-            time.sleep(0.1)
-        raise AssertionError(
-            f"no {what} event within {timeout} s; log:\n{self.log_path.read_text()[-4000:]}"
-        )
-
-    def wait_healthy(self, timeout: float = 20) -> None:
-        self.wait_event(lambda e: e.get("code") == "healthy", timeout, "healthy decision")
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
-@pytest.fixture
-def daemon(lab: Lab) -> Iterator[DaemonProcess]:
-    """The daemon for `lab`, not yet started; stopped after the test."""
-    proc = DaemonProcess(lab)
-    yield proc
-    proc.stop()
 
 
 @dataclass(frozen=True)
@@ -214,6 +104,150 @@ def redis_server(work_root: Path) -> Iterator[RedisServer]:
     yield RedisServer(port)
     process.terminate()
     process.wait(timeout=10)
+
+
+@dataclass
+class Lab:
+    dir: Path
+    config_path: Path
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def set(self, section: str, key: str, value: str) -> None:
+        """Rewrite one `key = value` line inside [section] of the lab's config.toml."""
+        lines = self.config_path.read_text().splitlines()
+        current = ""
+        for index, line in enumerate(lines):
+            if line.startswith("["):
+                current = line.strip("[] ")
+            elif current == section and line.split("=")[0].strip() == key:
+                lines[index] = f"{key} = {value}"
+                break
+        else:
+            raise KeyError(f"{section}.{key}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+
+def make_lab(root: Path, name: str) -> Lab:
+    lab_dir = root / name
+    lab_up(lab_dir, first_port=_next_port(), api_port=_next_port())
+    lab = Lab(lab_dir, lab_dir / "config.toml")
+    lab.set("cluster", "failover_threshold", "2.0")
+    return lab
+
+
+@pytest.fixture
+def lab(
+    work_root: Path, request: pytest.FixtureRequest, redis_server: RedisServer
+) -> Iterator[Lab]:
+    """A fresh primary + streaming standby, destroyed after the test (Redis: the test server)."""
+    made = make_lab(work_root, request.node.name[:40])
+    made.set("redis", "url", f'"{redis_server.url}"')
+    yield made
+    lab_destroy(made.dir)
+    procs.reap_postgres_zombies()
+
+
+class DaemonProcess:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        # Beside the lab, not in it: the log outlives `lab destroy` for post-mortems.
+        self.log_path = lab.dir.parent / f"{lab.dir.name}-daemon-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._api = ""
+        self._token = ""
+
+    def start(self, extra_env: dict[str, str] | None = None) -> DaemonProcess:
+        config = self.lab.config
+        self._api = f"http://{config.api.bind}:{config.api.port}"  # as the daemon bound it
+        self._token = config.api.token
+        env = {**os.environ, **(extra_env or {})}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pghad", "run", "--config", str(self.lab.config_path)],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=REPO,
+            )
+        return self
+
+    def events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
+    def decisions(self, code: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == "decision" and e.get("code") == code]
+
+    def wait_event(self, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if predicate(event):
+                    return event
+            time.sleep(0.1)
+        raise AssertionError(
+            f"no {what} event within {timeout} s; log:\n{self.log_path.read_text()[-4000:]}"
+        )
+
+    @property
+    def api(self) -> str:
+        return self._api
+
+    def http(self, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+        """Call the daemon's API; returns (status code, decoded JSON or text)."""
+        request = urllib.request.Request(self.api + path, method=method)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        try:
+            return status, json.loads(body)
+        except json.JSONDecodeError:
+            return status, body.decode()
+
+    def post(self, path: str) -> tuple[int, Any]:
+        return self.http("POST", path, token=self._token)
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        self.wait_event(lambda e: e.get("code") == "healthy", timeout, "healthy decision")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture
+def daemon(lab: Lab) -> Iterator[DaemonProcess]:
+    """The daemon for `lab`, not yet started; stopped after the test."""
+    proc = DaemonProcess(lab)
+    yield proc
+    proc.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from pghad.config import Config
 
-from .observation import ClusterView, ReplicaInfo
+from .observation import ClusterView, ReplicaInfo, format_lsn
 
 # How long the standby may have heard nothing from the primary's walsender before pghad believes
 # the primary is really gone rather than unreachable from pghad alone.
@@ -88,6 +88,9 @@ class Memory:
     standby_eligible: bool = False
     needs_rejoin: frozenset[str] = frozenset()
     timeline: int | None = None
+    # The primary's WAL position when the standby was first seen synchronous: commits before it
+    # may have been acknowledged asynchronously, so the standby is eligible once it has that much.
+    sync_watermark: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ class _Link:
     named: bool
     lag: int | None
     down_for: float
+    primary_lsn: int | None = None
+    watermark: int | None = None
+    was_eligible: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -169,6 +175,7 @@ class _Verdict:
     code: str
     reason: str
     action: SetSynchronous | None = None
+    watermark: int | None = None
 
 
 def _with_primary(
@@ -192,6 +199,9 @@ def _with_primary(
         named=obs.names_sync_standby(standby),
         lag=view.lag_bytes(primary, standby),
         down_for=now - (standby_down_since or now),
+        primary_lsn=obs.current_lsn,
+        watermark=memory.sync_watermark,
+        was_eligible=memory.standby_eligible,
     )
     if config.cluster.synchronous:
         verdict = _synchronous(link, config.cluster.sync_relax_after)
@@ -221,6 +231,7 @@ def _with_primary(
         standby_eligible=verdict.eligible,
         needs_rejoin=frozenset(needs_rejoin),
         timeline=obs.timeline,
+        sync_watermark=verdict.watermark,
     )
     details: dict[str, object] = {
         "primary": primary,
@@ -236,7 +247,19 @@ def _synchronous(link: _Link, relax_after: float) -> _Verdict:
     """Eligibility, and the synchronous setting to apply, in synchronous mode."""
     standby, replica = link.standby, link.replica
     if link.streaming and link.named and replica is not None and replica.sync_state == "sync":
-        return _Verdict(True, "healthy", f"{standby} is the synchronous standby")
+        watermark = link.watermark if link.watermark is not None else link.primary_lsn
+        flushed = replica.flush_lsn
+        if watermark is not None and flushed is not None and flushed >= watermark:
+            return _Verdict(
+                True, "healthy", f"{standby} is the synchronous standby", None, watermark
+            )
+        return _Verdict(
+            False,
+            "sync_confirming",
+            f"{standby} is synchronous; eligible once it has flushed {format_lsn(watermark)}",
+            None,
+            watermark,
+        )
     if link.streaming and not link.named:
         if link.lag is not None and link.lag <= CAUGHT_UP_BYTES:
             return _Verdict(
@@ -262,7 +285,7 @@ def _synchronous(link: _Link, relax_after: float) -> _Verdict:
             SetSynchronous(link.primary, None, f"{standby} down for {link.down_for:.1f} s"),
         )
     return _Verdict(
-        True,
+        link.was_eligible,
         "standby_missing",
         f"{standby} is not streaming ({link.down_for:.1f} s); commits wait for it until "
         f"{relax_after:g} s",

@@ -271,3 +271,21 @@ def test_properties_hold_over_any_sequence(
                 any(isinstance(a, Fence) for a in d.actions) or d.code == "split_brain_unresolved"
             )
         memory = d.memory
+
+
+def test_new_synchronous_standby_is_eligible_only_once_it_has_the_async_era_wal() -> None:
+    # First seen synchronous while trailing: commits acknowledged before the switch (up to LSN
+    # 5000) may be missing on it.
+    first = decide(view(primary(lsn=5000, flush=4000), standby()), Memory(primary="a"), config(), 0)
+    assert first.code == "sync_confirming" and not first.memory.standby_eligible
+    assert first.memory.sync_watermark == 5000
+    still = decide(view(primary(lsn=9000, flush=4999), standby()), first.memory, config(), 1)
+    assert not still.memory.standby_eligible
+    caught = decide(view(primary(lsn=9000, flush=5000), standby()), still.memory, config(), 2)
+    assert caught.code == "healthy" and caught.memory.standby_eligible
+
+
+def test_missing_standby_keeps_only_the_eligibility_it_had() -> None:
+    never = Memory(primary="a", standby_eligible=False)
+    d = decide(view(primary(streaming=False), down("b")), never, config(), 0)
+    assert d.code == "standby_missing" and not d.memory.standby_eligible

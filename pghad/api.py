@@ -6,6 +6,7 @@ operation to the daemon and report its outcome.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -19,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pghad.backup.model import BackupStatus
+from pghad.backup.planner import Requested
 from pghad.cluster.observation import format_lsn
 from pghad.cluster.procedures import OperationResult
 from pghad.daemon import Daemon
@@ -33,6 +36,8 @@ COMMANDS = (
     ("POST", "/failover", "make the standby the primary (?force=true when it is not eligible)"),
     ("POST", "/switchover", "planned swap, only when both nodes are healthy"),
     ("POST", "/failback", "make the preferred node the primary again"),
+    ("GET", "/backups", "backups with chain, size and status"),
+    ("POST", "/backups?kind=auto", "take a backup now (kind: auto, full or incremental)"),
     ("GET", "/docs", "OpenAPI documentation"),
 )
 
@@ -188,6 +193,26 @@ async def switchover(daemon: DaemonDep) -> dict[str, Any]:
 @router.post("/failback", dependencies=authorized, summary="Return to the preferred primary")
 async def failback(daemon: DaemonDep) -> dict[str, Any]:
     return await _run(daemon.failback())
+
+
+@router.get("/backups", summary="Backups with chain, size and status")
+async def list_backups(daemon: DaemonDep) -> dict[str, Any]:
+    records = await asyncio.to_thread(daemon.backups.catalog.records)
+    return {"status": "success", "backups": [r.to_dict() for r in records]}
+
+
+@router.post("/backups", dependencies=authorized, summary="Take a backup now")
+async def take_backup(daemon: DaemonDep, kind: Requested = Requested.AUTO) -> JSONResponse:
+    try:
+        record = await daemon.backups.run_now(kind)
+    except OperationRefused as exc:
+        raise ApiError(409, str(exc)) from exc
+    ok = record.status is BackupStatus.OK
+    message = f"{record.kind.value} backup {record.id} " + (
+        f"taken ({record.reason})" if ok else f"failed: {record.error}"
+    )
+    body = {"status": "success" if ok else "error", "message": message, "backup": record.to_dict()}
+    return JSONResponse(body, status_code=200 if ok else 500)
 
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:

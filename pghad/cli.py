@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pghad.backup import restore as restore_mod
+from pghad.backup.catalog import Catalog
+from pghad.backup.model import BackupStatus
+from pghad.backup.planner import Requested
+from pghad.backup.runner import BackupRunner
+from pghad.backup.service import local_now
 from pghad.client import ApiClient, format_status
 from pghad.config import Config, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import PghadError
+from pghad.pgbin import find_bin_dir
 
 DEFAULT_LAB_DIR = Path("lab")
 
@@ -90,6 +98,71 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
+    config = load_config(args.config)
+    return config, Catalog(config.backup.dir, config.redis.url), find_bin_dir(config.pg_bin)
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    config, catalog, bin_dir = _backup_parts(args)
+    runner = BackupRunner(config, catalog, bin_dir)
+    print(f"taking a backup ({args.kind}) into {config.backup.dir} ...", file=sys.stderr)
+    record = asyncio.run(runner.run(local_now(), Requested(args.kind)))
+    if record.status is not BackupStatus.OK:
+        print(f"pghad: error: backup {record.id} failed: {record.error}", file=sys.stderr)
+        return 1
+    deleted = runner.apply_retention()
+    size_mb = (record.size_bytes or 0) / 1e6
+    print(
+        f"{record.id}: {record.kind.value}, {size_mb:.1f} MB, {record.duration_s} s, "
+        f"from {record.source_node} ({record.reason})"
+    )
+    for old in deleted:
+        print(f"retention: removed {old.id}")
+    return 0
+
+
+def _cmd_backups(args: argparse.Namespace) -> int:
+    _config, catalog, _bin = _backup_parts(args)
+    records = catalog.records()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    print(f"{'ID':<28} {'KIND':<12} {'STATUS':<8} {'SIZE_MB':>9} {'SECONDS':>8}  CHAIN / ERROR")
+    for r in records:
+        size = f"{(r.size_bytes or 0) / 1e6:.1f}" if r.size_bytes else "-"
+        tail = r.error or " <- ".join(reversed(r.chain))
+        print(
+            f"{r.id:<28} {r.kind.value:<12} {r.status.value:<8} {size:>9} "
+            f"{r.duration_s or 0:>8}  {tail}"
+        )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    _config, catalog, bin_dir = _backup_parts(args)
+    record = restore_mod.find(catalog, args.id)
+    asyncio.run(restore_mod.verify(bin_dir, record))
+    print(f"{record.id}: backup successfully verified")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    _config, catalog, bin_dir = _backup_parts(args)
+    restored = asyncio.run(
+        restore_mod.restore(catalog, bin_dir, args.id, args.target.resolve(), port=args.port)
+    )
+    print(
+        f"restored {restored.record.id} (chain {' + '.join(restored.chain)}) into "
+        f"{restored.target}; verified"
+    )
+    if restored.port is not None:
+        print(
+            f"started on 127.0.0.1:{restored.port}; stop it with: pg_ctl stop -D {restored.target}"
+        )
+    return 0
+
+
 def _api_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -136,6 +209,28 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true")
     _api_options(events)
     events.set_defaults(handler=_cmd_events)
+
+    backup = commands.add_parser("backup", help="take a backup now (on this host)")
+    backup.add_argument("--kind", choices=[k.value for k in Requested], default="auto")
+    backup.add_argument("--config", type=Path, default=Path("config.toml"))
+    backup.set_defaults(handler=_cmd_backup)
+
+    backups = commands.add_parser("backups", help="list backups (from the local catalog)")
+    backups.add_argument("--json", action="store_true")
+    backups.add_argument("--config", type=Path, default=Path("config.toml"))
+    backups.set_defaults(handler=_cmd_backups)
+
+    verify = commands.add_parser("verify", help="check a backup with pg_verifybackup")
+    verify.add_argument("id")
+    verify.add_argument("--config", type=Path, default=Path("config.toml"))
+    verify.set_defaults(handler=_cmd_verify)
+
+    restore = commands.add_parser("restore", help="rebuild a backup's data directory")
+    restore.add_argument("id")
+    restore.add_argument("--target", type=Path, required=True, help="a new, empty directory")
+    restore.add_argument("--port", type=int, help="also start it on 127.0.0.1:PORT")
+    restore.add_argument("--config", type=Path, default=Path("config.toml"))
+    restore.set_defaults(handler=_cmd_restore)
 
     lab = commands.add_parser("lab", help="a local two-server PostgreSQL 18 lab")
     lab.add_argument("action", choices=["up", "status", "down", "destroy"])

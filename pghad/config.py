@@ -87,6 +87,8 @@ class RedisConfig(_Model):
 
 
 class BackupConfig(_Model):
+    # false: no scheduled backups (manual `pghad backup` and POST /backups still work).
+    schedule: bool = True
     dir: Path = Path("backups")
     time_of_day: time = time(2, 0)
     cycle_days: Annotated[int, Field(ge=1, le=366)] = 6

@@ -14,6 +14,8 @@ from typing import Any
 import structlog
 
 from pghad import logs, pgbin
+from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.service import BackupService
 from pghad.cluster.decide import ClusterState, Decision, Memory, Promote, Rejoin, decide
 from pghad.cluster.executor import Executor, Outcome
 from pghad.cluster.memory_file import load_history, load_memory, save_memory
@@ -78,6 +80,12 @@ class Daemon:
         self.history = load_history(config.state.dir)
         self.redis_stream = RedisEventStream(config.redis.url)
         self.sink = EventSink(EventJournal(config.state.dir / "events.jsonl"), self.redis_stream)
+        self.backups = BackupService(
+            config,
+            pgbin.find_bin_dir(config.pg_bin),
+            on_finished=self._backup_finished,
+            on_error=lambda error: self.event("backup_not_run", level="warning", error=error),
+        )
         self.view = ClusterView()
         self.last_decision: Decision | None = None
         self.last_round_at: float | None = None
@@ -187,6 +195,7 @@ class Daemon:
             self.watch.follow(self.config.node(primary), self.config.auth)
         procs.reap_postgres_zombies()
         self._check_trigger()
+        self.backups.poll()
         self.last_round_at = time.monotonic()
         self.notifier.watchdog()
         return decision
@@ -289,10 +298,12 @@ class Daemon:
 
     async def failback(self) -> OperationResult:
         # Right after a failover the preferred node may still be rejoining: wait for that.
-        rejoin = self.rejoins.get(self.config.preferred_primary)
+        preferred = self.config.preferred_primary
+        rejoin = self.rejoins.get(preferred)
         if rejoin is not None and not rejoin.done() and self.operation is None:
             await asyncio.wait({rejoin}, timeout=REJOIN_WAIT_S)
-        return await self.run_operation("failback", self.procedures.failback)
+        pending = self.config.cluster.auto_rejoin and preferred in self.memory.needs_rejoin
+        return await self.run_operation("failback", lambda: self.procedures.failback(pending))
 
     def _check_trigger(self) -> None:
         trigger = self.config.state.trigger_path
@@ -308,6 +319,27 @@ class Daemon:
         task = asyncio.create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _backup_finished(self, record: BackupRecord) -> None:
+        ok = record.status is BackupStatus.OK
+        self.event(
+            "backup",
+            level="info" if ok else "error",
+            id=record.id,
+            kind=record.kind.value,
+            status=record.status.value,
+            reason=record.reason,
+            duration_s=record.duration_s,
+            size_bytes=record.size_bytes,
+            source_node=record.source_node,
+            error=record.error,
+        )
+        if ok:
+            self.metrics.backup_last_success.labels(record.kind.value).set(time.time())
+            self.metrics.backup_duration.labels(record.kind.value).set(record.duration_s or 0)
+            self.metrics.backup_size.labels(record.kind.value).set(record.size_bytes or 0)
+        else:
+            self.metrics.backup_failures.labels(record.kind.value).inc()
 
     # ---- health and status -----------------------------------------------------------------
 
@@ -389,6 +421,7 @@ class Daemon:
         self.config = merged
         self.executor.config = merged
         self.procedures.config = merged
+        self.backups.config = merged
         self.event(
             "config_reloaded",
             failover_threshold=merged.cluster.failover_threshold,
@@ -413,8 +446,10 @@ class Daemon:
         await asyncio.sleep(0)  # let the Redis stream push the last events if it can
         for task in list(self._background):
             task.cancel()
-        await asyncio.wait(self._background | {asyncio.create_task(self.redis_stream.close())},
-                           timeout=SHUTDOWN_BOUND_S)
+        await asyncio.wait(
+            self._background | {asyncio.create_task(self.redis_stream.close())},
+            timeout=SHUTDOWN_BOUND_S,
+        )
 
 
 def run_daemon(config_path: Path) -> int:

@@ -100,6 +100,7 @@ token = "{token}"
 url = "redis://127.0.0.1:6379/0"
 
 [backup]
+schedule = true
 dir = "backups"
 time_of_day = 02:00:00
 cycle_days = 6

@@ -27,7 +27,7 @@ def write_atomic(path: Path, text: str) -> None:
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
 

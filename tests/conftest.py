@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pghad.config import Config, load_config
 from pghad.lab import free_port, lab_destroy, lab_up
@@ -49,61 +50,63 @@ def _next_port() -> int:
     return port
 
 
-@dataclass(frozen=True)
 class RedisServer:
-    port: int
+    """A private redis-server on its own port (never the machine's shared one)."""
+
+    def __init__(self, port: int, data: Path) -> None:
+        self.port = port
+        self.data = data
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: run `make test` (it installs it) or "
+                "`apt-get install -y redis-server`"
+            )
+        self.data.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(self.data)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
 
 @pytest.fixture(scope="session")
 def redis_server(work_root: Path) -> Iterator[RedisServer]:
-    """A private redis-server on a free port (not the machine's shared one)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(
-            "redis-server is not installed: run `make test` (it installs it) or "
-            "`apt-get install -y redis-server`"
-        )
-    port = _next_port()
-    data = work_root / "redis"
-    data.mkdir()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
+    server = RedisServer(_next_port(), work_root / "redis").start()
+    yield server
+    server.stop()
 
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield RedisServer(port)
-    process.terminate()
-    process.wait(timeout=10)
+
+@pytest.fixture
+def private_redis(work_root: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, which the test may stop and start."""
+    server = RedisServer(_next_port(), work_root / f"redis-{time.monotonic_ns()}").start()
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -135,6 +138,7 @@ def make_lab(root: Path, name: str) -> Lab:
     lab_up(lab_dir, first_port=_next_port(), api_port=_next_port())
     lab = Lab(lab_dir, lab_dir / "config.toml")
     lab.set("cluster", "failover_threshold", "2.0")
+    lab.set("backup", "schedule", "false")  # tests take backups when they mean to
     return lab
 
 

@@ -170,12 +170,13 @@ class Procedures:
 
     # ---- failback --------------------------------------------------------------------------
 
-    async def failback(self) -> OperationResult:
+    async def failback(self, pending_rejoin: bool = False) -> OperationResult:
+        """`pending_rejoin`: the preferred node is a fenced former primary awaiting rejoin."""
         preferred = self.config.preferred_primary
         view = await self.observe()
         if view[preferred].writable:
             raise OperationRefused(f"{preferred} is already the primary: nothing to fail back")
-        if not view[preferred].reachable:
+        if not view[preferred].reachable and not pending_rejoin:
             raise OperationRefused(
                 f"{preferred} is down ({view[preferred].error}): start it, or let auto_rejoin "
                 "bring it back as a standby, then retry the failback"

@@ -207,3 +207,18 @@ def test_cli_status_and_failback_refusal(lab: Lab, daemon: DaemonProcess) -> Non
     )
     assert refused.returncode == 1
     assert "node1 is already the primary" in refused.stderr
+
+
+def test_backups_over_the_api(lab: Lab, daemon: DaemonProcess) -> None:
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200, body
+    assert body["backup"]["kind"] == "completo" and body["backup"]["status"] == "ok"
+    code, listing = daemon.http("GET", "/backups")
+    assert code == 200 and [b["id"] for b in listing["backups"]] == [body["backup"]["id"]]
+    code, second = daemon.post("/backups")
+    assert code == 200 and second["backup"]["kind"] == "incremental"
+    assert daemon.post("/backups?kind=weekly")[0] == 422
+    assert daemon.http("POST", "/backups", token="wrong")[0] == 401
+    _, metrics = daemon.http("GET", "/metrics")
+    assert 'pghad_backup_last_size_bytes{kind="completo"}' in metrics

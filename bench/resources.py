@@ -1,0 +1,83 @@
+"""The daemon's resident memory and CPU use on the lab at a 1 s probe interval.
+
+Usage, from the repository root (5 minutes by default):
+
+    .venv/bin/python bench/resources.py --seconds 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pghad.lab import lab_destroy, lab_up
+from pghad.nodes import procs
+
+RESULTS = Path(__file__).parent / "results"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=300)
+    args = parser.parse_args()
+
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    lab_dir = root / "lab"
+    lab_up(lab_dir, first_port=27432, api_port=28090)
+    log = (root / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "pghad", "run", "--config", str(lab_dir / "config.toml")],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        time.sleep(5)  # imports and the first rounds are not the steady state
+        start_cpu, start = cpu_seconds(daemon.pid), time.monotonic()
+        peak = 0.0
+        while time.monotonic() - start < args.seconds:
+            peak = max(peak, rss_mb(daemon.pid))
+            time.sleep(1)
+        elapsed = time.monotonic() - start
+        cpu = cpu_seconds(daemon.pid) - start_cpu
+        final_rss = rss_mb(daemon.pid)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        lab_destroy(lab_dir)
+    result = {
+        "seconds": round(elapsed),
+        "probe_interval_s": 1.0,
+        "rss_mb_peak": round(peak, 1),
+        "rss_mb_end": round(final_rss, 1),
+        "cpu_percent_of_one_core": round(100 * cpu / elapsed, 2),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "resources.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Switchover and failback benchmark on the lab, with a writer committing continuously.
+
+Reports, over N runs each (median and max):
+- planned switchover (POST /switchover): the longest gap between acknowledged commits;
+- failback after a kill -9 failover (POST /failback): the call's total time;
+and acknowledged commits lost (must be 0). Usage, from the repository root:
+
+    .venv/bin/python bench/switchover.py --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pghad.config import Config, load_config
+from pghad.lab import lab_destroy, lab_up
+from pghad.nodes import procs
+from pghad.testing import Writer, kill9, wait_for
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def call(config: Config, method: str, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://{config.api.bind}:{config.api.port}{path}", method=method
+    )
+    request.add_header("Authorization", f"Bearer {config.api.token}")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        body: dict[str, Any] = json.loads(response.read())
+    return body
+
+
+def wait_eligible(config: Config) -> str:
+    def eligible() -> bool:
+        try:
+            status = call(config, "GET", "/status")
+        except OSError:
+            return False
+        return bool(status["standby_eligible"])
+
+    wait_for(eligible, timeout=60, what="an eligible synchronous standby")
+    return str(call(config, "GET", "/status")["primary"])
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    lab_dir = root / "lab"
+    lab_up(lab_dir, first_port=26432, api_port=28089)
+    config = load_config(lab_dir / "config.toml")
+    log = (root / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "pghad", "run", "--config", str(lab_dir / "config.toml")],
+        stdout=log,
+        stderr=log,
+    )
+    writer: Writer | None = None
+    gaps: list[float] = []
+    failbacks: list[float] = []
+    try:
+        wait_eligible(config)
+        writer = Writer(config).start()
+        for number in range(1, args.runs + 1):
+            wait_eligible(config)
+            time.sleep(0.5)
+            started = time.monotonic()
+            body = call(config, "POST", "/switchover")
+            ended = time.monotonic()
+            time.sleep(0.5)
+            gap = writer.longest_gap(started - 0.2, time.monotonic())
+            gaps.append(gap)
+            print(
+                json.dumps(
+                    {
+                        "switchover": number,
+                        "write_gap_s": round(gap, 3),
+                        "call_s": round(ended - started, 3),
+                        "to": body["new_primary"],
+                    }
+                ),
+                flush=True,
+            )
+        for number in range(1, args.runs + 1):
+            primary = wait_eligible(config)
+            if primary != config.preferred_primary:
+                call(config, "POST", "/failback")
+                primary = wait_eligible(config)
+            other = config.other(primary).name
+            killed_at = kill9(config.node(primary))
+            wait_for(
+                lambda: writer.first_commit_on(other, killed_at) is not None,  # noqa: B023
+                timeout=60,
+                what="the automatic failover",
+            )
+            started = time.monotonic()
+            body = call(config, "POST", "/failback")
+            took = time.monotonic() - started
+            failbacks.append(took)
+            print(
+                json.dumps(
+                    {"failback": number, "total_s": round(took, 3), "to": body["new_primary"]}
+                ),
+                flush=True,
+            )
+        time.sleep(0.3)
+        writer.stop()
+        primary = wait_eligible(config)
+        lost = len(writer.missing_on(primary))
+        acknowledged = len(writer.acked)
+    finally:
+        if writer is not None:
+            writer.stop()
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        lab_destroy(lab_dir)
+    result = {
+        "runs": args.runs,
+        "switchover_write_gap_s": summary(gaps),
+        "failback_after_kill9_total_s": summary(failbacks),
+        "acknowledged": acknowledged,
+        "lost": lost,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "switchover.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0 if lost == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

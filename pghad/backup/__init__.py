@@ -1,0 +1,1 @@
+"""Backups: PostgreSQL's native full and incremental backups, a catalog, verify, restore."""

@@ -1,0 +1,114 @@
+"""The backup catalog: a local manifest (written atomically) mirrored to Redis hashes.
+
+The manifest is the source of truth, so listing, retention and restore work while Redis is down;
+records saved meanwhile are pushed when Redis is back (flush).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+from redis.exceptions import RedisError
+
+from pghad.state_store import read_json, write_atomic
+
+from .model import BackupRecord
+
+MANIFEST = "catalog.json"
+
+
+class Catalog:
+    def __init__(self, backup_dir: Path, redis_url: str | None) -> None:
+        self.dir = backup_dir
+        self.path = backup_dir / MANIFEST
+        self.redis_url = redis_url
+
+    def _load(self) -> dict[str, object]:
+        return read_json(self.path) or {"records": [], "redis_pending": [], "redis_deleted": []}
+
+    def records(self) -> list[BackupRecord]:
+        raw = self._load().get("records", [])
+        assert isinstance(raw, list)
+        return sorted((BackupRecord.from_dict(r) for r in raw), key=lambda r: r.started_at)
+
+    def get(self, backup_id: str) -> BackupRecord | None:
+        return next((r for r in self.records() if r.id == backup_id), None)
+
+    def _write(self, records: list[BackupRecord], pending: list[str], deleted: list[str]) -> None:
+        data = {
+            "records": [r.to_dict() for r in records],
+            "redis_pending": sorted(set(pending)),
+            "redis_deleted": sorted(set(deleted)),
+        }
+        write_atomic(self.path, json.dumps(data, indent=2) + "\n")
+
+    def _lists(self) -> tuple[list[str], list[str]]:
+        data = self._load()
+        pending, deleted = data.get("redis_pending", []), data.get("redis_deleted", [])
+        assert isinstance(pending, list) and isinstance(deleted, list)
+        return [str(p) for p in pending], [str(d) for d in deleted]
+
+    def save(self, record: BackupRecord) -> bool:
+        """Write the record to the manifest now, and to Redis when it can.
+
+        Returns False when the manifest cannot be written (the record then goes to Redis only).
+        """
+        try:
+            records = [r for r in self.records() if r.id != record.id] + [record]
+            pending, deleted = self._lists()
+            self._write(records, [*pending, record.id], deleted)
+        except OSError:
+            self._push([record])
+            return False
+        self.flush()
+        return True
+
+    def _push(self, records: list[BackupRecord]) -> None:
+        client = redis.Redis.from_url(
+            self.redis_url or "", socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        try:
+            for record in records:
+                # redis stubs type the mapping key invariantly; str keys are accepted.
+                client.hset(record.redis_key, mapping=record.redis_fields())  # type: ignore[arg-type]
+        except (RedisError, OSError):
+            pass
+        finally:
+            client.close()
+
+    def delete(self, record: BackupRecord) -> None:
+        records = [r for r in self.records() if r.id != record.id]
+        pending, deleted = self._lists()
+        self._write(records, [p for p in pending if p != record.id], [*deleted, record.redis_key])
+        self.flush()
+
+    def flush(self) -> int:
+        """Push pending records and deletions to Redis; returns how many are still pending."""
+        pending, deleted = self._lists()
+        if not self.redis_url or not (pending or deleted):
+            return len(pending) + len(deleted)
+        by_id = {r.id: r for r in self.records()}
+        client = redis.Redis.from_url(
+            self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        try:
+            for record_id in list(pending):
+                record = by_id.get(record_id)
+                if record is not None:
+                    pipe = client.pipeline()
+                    pipe.delete(record.redis_key)
+                    # redis stubs type the mapping key invariantly; str keys are accepted.
+                    pipe.hset(record.redis_key, mapping=record.redis_fields())  # type: ignore[arg-type]
+                    pipe.execute()
+                pending.remove(record_id)
+            for key in list(deleted):
+                client.delete(key)
+                deleted.remove(key)
+        except (RedisError, OSError):
+            pass
+        finally:
+            client.close()
+            self._write(list(by_id.values()), pending, deleted)
+        return len(pending) + len(deleted)

@@ -1,0 +1,121 @@
+"""Verify a backup, and rebuild a data directory from its chain with pg_combinebackup."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pghad import runas
+from pghad.config import AuthConfig, NodeConfig
+from pghad.errors import OperationRefused
+from pghad.nodes.base import Role
+from pghad.nodes.local import LocalDriver, run_command
+
+from .catalog import Catalog
+from .model import BackupRecord, BackupStatus
+from .runner import StepFailed
+
+TIMEOUT_S = 6 * 3600
+# Settings copied from the node the backup was taken on that would tie a restored, independent
+# server to the cluster (streaming from it, or waiting for its synchronous standby).
+CLUSTER_SETTINGS = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
+
+
+@dataclass(frozen=True)
+class Restored:
+    record: BackupRecord
+    target: Path
+    chain: tuple[str, ...]
+    port: int | None
+
+
+def find(catalog: Catalog, backup_id: str) -> BackupRecord:
+    record = catalog.get(backup_id)
+    if record is None:
+        known = ", ".join(r.id for r in catalog.records()) or "none"
+        raise OperationRefused(f"no backup {backup_id!r} in {catalog.path} (known: {known})")
+    return record
+
+
+async def verify(bin_dir: Path, record: BackupRecord) -> None:
+    if not Path(record.path).is_dir():
+        raise StepFailed("verify", f"{record.id}: {record.path} is missing")
+    result = await run_command(
+        [str(bin_dir / "pg_verifybackup"), "--quiet", record.path], TIMEOUT_S
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise StepFailed("verify", f"{record.id} is damaged: {' / '.join(lines[:5])}")
+
+
+def _chain(catalog: Catalog, record: BackupRecord) -> list[BackupRecord]:
+    chain = []
+    for member in record.chain:
+        found = catalog.get(member)
+        if found is None or found.status is not BackupStatus.OK:
+            raise OperationRefused(f"{record.id} needs {member}, which is missing or failed")
+        chain.append(found)
+    return chain
+
+
+def _detach(target: Path) -> None:
+    """Make the restored directory an independent server, not a standby of the cluster."""
+    for signal_file in ("standby.signal", "recovery.signal"):
+        (target / signal_file).unlink(missing_ok=True)
+    auto = target / "postgresql.auto.conf"
+    if auto.exists():
+        lines = auto.read_text().splitlines(keepends=True)
+        auto.write_text(
+            "".join(ln for ln in lines if ln.split("=", 1)[0].strip() not in CLUSTER_SETTINGS)
+        )
+
+
+def _chown_tree(target: Path, user: str) -> None:
+    if not runas.is_root():
+        return
+    for root, dirs, files in os.walk(target):
+        for name in [*dirs, *files]:
+            runas.chown_to(Path(root, name), user)
+    runas.chown_to(target, user)
+
+
+async def restore(
+    catalog: Catalog,
+    bin_dir: Path,
+    backup_id: str,
+    target: Path,
+    *,
+    port: int | None = None,
+    owner: str | None = None,
+) -> Restored:
+    """Combine the chain into `target`, verify it, and optionally start it on `port`."""
+    record = find(catalog, backup_id)
+    if record.status is not BackupStatus.OK:
+        raise OperationRefused(f"{record.id} is {record.status.value}: only ok backups restore")
+    if target.exists() and any(target.iterdir()):
+        raise OperationRefused(f"{target} is not empty: choose a new directory for --target")
+    chain = _chain(catalog, record)
+    for member in chain:
+        await verify(bin_dir, member)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result = await run_command(
+        [str(bin_dir / "pg_combinebackup"), *(m.path for m in chain), "-o", str(target)],
+        TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        raise StepFailed("combine", f"pg_combinebackup failed: {result.stderr.strip()[-800:]}")
+    result = await run_command(
+        [str(bin_dir / "pg_verifybackup"), "--quiet", str(target)], TIMEOUT_S
+    )
+    if result.returncode != 0:
+        raise StepFailed("verify-restored", result.stderr.strip()[-800:])
+    _detach(target)
+    target.chmod(0o700)
+    if port is not None:
+        user = owner or runas.ensure_lab_user()
+        _chown_tree(target, user)
+        node = NodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
+        driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user)
+        await driver.start(Role.PRIMARY)
+    return Restored(record, target, record.chain, port)

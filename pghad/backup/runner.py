@@ -1,0 +1,325 @@
+"""Take one backup: pick the source, plan full or incremental, run pg_basebackup, verify, record.
+
+The record is saved as running before any work starts; a failure records which step failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import gzip
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from pghad.cluster.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
+from pghad.cluster.probe import probe_node
+from pghad.config import Config, NodeConfig
+from pghad.conninfo import admin_conninfo, replication_conninfo
+from pghad.errors import OperationRefused, PghadError
+from pghad.nodes.local import run_command
+
+from .catalog import Catalog
+from .model import BackupKind, BackupRecord, BackupStatus, backup_id
+from .planner import Plan, Requested, choose, to_delete
+
+BASEBACKUP_TIMEOUT_S = 6 * 3600
+SUMMARY_ERRORS = ("WAL summar", "manifest requires WAL")
+
+
+class StepFailed(PghadError):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"step {step}: {message}")
+        self.step = step
+
+
+@contextmanager
+def backup_lock(backup_dir: Path) -> Iterator[None]:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    with (backup_dir / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise OperationRefused(
+                "a backup is already running (another pghad holds the backup lock); retry "
+                "when it has finished"
+            ) from exc
+        yield
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why files cannot be created in `directory` (made if missing), or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def pick_source(view: ClusterView, prefer: str) -> NodeObservation | None:
+    """The standby when it is healthy and preferred, else the primary (or any reachable node)."""
+    standbys = [o for o in view.nodes.values() if o.is_standby and o.receiver_status == "streaming"]
+    primaries = [o for o in view.nodes.values() if o.writable]
+    ordered = standbys + primaries if prefer == "standby" else primaries + standbys
+    return ordered[0] if ordered else None
+
+
+def summaries_gap(rows: list[tuple[int, str, str]], timeline: int, start: int) -> str | None:
+    """Why WAL summaries on `timeline` cannot serve an incremental from `start`, or None.
+
+    Summaries not written yet (the summarizer is behind) are not a gap: pg_basebackup waits.
+    """
+    spans = sorted((parse_lsn(s) or 0, parse_lsn(e) or 0) for tli, s, e in rows if tli == timeline)
+    if not spans:
+        return None
+    if spans[0][0] > start:
+        return f"summaries begin at {format_lsn(spans[0][0])}, after {format_lsn(start)}"
+    reached = start
+    for span_start, span_end in spans:
+        if span_end <= start:
+            continue
+        if span_start > reached:
+            return f"no summary between {format_lsn(reached)} and {format_lsn(span_start)}"
+        reached = max(reached, span_end)
+    return None
+
+
+@dataclass
+class BackupRunner:
+    config: Config
+    catalog: Catalog
+    bin_dir: Path
+
+    async def _observe(self) -> ClusterView:
+        found = await asyncio.gather(
+            *(
+                probe_node(n, self.config.auth, self.config.cluster.probe_timeout)
+                for n in self.config.nodes
+            )
+        )
+        return ClusterView({o.name: o for o in found})
+
+    async def run(self, now: datetime, requested: Requested = Requested.AUTO) -> BackupRecord:
+        """Take a backup now; returns its record (status ok or failed)."""
+        problem = unwritable(self.config.backup.dir)
+        if problem is not None:
+            return self._record_unwritable(now, requested, problem)
+        with backup_lock(self.config.backup.dir):
+            return await self._run_locked(now, requested)
+
+    def _record_unwritable(self, now: datetime, requested: Requested, problem: str) -> BackupRecord:
+        plan = choose(self.catalog.records(), requested, self.config.backup.cycle_days, None)
+        ident = backup_id(plan.kind, now.date(), {r.id for r in self.catalog.records()})
+        record = BackupRecord(
+            id=ident,
+            kind=plan.kind,
+            status=BackupStatus.FAILED,
+            day=now.date(),
+            started_at=now.isoformat(),
+            finished_at=now.isoformat(),
+            duration_s=0.0,
+            path=str(self.config.backup.dir / ident),
+            reason=plan.reason,
+            error=f"step prepare: backup directory {self.config.backup.dir} is not writable: "
+            f"{problem}",
+        )
+        self.catalog.save(record)
+        return record
+
+    async def _run_locked(
+        self, now: datetime, requested: Requested, why_full: str | None = None
+    ) -> BackupRecord:
+        records = self.catalog.records()
+        view = await self._observe()
+        source = pick_source(view, self.config.backup.source)
+        timeline = source.timeline if source else None
+        plan = choose(records, requested, self.config.backup.cycle_days, timeline)
+        if why_full is not None:
+            plan = Plan(BackupKind.FULL, None, why_full)
+        if source is not None and plan.kind is BackupKind.INCREMENTAL:
+            plan = await self._check_summaries(plan, source, timeline)
+        ident = backup_id(plan.kind, now.date(), {r.id for r in records})
+        path = self.config.backup.dir / ident
+        record = BackupRecord(
+            id=ident,
+            kind=plan.kind,
+            status=BackupStatus.RUNNING,
+            day=now.date(),
+            started_at=now.isoformat(),
+            path=str(path),
+            parent=plan.parent.id if plan.parent else None,
+            chain=(*(plan.parent.chain if plan.parent else ()), ident),
+            reason=plan.reason,
+            timeline=timeline,
+            source_node=source.name if source else None,
+        )
+        self.catalog.save(record)
+        started = time.monotonic()
+        try:
+            if source is None:
+                raise StepFailed("select-source", "no reachable server to back up from")
+            record = await self._take(record, plan, self.config.node(source.name), view)
+        except StepFailed as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            record = record.with_(status=BackupStatus.FAILED, error=str(exc))
+        elapsed = time.monotonic() - started
+        record = record.with_(
+            finished_at=(now + timedelta(seconds=elapsed)).isoformat(),
+            duration_s=round(elapsed, 3),
+        )
+        self.catalog.save(record)
+        if record.kind is BackupKind.INCREMENTAL and any(
+            marker in (record.error or "") for marker in SUMMARY_ERRORS
+        ):
+            # The server could not serve this incremental (WAL summaries): take a full one.
+            return await self._run_locked(
+                now, Requested.FULL, f"{record.id} failed for want of WAL summaries"
+            )
+        return record
+
+    async def _check_summaries(
+        self, plan: Plan, source: NodeObservation, timeline: int | None
+    ) -> Plan:
+        assert plan.parent is not None and plan.parent.start_lsn is not None
+        node = self.config.node(source.name)
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                admin_conninfo(node, self.config.auth), autocommit=True
+            ) as conn:
+                setting = await (await conn.execute("SHOW summarize_wal")).fetchone()
+                rows = await (
+                    await conn.execute(
+                        "SELECT tli, start_lsn::text, end_lsn::text "
+                        "FROM pg_available_wal_summaries()"
+                    )
+                ).fetchall()
+        except psycopg.Error:
+            return plan  # pg_basebackup will say what is wrong
+        start = parse_lsn(plan.parent.start_lsn) or 0
+        gap = "summarize_wal is off" if setting and setting[0] == "off" else None
+        gap = gap or summaries_gap(list(rows), timeline or 0, start)
+        if gap is not None:
+            return Plan(
+                BackupKind.FULL,
+                None,
+                f"WAL summaries on {source.name} cannot serve an incremental on "
+                f"{plan.parent.id} ({gap}): a full backup instead",
+            )
+        return plan
+
+    async def _take(
+        self, record: BackupRecord, plan: Plan, source: NodeConfig, view: ClusterView
+    ) -> BackupRecord:
+        path = Path(record.path)
+        problem = unwritable(path.parent)
+        if problem is not None:
+            raise StepFailed(
+                "prepare", f"backup directory {path.parent} is not writable: {problem}"
+            )
+        if plan.parent is not None and view[source.name].is_standby:
+            await self._advance_standby_restartpoint(view)
+        args = ["-D", str(path), "-c", "fast", "-X", "stream", "--no-password"]
+        if plan.parent is not None:
+            args.append(f"--incremental={Path(plan.parent.path) / 'backup_manifest'}")
+        conninfo = replication_conninfo(
+            source, self.config.auth, "pghad_backup", with_password=False
+        )
+        await self._program("pg_basebackup", [*args, "-d", conninfo], step="pg_basebackup")
+        await self._program("pg_verifybackup", ["--quiet", str(path)], step="verify")
+        start_lsn, stop_lsn, timeline = manifest_wal_range(path)
+        record = record.with_(
+            status=BackupStatus.OK,
+            verified=True,
+            start_lsn=start_lsn,
+            stop_lsn=stop_lsn,
+            timeline=timeline,
+            size_bytes=directory_size(path),
+        )
+        if plan.kind is BackupKind.FULL and self.config.backup.logical_dump:
+            dump = self.config.backup.dir / f"backup_completo_{record.day:%Y%m%d}.sql.gz"
+            await self._logical_dump(source, dump)
+            record = record.with_(logical_dump=str(dump), logical_dump_bytes=dump.stat().st_size)
+        return record
+
+    async def _advance_standby_restartpoint(self, view: ClusterView) -> None:
+        """A standby's backup starts at its last restartpoint; an incremental needs a newer one.
+
+        A checkpoint on the primary and a WAL switch give the standby a restartpoint and its
+        WAL summarizer a complete segment to summarize.
+        """
+        primary = next((o.name for o in view.nodes.values() if o.writable), None)
+        if primary is None:
+            return
+        node = self.config.node(primary)
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                admin_conninfo(node, self.config.auth), autocommit=True
+            ) as conn:
+                await conn.execute("CHECKPOINT")
+                await conn.execute("SELECT pg_switch_wal()")
+        except psycopg.Error:
+            return
+
+    async def _program(self, program: str, args: list[str], step: str) -> str:
+        env = {"PGPASSWORD": self.config.auth.replication_password}
+        result = await run_command(
+            [str(self.bin_dir / program), *args], BASEBACKUP_TIMEOUT_S, env=env
+        )
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            detail = " / ".join(line for line in lines if "WARNING" not in line)[-800:]
+            raise StepFailed(step, f"{program} failed: {detail}")
+        return result.stdout
+
+    async def _logical_dump(self, source: NodeConfig, target: Path) -> None:
+        """pg_dumpall streamed through gzip: `gunzip -c FILE | psql` restores it."""
+        conninfo = admin_conninfo(source, self.config.auth, with_password=False)
+        process = await asyncio.create_subprocess_exec(
+            str(self.bin_dir / "pg_dumpall"),
+            "-d",
+            conninfo,
+            "--no-password",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PGPASSWORD": self.config.auth.password},
+        )
+        assert process.stdout is not None and process.stderr is not None
+        tmp = target.with_suffix(".tmp")
+        with gzip.open(tmp, "wb", compresslevel=6) as handle:
+            while chunk := await process.stdout.read(1 << 20):
+                handle.write(chunk)
+        errors = (await process.stderr.read()).decode(errors="replace")
+        if await process.wait() != 0:
+            tmp.unlink(missing_ok=True)
+            raise StepFailed("logical-dump", f"pg_dumpall failed: {errors.strip()[-500:]}")
+        tmp.replace(target)
+
+    def apply_retention(self) -> list[BackupRecord]:
+        deleted = to_delete(self.catalog.records(), self.config.backup.keep_cycles)
+        for record in deleted:
+            shutil.rmtree(record.path, ignore_errors=True)
+            if record.logical_dump:
+                Path(record.logical_dump).unlink(missing_ok=True)
+            self.catalog.delete(record)
+        return deleted
+
+
+def manifest_wal_range(path: Path) -> tuple[str, str, int]:
+    manifest = json.loads((path / "backup_manifest").read_text())
+    ranges = manifest["WAL-Ranges"]
+    return ranges[0]["Start-LSN"], ranges[-1]["End-LSN"], int(ranges[-1]["Timeline"])

@@ -1,0 +1,212 @@
+"""Backups on the real lab with a real Redis: a simulated cycle, failover, Redis outage, damage."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from pghad import pgbin
+from pghad.backup.catalog import Catalog
+from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
+from pghad.backup.planner import is_due
+from pghad.backup.restore import restore, verify
+from pghad.backup.runner import BackupRunner, StepFailed
+from pghad.cluster import sqlops
+from pghad.config import Config
+from pghad.lab import free_port
+from pghad.nodes.base import Role
+from pghad.nodes.local import LocalDriver
+from pghad.testing import connect
+
+from ..conftest import Lab, RedisServer
+
+DAY1 = datetime(2026, 3, 1, 2, 0, 5, tzinfo=UTC)
+CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM ledger t"
+
+
+def write_day(config: Config, primary: str, day: int) -> str:
+    """Insert and update rows as a day of traffic would; return the table checksum."""
+    with connect(config, primary) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger (id serial PRIMARY KEY, day int, v text)")
+        conn.execute(
+            "INSERT INTO ledger (day, v) SELECT %s, md5(random()::text) "
+            "FROM generate_series(1, 2000)",
+            (day,),
+        )
+        conn.execute("UPDATE ledger SET v = md5(v) WHERE id %% 97 = %s", (day,))
+        row = conn.execute(CHECKSUM).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def runner_for(lab: Lab) -> tuple[Config, BackupRunner]:
+    config = lab.config
+    catalog = Catalog(config.backup.dir, config.redis.url)
+    return config, BackupRunner(config, catalog, pgbin.find_bin_dir(config.pg_bin))
+
+
+def restored_checksum(config: Config, runner: BackupRunner, record: BackupRecord) -> str:
+    """Restore `record` into a new directory, start it, read the checksum, stop and remove it."""
+    target = config.backup.dir.parent / f"restore-{record.id}"
+    port = free_port(30000)
+    asyncio.run(restore(runner.catalog, runner.bin_dir, record.id, target, port=port))
+    node = config.nodes[0].model_copy(
+        update={"name": "restored", "port": port, "data_dir": target, "socket_dir": None}
+    )
+    driver = LocalDriver(node, config.auth, runner.bin_dir)
+    try:
+        probe = config.model_copy(update={"nodes": (node, config.nodes[1])})
+        with connect(probe, "restored") as conn:
+            row = conn.execute(CHECKSUM).fetchone()
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    finally:
+        asyncio.run(driver.stop("fast"))
+        shutil.rmtree(target, ignore_errors=True)
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_simulated_cycle_full_then_five_incrementals_then_full_and_each_restores(
+    lab: Lab,
+) -> None:
+    config, runner = runner_for(lab)
+    at = config.backup.time_of_day
+    taken: list[tuple[BackupRecord, str]] = []
+    for day in range(7):
+        now = DAY1 + timedelta(days=day)
+        checksum = write_day(config, "node1", day)
+        assert is_due(runner.catalog.records(), now, at)
+        record = asyncio.run(runner.run(now))
+        assert record.status is BackupStatus.OK, record.error
+        assert not is_due(runner.catalog.records(), now + timedelta(hours=3), at)
+        taken.append((record, checksum))
+    kinds = [r.kind for r, _ in taken]
+    assert kinds == [BackupKind.FULL] + [BackupKind.INCREMENTAL] * 5 + [BackupKind.FULL]
+    assert taken[5][0].chain == tuple(r.id for r, _ in taken[:6])
+    assert taken[0][0].logical_dump and Path(taken[0][0].logical_dump).exists()
+    full_size = taken[0][0].size_bytes or 0
+    assert all((r.size_bytes or 0) < full_size for r, _ in taken[1:6])
+    for record, checksum in taken:
+        assert restored_checksum(config, runner, record) == checksum, record.id
+    client = redis.Redis.from_url(config.redis.url, decode_responses=True)
+    stored = client.hgetall(f"backup:completo:{DAY1.date().isoformat()}")
+    assert stored["status"] == "ok" and stored["kind"] == "completo"
+    assert stored["verified"] == "true" and int(stored["size_bytes"]) == full_size
+    client.close()
+
+
+def test_missed_days_run_once_when_back(lab: Lab) -> None:
+    config, runner = runner_for(lab)
+    asyncio.run(runner.run(DAY1))
+    back = DAY1 + timedelta(days=4, hours=5)  # the daemon was down for four scheduled runs
+    assert is_due(runner.catalog.records(), back, config.backup.time_of_day)
+    asyncio.run(runner.run(back))
+    assert not is_due(
+        runner.catalog.records(), back + timedelta(minutes=1), config.backup.time_of_day
+    )
+
+
+def test_failover_between_backups_makes_the_next_one_full_and_it_restores(lab: Lab) -> None:
+    config, runner = runner_for(lab)
+    write_day(config, "node1", 1)
+    first = asyncio.run(runner.run(DAY1))
+    assert first.status is BackupStatus.OK and first.timeline == 1
+    node1 = LocalDriver(config.node("node1"), config.auth, runner.bin_dir)
+    asyncio.run(node1.stop("fast"))
+    assert asyncio.run(sqlops.promote(config.node("node2"), config.auth))
+    checksum = write_day(config, "node2", 2)
+    second = asyncio.run(runner.run(DAY1 + timedelta(days=1)))
+    assert second.status is BackupStatus.OK, second.error
+    assert second.kind is BackupKind.FULL
+    assert "timeline changed from 1 to 2" in second.reason
+    assert restored_checksum(config, runner, second) == checksum
+
+
+def test_backup_succeeds_while_redis_is_down_and_reaches_redis_later(
+    lab: Lab, private_redis: RedisServer
+) -> None:
+    lab.set("redis", "url", f'"{private_redis.url}"')
+    _config, runner = runner_for(lab)
+    private_redis.stop()
+    record = asyncio.run(runner.run(DAY1))
+    assert record.status is BackupStatus.OK
+    assert runner.catalog.get(record.id) == record
+    private_redis.start()
+    assert runner.catalog.flush() == 0
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    assert client.hgetall(record.redis_key)["status"] == "ok"
+    client.close()
+
+
+def test_a_corrupted_file_is_caught_by_verify_and_restore(lab: Lab) -> None:
+    config, runner = runner_for(lab)
+    record = asyncio.run(runner.run(DAY1))
+    victim = max(Path(record.path, "base").rglob("*"), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[100:108] = b"CORRUPT!"
+    victim.write_bytes(bytes(data))
+    with pytest.raises(StepFailed, match=rf"{record.id} is damaged: .*{victim.name}"):
+        asyncio.run(verify(runner.bin_dir, record))
+    with pytest.raises(StepFailed, match="damaged"):
+        asyncio.run(restore(runner.catalog, runner.bin_dir, record.id, config.backup.dir / "r"))
+    assert not (config.backup.dir / "r").exists()
+    cli = subprocess.run(
+        [sys.executable, "-m", "pghad", "verify", record.id, "--config", str(lab.config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 1 and "damaged" in cli.stderr
+
+
+def test_failed_backups_record_the_step_and_the_next_run_is_unaffected(lab: Lab) -> None:
+    config, runner = runner_for(lab)
+    first = asyncio.run(runner.run(DAY1))
+    drivers = [LocalDriver(n, config.auth, runner.bin_dir) for n in config.nodes]
+    for driver in drivers:
+        asyncio.run(driver.stop("fast"))
+    down = asyncio.run(runner.run(DAY1 + timedelta(days=1)))
+    assert down.status is BackupStatus.FAILED
+    assert down.error is not None and down.error.startswith("step select-source:")
+    asyncio.run(drivers[0].start(Role.PRIMARY))
+    asyncio.run(drivers[1].start(Role.STANDBY, config.node("node1")))
+    time.sleep(1)
+    after = asyncio.run(runner.run(DAY1 + timedelta(days=2)))
+    assert after.status is BackupStatus.OK, after.error
+    assert after.parent == first.id  # the failed record is never a parent
+
+    blocker = config.backup.dir.parent / "not-a-dir"
+    blocker.write_text("")
+    lab.set("backup", "dir", f'"{blocker / "backups"}"')
+    config, broken = runner_for(lab)
+    failed = asyncio.run(broken.run(DAY1 + timedelta(days=3)))
+    assert failed.status is BackupStatus.FAILED
+    assert failed.error is not None and "step prepare" in failed.error
+    client = redis.Redis.from_url(config.redis.url, decode_responses=True)
+    assert client.hgetall(failed.redis_key)["status"] == "failed"
+    client.close()
+
+
+def test_cli_backup_backups_and_restore(lab: Lab) -> None:
+    def pghad(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pghad", *args, "--config", str(lab.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    taken = pghad("backup", "--kind", "full")
+    assert taken.returncode == 0, taken.stderr
+    listing = pghad("backups")
+    assert "completo" in listing.stdout and "ok" in listing.stdout
+    unknown = pghad("restore", "nope", "--target", str(lab.dir / "r"))
+    assert unknown.returncode == 1 and "no backup 'nope'" in unknown.stderr

@@ -55,6 +55,50 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
+def switchovers(config: Config, writer: Writer, runs: int) -> list[float]:
+    gaps = []
+    for number in range(1, runs + 1):
+        wait_eligible(config)
+        time.sleep(0.5)
+        started = time.monotonic()
+        body = call(config, "POST", "/switchover")
+        ended = time.monotonic()
+        time.sleep(0.5)
+        gap = writer.longest_gap(started - 0.2, time.monotonic())
+        gaps.append(gap)
+        line = {
+            "switchover": number,
+            "write_gap_s": round(gap, 3),
+            "call_s": round(ended - started, 3),
+            "to": body["new_primary"],
+        }
+        print(json.dumps(line), flush=True)
+    return gaps
+
+
+def failbacks_after_kill(config: Config, writer: Writer, runs: int) -> list[float]:
+    times = []
+    for number in range(1, runs + 1):
+        primary = wait_eligible(config)
+        if primary != config.preferred_primary:
+            call(config, "POST", "/failback")
+            primary = wait_eligible(config)
+        other = config.other(primary).name
+        killed_at = kill9(config.node(primary))
+        wait_for(
+            lambda: writer.first_commit_on(other, killed_at) is not None,  # noqa: B023
+            timeout=60,
+            what="the automatic failover",
+        )
+        started = time.monotonic()
+        body = call(config, "POST", "/failback")
+        took = time.monotonic() - started
+        times.append(took)
+        line = {"failback": number, "total_s": round(took, 3), "to": body["new_primary"]}
+        print(json.dumps(line), flush=True)
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
@@ -73,53 +117,11 @@ def main() -> int:
         stderr=log,
     )
     writer: Writer | None = None
-    gaps: list[float] = []
-    failbacks: list[float] = []
     try:
         wait_eligible(config)
         writer = Writer(config).start()
-        for number in range(1, args.runs + 1):
-            wait_eligible(config)
-            time.sleep(0.5)
-            started = time.monotonic()
-            body = call(config, "POST", "/switchover")
-            ended = time.monotonic()
-            time.sleep(0.5)
-            gap = writer.longest_gap(started - 0.2, time.monotonic())
-            gaps.append(gap)
-            print(
-                json.dumps(
-                    {
-                        "switchover": number,
-                        "write_gap_s": round(gap, 3),
-                        "call_s": round(ended - started, 3),
-                        "to": body["new_primary"],
-                    }
-                ),
-                flush=True,
-            )
-        for number in range(1, args.runs + 1):
-            primary = wait_eligible(config)
-            if primary != config.preferred_primary:
-                call(config, "POST", "/failback")
-                primary = wait_eligible(config)
-            other = config.other(primary).name
-            killed_at = kill9(config.node(primary))
-            wait_for(
-                lambda: writer.first_commit_on(other, killed_at) is not None,  # noqa: B023
-                timeout=60,
-                what="the automatic failover",
-            )
-            started = time.monotonic()
-            body = call(config, "POST", "/failback")
-            took = time.monotonic() - started
-            failbacks.append(took)
-            print(
-                json.dumps(
-                    {"failback": number, "total_s": round(took, 3), "to": body["new_primary"]}
-                ),
-                flush=True,
-            )
+        gaps = switchovers(config, writer, args.runs)
+        failbacks = failbacks_after_kill(config, writer, args.runs)
         time.sleep(0.3)
         writer.stop()
         primary = wait_eligible(config)

@@ -23,11 +23,12 @@ from pghad.cluster.observation import ClusterView
 from pghad.cluster.probe import probe_node
 from pghad.cluster.procedures import OperationResult, Procedures
 from pghad.config import Config, NodeDriverKind, load_config
-from pghad.errors import ConfigError, OperationRefused, PghadError, SetupError
+from pghad.errors import ConfigError, OperationRefused, PghadError
 from pghad.event_sink import EventSink, RedisEventStream
 from pghad.metrics import Metrics
 from pghad.nodes import procs
 from pghad.nodes.base import NodeDriver
+from pghad.nodes.docker import DockerDriver, docker_client
 from pghad.nodes.local import LocalDriver
 from pghad.notify import SystemdNotifier
 from pghad.reload import merge_reloaded
@@ -47,13 +48,13 @@ class OperationBusy(OperationRefused):
 
 def make_drivers(config: Config) -> dict[str, NodeDriver]:
     drivers: dict[str, NodeDriver] = {}
+    client = None
     for node in config.nodes:
-        if node.driver is not NodeDriverKind.LOCAL:
-            raise SetupError(
-                f"nodes ({node.name}).driver = {node.driver.value!r} is not available in this "
-                'version; use driver = "local"'
-            )
-        drivers[node.name] = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
+        if node.driver is NodeDriverKind.DOCKER:
+            client = client or docker_client()
+            drivers[node.name] = DockerDriver(node, config.auth, client)
+        else:
+            drivers[node.name] = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
     return drivers
 
 

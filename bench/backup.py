@@ -1,0 +1,189 @@
+"""Backup benchmark: pghad's full, incremental and restore beside plain PostgreSQL tools.
+
+On a lab database of about 1.1 GB (pgbench scale 70), in one run on the same data:
+- full: `pghad` full backup vs plain `pg_basebackup -c fast -X stream` (time, bytes on disk);
+- incremental after changing 1% of the rows (a contiguous range, then spread evenly);
+- restore: `pghad restore` (verify the chain, combine, verify the result) vs plain
+  `pg_combinebackup`.
+Usage, from the repository root:
+
+    .venv/bin/python bench/backup.py [--scale 70] [--source standby|primary]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pghad import pgbin
+from pghad.backup.catalog import Catalog
+from pghad.backup.planner import Requested
+from pghad.backup.restore import restore
+from pghad.backup.runner import BackupRunner, directory_size
+from pghad.config import Config, load_config
+from pghad.lab import lab_destroy, lab_up
+from pghad.nodes import procs
+from pghad.testing import connect, wait_for
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.monotonic()
+    subprocess.run(argv, check=True, capture_output=True, env={**os.environ, **(env or {})})
+    return time.monotonic() - started
+
+
+def set_option(path: Path, section: str, key: str, value: str) -> None:
+    lines, current = path.read_text().splitlines(), ""
+    for index, line in enumerate(lines):
+        if line.startswith("["):
+            current = line.strip("[] ")
+        elif current == section and line.split("=")[0].strip() == key:
+            lines[index] = f"{key} = {value}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def caught_up(config: Config) -> bool:
+    with connect(config, "node1") as conn:
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn() = replay_lsn FROM pg_stat_replication"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def plain_basebackup(config: Config, bin_dir: Path, node: str, target: Path) -> float:
+    n = config.node(node)
+    conninfo = f"host={n.host} port={n.port} user={config.auth.replication_user}"
+    return timed(
+        [
+            str(bin_dir / "pg_basebackup"),
+            "-d",
+            conninfo,
+            "-D",
+            str(target),
+            "-c",
+            "fast",
+            "-X",
+            "stream",
+        ],
+        {"PGPASSWORD": config.auth.replication_password},
+    )
+
+
+def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best top to bottom
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=int, default=70)
+    parser.add_argument("--source", choices=["standby", "primary"], default="standby")
+    args = parser.parse_args()
+
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    lab_dir = root / "lab"
+    lab_up(lab_dir, first_port=29432, api_port=28091)
+    config_path = lab_dir / "config.toml"
+    set_option(config_path, "backup", "logical_dump", "false")
+    set_option(config_path, "backup", "source", f'"{args.source}"')
+    config = load_config(config_path)
+    bin_dir = pgbin.find_bin_dir(config.pg_bin)
+    runner = BackupRunner(config, Catalog(config.backup.dir, None), bin_dir)
+    node = "node2" if args.source == "standby" else "node1"
+    n1 = config.node("node1")
+    result: dict[str, object] = {"scale": args.scale, "source": args.source}
+    try:
+        started = time.monotonic()
+        subprocess.run(
+            [
+                str(bin_dir / "pgbench"),
+                "-i",
+                "-s",
+                str(args.scale),
+                "-q",
+                "-h",
+                n1.host,
+                "-p",
+                str(n1.port),
+                "-U",
+                n1.user,
+                n1.dbname,
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PGPASSWORD": config.auth.password},
+        )
+        result["pgbench_init_s"] = round(time.monotonic() - started, 1)
+        with connect(config, "node1") as conn:
+            conn.execute("CHECKPOINT")
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        result["database_bytes"] = size[0] if size else None
+        wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
+
+        plain_dir = root / "plain-full"
+        result["plain_full_s"] = round(plain_basebackup(config, bin_dir, node, plain_dir), 3)
+        result["plain_full_bytes"] = directory_size(plain_dir)
+
+        now = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+        full = asyncio.run(runner.run(now, Requested.FULL))
+        assert full.status.value == "ok", full.error
+        result["pghad_full_s"] = full.duration_s
+        result["pghad_full_bytes"] = full.size_bytes
+
+        changes = {
+            "contiguous_1pct": "UPDATE pgbench_accounts SET abalance = abalance + 1 "
+            f"WHERE aid <= {args.scale * 1000}",
+            "spread_1pct": "UPDATE pgbench_accounts SET abalance = abalance + 1 "
+            "WHERE aid % 100 = 0",
+        }
+        last = full
+        for day, (label, statement) in enumerate(changes.items(), start=1):
+            with connect(config, "node1") as conn:
+                conn.execute(statement)
+            wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
+            incremental = asyncio.run(runner.run(now + timedelta(days=day)))
+            assert incremental.status.value == "ok", incremental.error
+            result[f"incremental_{label}_s"] = incremental.duration_s
+            result[f"incremental_{label}_bytes"] = incremental.size_bytes
+            result[f"incremental_{label}_pct_of_full"] = round(
+                100 * (incremental.size_bytes or 0) / (full.size_bytes or 1), 1
+            )
+            if last is full:
+                first_incremental = incremental
+            last = incremental
+
+        chain = [Path(full.path), Path(first_incremental.path)]
+        plain_out = root / "plain-combined"
+        result["plain_combine_s"] = round(
+            timed([str(bin_dir / "pg_combinebackup"), *map(str, chain), "-o", str(plain_out)]), 3
+        )
+        shutil.rmtree(plain_out)
+        target = root / "restored"
+        started = time.monotonic()
+        asyncio.run(restore(runner.catalog, bin_dir, first_incremental.id, target))
+        result["pghad_restore_s"] = round(time.monotonic() - started, 3)
+    finally:
+        lab_destroy(lab_dir)
+        shutil.rmtree(root, ignore_errors=True)
+    full_s, plain_s = float(str(result["pghad_full_s"])), float(str(result["plain_full_s"]))
+    result["full_vs_plain_time"] = round(full_s / plain_s, 2)
+    restore_s = float(str(result["pghad_restore_s"]))
+    result["restore_vs_plain_combine_time"] = round(
+        restore_s / float(str(result["plain_combine_s"])), 2
+    )
+    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"backup-{args.source}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The docker node driver: a node is a container of the official PostgreSQL image.
+
+PostgreSQL is the container's main process, so stopping the server is stopping the container.
+Programs that need the data directory while the server is down (pg_rewind, pg_basebackup,
+pg_controldata) run in a one-off container that shares the node's volumes and network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pghad.config import AuthConfig, NodeConfig
+from pghad.conninfo import admin_conninfo, replication_conninfo
+from pghad.errors import NodeError, SetupError
+from pghad.nodes import nodeconf
+from pghad.nodes.base import Role
+
+STOP_TIMEOUT_S = 30
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def docker_client() -> Any:
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - docker is a runtime dependency
+        raise SetupError("the docker driver needs the docker package") from exc
+    if not os.environ.get("DOCKER_HOST") and not Path(DEFAULT_SOCKET).exists():
+        raise SetupError(
+            f"cannot reach the Docker engine: no {DEFAULT_SOCKET} (mount it, or set DOCKER_HOST)"
+        )
+    client = None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        if client is not None:
+            client.close()
+        raise SetupError(
+            f"cannot reach the Docker engine ({exc}): mount /var/run/docker.sock or set DOCKER_HOST"
+        ) from exc
+    return client
+
+
+@dataclass
+class DockerDriver:
+    node: NodeConfig
+    auth: AuthConfig
+    client: Any
+
+    @property
+    def container_name(self) -> str:
+        return self.node.container or self.node.name
+
+    @property
+    def data_dir(self) -> PurePosixPath:
+        return PurePosixPath(str(self.node.data_dir))
+
+    def _container(self) -> Any:
+        return self.client.containers.get(self.container_name)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def is_running(self) -> bool:
+        container = await self._call(self._container)
+        await self._call(container.reload)
+        return bool(container.status == "running")
+
+    async def _one_off(self, command: str, env: dict[str, str] | None = None) -> str:
+        """Run `command` as postgres in a throwaway container with the node's volumes."""
+        container = await self._call(self._container)
+        networks = list(container.attrs["NetworkSettings"]["Networks"])
+        try:
+            output = await self._call(
+                self.client.containers.run,
+                container.image.id,
+                ["bash", "-c", command],
+                user="postgres",
+                volumes_from=[container.id],
+                network=networks[0] if networks else None,
+                environment=env or {},
+                remove=True,
+                stdout=True,
+                stderr=True,
+                entrypoint=[],
+            )
+        except Exception as exc:
+            program = command.split(maxsplit=1)[0]
+            raise NodeError(f"{self.node.name}: {program} failed: {exc}") from exc
+        return bytes(output).decode(errors="replace")
+
+    def _node_conf_command(self, primary: NodeConfig | None) -> str:
+        conninfo = replication_conninfo(primary, self.auth, self.node.name) if primary else None
+        text = nodeconf.render(self.node.model_copy(update={"host": "*"}), conninfo)
+        data = shlex.quote(str(self.data_dir))
+        signal = f"touch {data}/standby.signal" if primary else f"rm -f {data}/standby.signal"
+        include = shlex.quote(nodeconf.INCLUDE_LINE)
+        return (
+            f"printf %s {shlex.quote(text)} > {data}/{nodeconf.NODE_CONF} && "
+            f"chmod 600 {data}/{nodeconf.NODE_CONF} && {signal} && "
+            f"(tail -n1 {data}/postgresql.conf | grep -qxF {include} || "
+            f"echo {include} >> {data}/postgresql.conf) && "
+            f"sed -i '/^primary_conninfo/d' {data}/postgresql.auto.conf"
+        )
+
+    async def start(self, role: Role, primary: NodeConfig | None = None) -> None:
+        if await self.is_running():
+            return
+        if role is Role.STANDBY and primary is None:
+            raise NodeError(f"{self.node.name}: a standby needs a primary to stream from")
+        await self._one_off(self._node_conf_command(primary if role is Role.STANDBY else None))
+        container = await self._call(self._container)
+        await self._call(container.start)
+
+    async def stop(self, mode: str = "fast") -> None:
+        if not await self.is_running():
+            return
+        container = await self._call(self._container)
+        # postgres: SIGINT = fast shutdown, SIGQUIT = immediate, SIGTERM = smart.
+        signal = {"fast": "SIGINT", "immediate": "SIGQUIT", "smart": "SIGTERM"}[mode]
+        await self._call(container.kill, signal=signal)
+        await self._call(container.wait, timeout=STOP_TIMEOUT_S)
+
+    async def fence(self) -> str:
+        if not await self.is_running():
+            return "not running"
+        container = await self._call(self._container)
+        await self._call(container.kill)
+        return "container killed"
+
+    async def rewind(self, source: NodeConfig) -> None:
+        conninfo = admin_conninfo(source, self.auth, with_password=False)
+        await self._one_off(
+            f"pg_rewind -D {shlex.quote(str(self.data_dir))} "
+            f"--source-server={shlex.quote(conninfo)}",
+            env={"PGPASSWORD": self.auth.password},
+        )
+
+    async def clone(self, source: NodeConfig) -> None:
+        conninfo = replication_conninfo(source, self.auth, self.node.name, with_password=False)
+        data = shlex.quote(str(self.data_dir))
+        await self._one_off(
+            f"rm -rf {data}/* && pg_basebackup -D {data} -d {shlex.quote(conninfo)} "
+            f"-c fast -X stream && touch {data}/standby.signal",
+            env={"PGPASSWORD": self.auth.replication_password},
+        )
+
+    async def checkpoint_lsn(self) -> str:
+        output = await self._one_off(f"pg_controldata {shlex.quote(str(self.data_dir))}")
+        for line in output.splitlines():
+            if line.startswith("Latest checkpoint location:"):
+                return line.split(":", 1)[1].strip()
+        raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")

@@ -1,10 +1,11 @@
 """Backup benchmark: pghad's full, incremental and restore beside plain PostgreSQL tools.
 
 On a lab database of about 1.1 GB (pgbench scale 70), in one run on the same data:
-- full: `pghad` full backup vs plain `pg_basebackup -c fast -X stream` (time, bytes on disk);
+- full: `pghad` full backup vs plain `pg_basebackup -c fast -X stream` (time, bytes on disk),
+  medians of 3 alternating runs;
 - incremental after changing 1% of the rows (a contiguous range, then spread evenly);
 - restore: `pghad restore` (verify the chain, combine, verify the result) vs plain
-  `pg_combinebackup`.
+  `pg_combinebackup`, medians of 3 alternating runs.
 Usage, from the repository root:
 
     .venv/bin/python bench/backup.py [--scale 70] [--source standby|primary]
@@ -17,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -34,6 +36,7 @@ from pghad.nodes import procs
 from pghad.testing import connect, wait_for
 
 RESULTS = Path(__file__).parent / "results"
+REPEATS = 3
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -127,14 +130,23 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
         result["database_bytes"] = size[0] if size else None
         wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
 
-        plain_dir = root / "plain-full"
-        result["plain_full_s"] = round(plain_basebackup(config, bin_dir, node, plain_dir), 3)
-        result["plain_full_bytes"] = directory_size(plain_dir)
-
+        # Alternate plain and pghad runs so neither always gets the warmer page cache.
+        plain_times, pghad_times = [], []
         now = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
-        full = asyncio.run(runner.run(now, Requested.FULL))
-        assert full.status.value == "ok", full.error
-        result["pghad_full_s"] = full.duration_s
+        for attempt in range(REPEATS):
+            plain_dir = root / f"plain-full-{attempt}"
+            os.sync()  # start every timed run with no dirty pages left by the one before
+            plain_times.append(plain_basebackup(config, bin_dir, node, plain_dir))
+            result["plain_full_bytes"] = directory_size(plain_dir)
+            shutil.rmtree(plain_dir)
+            os.sync()
+            full = asyncio.run(runner.run(now + timedelta(minutes=attempt), Requested.FULL))
+            assert full.status.value == "ok", full.error
+            pghad_times.append(full.duration_s or 0.0)
+        result["plain_full_s"] = round(statistics.median(plain_times), 3)
+        result["pghad_full_s"] = round(statistics.median(pghad_times), 3)
+        result["pghad_full_steps"] = full.extra
+        result["per_run_full_s"] = {"plain": plain_times, "pghad": pghad_times}
         result["pghad_full_bytes"] = full.size_bytes
 
         changes = {
@@ -148,6 +160,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             with connect(config, "node1") as conn:
                 conn.execute(statement)
             wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
+            os.sync()
             incremental = asyncio.run(runner.run(now + timedelta(days=day)))
             assert incremental.status.value == "ok", incremental.error
             result[f"incremental_{label}_s"] = incremental.duration_s
@@ -160,15 +173,22 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             last = incremental
 
         chain = [Path(full.path), Path(first_incremental.path)]
-        plain_out = root / "plain-combined"
-        result["plain_combine_s"] = round(
-            timed([str(bin_dir / "pg_combinebackup"), *map(str, chain), "-o", str(plain_out)]), 3
-        )
-        shutil.rmtree(plain_out)
-        target = root / "restored"
-        started = time.monotonic()
-        asyncio.run(restore(runner.catalog, bin_dir, first_incremental.id, target))
-        result["pghad_restore_s"] = round(time.monotonic() - started, 3)
+        combines, restores = [], []
+        for attempt in range(REPEATS):
+            plain_out = root / f"plain-combined-{attempt}"
+            combine = [str(bin_dir / "pg_combinebackup"), *map(str, chain), "-o", str(plain_out)]
+            os.sync()
+            combines.append(timed(combine))
+            shutil.rmtree(plain_out)
+            os.sync()
+            target = root / f"restored-{attempt}"
+            started = time.monotonic()
+            asyncio.run(restore(runner.catalog, bin_dir, first_incremental.id, target))
+            restores.append(time.monotonic() - started)
+            shutil.rmtree(target)
+        result["per_run_restore_s"] = {"plain_combine": combines, "pghad": restores}
+        result["plain_combine_s"] = round(statistics.median(combines), 3)
+        result["pghad_restore_s"] = round(statistics.median(restores), 3)
     finally:
         lab_destroy(lab_dir)
         shutil.rmtree(root, ignore_errors=True)

@@ -239,8 +239,14 @@ class BackupRunner:
         conninfo = replication_conninfo(
             source, self.config.auth, "pghad_backup", with_password=False
         )
+        started = time.monotonic()
         await self._program("pg_basebackup", [*args, "-d", conninfo], step="pg_basebackup")
+        copied = time.monotonic()
         await self._program("pg_verifybackup", ["--quiet", str(path)], step="verify")
+        steps = {
+            "basebackup_s": round(copied - started, 3),
+            "verify_s": round(time.monotonic() - copied, 3),
+        }
         start_lsn, stop_lsn, timeline = manifest_wal_range(path)
         record = record.with_(
             status=BackupStatus.OK,
@@ -249,6 +255,7 @@ class BackupRunner:
             stop_lsn=stop_lsn,
             timeline=timeline,
             size_bytes=directory_size(path),
+            extra={**record.extra, **steps},
         )
         if plan.kind is BackupKind.FULL and self.config.backup.logical_dump:
             dump = self.config.backup.dir / f"backup_completo_{record.day:%Y%m%d}.sql.gz"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import threading
 import time
 
+from pghad import pgbin
+from pghad.nodes.base import Role
+from pghad.nodes.local import LocalDriver
 from pghad.testing import Writer, is_writable, kill9, streaming_standbys, wait_for
 
 from ..conftest import DaemonProcess, Lab
@@ -187,9 +193,6 @@ def test_trigger_file_runs_a_failback(lab: Lab, daemon: DaemonProcess) -> None:
 
 
 def test_cli_status_and_failback_refusal(lab: Lab, daemon: DaemonProcess) -> None:
-    import subprocess
-    import sys
-
     daemon.start().wait_healthy()
     status = subprocess.run(
         [sys.executable, "-m", "pghad", "status", "--config", str(lab.config_path)],
@@ -222,3 +225,36 @@ def test_backups_over_the_api(lab: Lab, daemon: DaemonProcess) -> None:
     assert daemon.http("POST", "/backups", token="wrong")[0] == 401
     _, metrics = daemon.http("GET", "/metrics")
     assert 'pghad_backup_last_size_bytes{kind="completo"}' in metrics
+
+
+def test_failover_of_an_ineligible_standby_needs_force(lab: Lab, daemon: DaemonProcess) -> None:
+    lab.set("cluster", "failover_threshold", "60.0")  # keep the automatic failover out of it
+    config = lab.config
+    daemon.start().wait_healthy()
+    node2 = LocalDriver(config.node("node2"), config.auth, pgbin.find_bin_dir(config.pg_bin))
+    asyncio.run(node2.stop())
+    daemon.wait_event(lambda e: e.get("code") == "relaxing_sync", 15, "relaxing_sync")
+    kill9(config.node("node1"))
+    asyncio.run(node2.start(Role.STANDBY, config.node("node1")))
+    time.sleep(1.5)
+    code, body = daemon.post("/failover")
+    assert code == 409 and "force=true" in body["message"]
+    assert _roles(lab) == [None, False]
+    code, body = daemon.post("/failover?force=true")
+    assert code == 200, body
+    assert body["new_primary"] == "node2" and body["forced"] is True
+    assert is_writable(config, "node2") is True
+
+
+def test_non_loopback_api_without_token_refuses_to_start(lab: Lab) -> None:
+    lab.set("api", "bind", '"0.0.0.0"')
+    lab.set("api", "token", '""')
+    result = subprocess.run(
+        [sys.executable, "-m", "pghad", "run", "--config", str(lab.config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert "api.token is empty" in result.stderr

@@ -20,7 +20,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,9 +30,8 @@ from pghad.backup.planner import Requested
 from pghad.backup.restore import restore
 from pghad.backup.runner import BackupRunner, directory_size
 from pghad.config import Config, load_config
-from pghad.lab import lab_destroy, lab_up
-from pghad.nodes import procs
-from pghad.testing import connect, wait_for
+from pghad.lab import lab_destroy
+from pghad.testing import connect, scratch_lab, set_config_value, wait_for
 
 RESULTS = Path(__file__).parent / "results"
 REPEATS = 3
@@ -43,16 +41,6 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     started = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True, env={**os.environ, **(env or {})})
     return time.monotonic() - started
-
-
-def set_option(path: Path, section: str, key: str, value: str) -> None:
-    lines, current = path.read_text().splitlines(), ""
-    for index, line in enumerate(lines):
-        if line.startswith("["):
-            current = line.strip("[] ")
-        elif current == section and line.split("=")[0].strip() == key:
-            lines[index] = f"{key} = {value}"
-    path.write_text("\n".join(lines) + "\n")
 
 
 def caught_up(config: Config) -> bool:
@@ -88,14 +76,10 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
     parser.add_argument("--source", choices=["standby", "primary"], default="standby")
     args = parser.parse_args()
 
-    procs.become_subreaper()
-    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    lab_dir = root / "lab"
-    lab_up(lab_dir, first_port=29432, api_port=28091)
-    config_path = lab_dir / "config.toml"
-    set_option(config_path, "backup", "logical_dump", "false")
-    set_option(config_path, "backup", "source", f'"{args.source}"')
+    root, config_path = scratch_lab(first_port=29432, api_port=28091)
+    lab_dir = config_path.parent
+    set_config_value(config_path, "backup", "logical_dump", "false")
+    set_config_value(config_path, "backup", "source", f'"{args.source}"')
     config = load_config(config_path)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
     runner = BackupRunner(config, Catalog(config.backup.dir, None), bin_dir)

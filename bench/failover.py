@@ -11,29 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 from pghad.cluster.memory_file import STATE_FILE
 from pghad.config import load_config
-from pghad.lab import lab_destroy, lab_up
-from pghad.nodes import procs
+from pghad.lab import lab_destroy
 from pghad.state_store import read_json
-from pghad.testing import Writer, kill9, streaming_standbys, wait_for
+from pghad.testing import (
+    Writer,
+    kill9,
+    scratch_lab,
+    set_config_value,
+    start_daemon,
+    streaming_standbys,
+    wait_for,
+)
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def set_threshold(config_path: Path, threshold: float) -> None:
-    text = config_path.read_text()
-    lines = [
-        f"failover_threshold = {threshold}" if ln.startswith("failover_threshold") else ln
-        for ln in text.splitlines()
-    ]
-    config_path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -42,20 +37,11 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, default=2.0)
     args = parser.parse_args()
 
-    procs.become_subreaper()
-    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    lab_dir = root / "lab"
-    lab_up(lab_dir, first_port=25432, api_port=28088)
-    config_path = lab_dir / "config.toml"
-    set_threshold(config_path, args.threshold)
+    root, config_path = scratch_lab(first_port=25432, api_port=28088)
+    lab_dir = config_path.parent
+    set_config_value(config_path, "cluster", "failover_threshold", str(args.threshold))
     config = load_config(config_path)
-    daemon_log = (root / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
-        stdout=daemon_log,
-        stderr=daemon_log,
-    )
+    daemon = start_daemon(config_path, root / "daemon.log")
     runs: list[dict[str, object]] = []
     state_path = config.state.dir / STATE_FILE
     try:

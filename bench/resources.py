@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from pghad.lab import lab_destroy, lab_up
-from pghad.nodes import procs
+from pghad.lab import lab_destroy
+from pghad.testing import scratch_lab, start_daemon
 
 RESULTS = Path(__file__).parent / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,17 +37,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=300)
     args = parser.parse_args()
 
-    procs.become_subreaper()
-    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    lab_dir = root / "lab"
-    lab_up(lab_dir, first_port=27432, api_port=28090)
-    log = (root / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "pghad", "run", "--config", str(lab_dir / "config.toml")],
-        stdout=log,
-        stderr=log,
-    )
+    root, config_path = scratch_lab(first_port=27432, api_port=28090)
+    lab_dir = config_path.parent
+    daemon = start_daemon(config_path, root / "daemon.log")
     try:
         time.sleep(5)  # imports and the first rounds are not the steady state
         start_cpu, start = cpu_seconds(daemon.pid), time.monotonic()

@@ -13,18 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from pghad.config import Config, load_config
-from pghad.lab import lab_destroy, lab_up
-from pghad.nodes import procs
-from pghad.testing import Writer, kill9, wait_for
+from pghad.lab import lab_destroy
+from pghad.testing import Writer, kill9, scratch_lab, start_daemon, wait_for
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -104,18 +100,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
-    procs.become_subreaper()
-    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    lab_dir = root / "lab"
-    lab_up(lab_dir, first_port=26432, api_port=28089)
-    config = load_config(lab_dir / "config.toml")
-    log = (root / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "pghad", "run", "--config", str(lab_dir / "config.toml")],
-        stdout=log,
-        stderr=log,
-    )
+    root, config_path = scratch_lab(first_port=26432, api_port=28089)
+    lab_dir = config_path.parent
+    config = load_config(config_path)
+    daemon = start_daemon(config_path, root / "daemon.log")
     writer: Writer | None = None
     try:
         wait_eligible(config)

@@ -6,16 +6,21 @@ import contextlib
 import itertools
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo
+from pghad.lab import lab_up
 from pghad.nodes import procs
 
 WRITER_TABLE = "pghad_writer"
@@ -214,3 +219,39 @@ class Writer:
     def longest_gap(self, start: float, end: float) -> float:
         times = [c.at for c in self.acked if start <= c.at <= end]
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def set_config_value(path: Path, section: str, key: str, value: str) -> None:
+    """Rewrite one `key = value` line inside [section] of a config.toml (value is TOML)."""
+    lines = path.read_text().splitlines()
+    current = ""
+    for index, line in enumerate(lines):
+        if line.startswith("["):
+            current = line.strip("[] ")
+        elif current == section and line.split("=")[0].strip() == key:
+            lines[index] = f"{key} = {value}"
+            break
+    else:
+        raise KeyError(f"{section}.{key} is not in {path}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def scratch_lab(first_port: int, api_port: int) -> tuple[Path, Path]:
+    """A new lab in a fresh directory under /tmp (reachable by the PostgreSQL user).
+
+    Returns (the directory to remove afterwards, the lab's config.toml).
+    """
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    lab_up(root / "lab", first_port=first_port, api_port=api_port)
+    return root, root / "lab" / "config.toml"
+
+
+def start_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
+            stdout=log,
+            stderr=log,
+        )

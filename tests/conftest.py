@@ -23,6 +23,7 @@ import redis
 from pghad.config import Config, load_config
 from pghad.lab import free_port, lab_destroy, lab_up
 from pghad.nodes import procs
+from pghad.testing import set_config_value
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,17 +121,7 @@ class Lab:
 
     def set(self, section: str, key: str, value: str) -> None:
         """Rewrite one `key = value` line inside [section] of the lab's config.toml."""
-        lines = self.config_path.read_text().splitlines()
-        current = ""
-        for index, line in enumerate(lines):
-            if line.startswith("["):
-                current = line.strip("[] ")
-            elif current == section and line.split("=")[0].strip() == key:
-                lines[index] = f"{key} = {value}"
-                break
-        else:
-            raise KeyError(f"{section}.{key}")
-        self.config_path.write_text("\n".join(lines) + "\n")
+        set_config_value(self.config_path, section, key, value)
 
 
 def make_lab(root: Path, name: str) -> Lab:

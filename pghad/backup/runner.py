@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from pghad.cluster import sqlops
 from pghad.cluster.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
 from pghad.cluster.probe import probe_node
 from pghad.config import Config, NodeConfig
@@ -198,9 +199,7 @@ class BackupRunner:
         assert plan.parent is not None and plan.parent.start_lsn is not None
         node = self.config.node(source.name)
         try:
-            async with await psycopg.AsyncConnection.connect(
-                admin_conninfo(node, self.config.auth), autocommit=True
-            ) as conn:
+            async with await sqlops.connect(node, self.config.auth) as conn:
                 setting = await (await conn.execute("SHOW summarize_wal")).fetchone()
                 rows = await (
                     await conn.execute(
@@ -274,9 +273,7 @@ class BackupRunner:
             return
         node = self.config.node(primary)
         try:
-            async with await psycopg.AsyncConnection.connect(
-                admin_conninfo(node, self.config.auth), autocommit=True
-            ) as conn:
+            async with await sqlops.connect(node, self.config.auth) as conn:
                 await conn.execute("CHECKPOINT")
                 await conn.execute("SELECT pg_switch_wal()")
         except psycopg.Error:

@@ -13,7 +13,9 @@ from pghad.conninfo import admin_conninfo
 PROMOTE_POLL_S = 0.01
 
 
-async def _connect(node: NodeConfig, auth: AuthConfig, timeout: float) -> psycopg.AsyncConnection:
+async def connect(
+    node: NodeConfig, auth: AuthConfig, timeout: float = 5.0
+) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(
         admin_conninfo(node, auth, connect_timeout=max(1, round(timeout))), autocommit=True
     )
@@ -23,7 +25,7 @@ async def set_synchronous_standby(
     node: NodeConfig, auth: AuthConfig, standby: str | None, timeout: float = 5.0
 ) -> None:
     value = "" if standby is None else f'"{standby}"'
-    async with await _connect(node, auth, timeout) as conn:
+    async with await connect(node, auth, timeout) as conn:
         await conn.execute(
             sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(value))
         )
@@ -32,7 +34,7 @@ async def set_synchronous_standby(
 
 async def promote(node: NodeConfig, auth: AuthConfig, wait_s: int = 30) -> bool:
     """Clear synchronous settings inherited from the old primary, then promote and wait."""
-    async with await _connect(node, auth, 5.0) as conn:
+    async with await connect(node, auth, 5.0) as conn:
         # Copied from the old primary by pg_rewind / pg_basebackup: left in place, the new
         # primary's first commits would wait for a synchronous standby that is not there.
         await conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
@@ -53,7 +55,7 @@ async def promote(node: NodeConfig, auth: AuthConfig, wait_s: int = 30) -> bool:
 
 async def make_read_only(node: NodeConfig, auth: AuthConfig, timeout: float = 5.0) -> None:
     """Fence over SQL when the node driver cannot stop the server: refuse writes, drop sessions."""
-    async with await _connect(node, auth, timeout) as conn:
+    async with await connect(node, auth, timeout) as conn:
         await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         await conn.execute("SELECT pg_reload_conf()")
         await conn.execute(
@@ -63,5 +65,5 @@ async def make_read_only(node: NodeConfig, auth: AuthConfig, timeout: float = 5.
 
 
 async def checkpoint(node: NodeConfig, auth: AuthConfig, timeout: float = 60.0) -> None:
-    async with await _connect(node, auth, 5.0) as conn:
+    async with await connect(node, auth, 5.0) as conn:
         await asyncio.wait_for(conn.execute("CHECKPOINT"), timeout)

@@ -105,7 +105,7 @@ def _backup_parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
 
 def _cmd_backup(args: argparse.Namespace) -> int:
     config, catalog, bin_dir = _backup_parts(args)
-    runner = BackupRunner(config, catalog, bin_dir)
+    runner = BackupRunner(config, catalog, bin_dir, progress=sys.stderr.isatty())
     print(f"taking a backup ({args.kind}) into {config.backup.dir} ...", file=sys.stderr)
     record = asyncio.run(runner.run(local_now(), Requested(args.kind)))
     if record.status is not BackupStatus.OK:

@@ -105,6 +105,7 @@ class BackupRunner:
     config: Config
     catalog: Catalog
     bin_dir: Path
+    progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
 
     async def _observe(self) -> ClusterView:
         found = await asyncio.gather(
@@ -235,6 +236,8 @@ class BackupRunner:
         args = ["-D", str(path), "-c", "fast", "-X", "stream", "--no-password"]
         if plan.parent is not None:
             args.append(f"--incremental={Path(plan.parent.path) / 'backup_manifest'}")
+        if self.progress:
+            args.append("--progress")
         conninfo = replication_conninfo(
             source, self.config.auth, "pghad_backup", with_password=False
         )
@@ -282,7 +285,10 @@ class BackupRunner:
     async def _program(self, program: str, args: list[str], step: str) -> str:
         env = {"PGPASSWORD": self.config.auth.replication_password}
         result = await run_command(
-            [str(self.bin_dir / program), *args], BASEBACKUP_TIMEOUT_S, env=env
+            [str(self.bin_dir / program), *args],
+            BASEBACKUP_TIMEOUT_S,
+            env=env,
+            echo_stderr=self.progress and program == "pg_basebackup",
         )
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()

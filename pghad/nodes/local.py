@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,12 @@ class CommandResult:
 
 
 async def run_command(
-    argv: list[str], timeout: float, env: dict[str, str] | None = None
+    argv: list[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    echo_stderr: bool = False,
 ) -> CommandResult:
+    """Run a program; `echo_stderr` also copies its stderr (progress) to ours as it comes."""
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
@@ -41,8 +46,22 @@ async def run_command(
         stdin=asyncio.subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
+    assert process.stdout is not None and process.stderr is not None
+    stderr = process.stderr
+
+    async def read_stderr() -> bytes:
+        chunks = []
+        while chunk := await stderr.read(4096):
+            chunks.append(chunk)
+            if echo_stderr:
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+        return b"".join(chunks)
+
     try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        out, err, _ = await asyncio.wait_for(
+            asyncio.gather(process.stdout.read(), read_stderr(), process.wait()), timeout
+        )
     except TimeoutError as exc:
         process.kill()
         await process.wait()

@@ -5,7 +5,8 @@ On a lab database of about 1.1 GB (pgbench scale 70), in one run on the same dat
   medians of 3 alternating runs;
 - incremental after changing 1% of the rows (a contiguous range, then spread evenly);
 - restore: `pghad restore` (verify the chain, combine, verify the result) vs plain
-  `pg_combinebackup`, medians of 3 alternating runs.
+  `pg_combinebackup`, medians of 3 alternating runs;
+- a gzip-compressed full backup (`compression = "gzip"`): time and bytes.
 Usage, from the repository root:
 
     .venv/bin/python bench/backup.py [--scale 70] [--source standby|primary]
@@ -171,6 +172,15 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             restores.append(time.monotonic() - started)
             shutil.rmtree(target)
         result["per_run_restore_s"] = {"plain_combine": combines, "pghad": restores}
+        gzip_backup = config.backup.model_copy(update={"compression": "gzip"})
+        gzip_runner = BackupRunner(
+            config.model_copy(update={"backup": gzip_backup}), runner.catalog, bin_dir
+        )
+        os.sync()
+        gzipped = asyncio.run(gzip_runner.run(now + timedelta(days=9), Requested.FULL))
+        assert gzipped.status.value == "ok", gzipped.error
+        result["pghad_full_gzip_s"] = gzipped.duration_s
+        result["pghad_full_gzip_bytes"] = gzipped.size_bytes
         result["plain_combine_s"] = round(statistics.median(combines), 3)
         result["pghad_restore_s"] = round(statistics.median(restores), 3)
     finally:

@@ -94,6 +94,8 @@ class BackupConfig(_Model):
     cycle_days: Annotated[int, Field(ge=1, le=366)] = 6
     keep_cycles: Annotated[int, Field(ge=1, le=100)] = 2
     source: Literal["standby", "primary"] = "standby"
+    # none: plain directories; gzip: tar.gz files (about 5x slower here, about 5% of the size).
+    compression: Literal["none", "gzip"] = "none"
     logical_dump: bool = True
 
 

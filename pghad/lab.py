@@ -106,6 +106,7 @@ time_of_day = 02:00:00
 cycle_days = 6
 keep_cycles = 2
 source = "standby"
+compression = "none"
 logical_dump = true
 
 [state]

@@ -40,9 +40,14 @@ class BackupRecord:
     source_node: str | None = None
     verified: bool = False
     error: str | None = None
+    compression: str = "none"
     logical_dump: str | None = None
     logical_dump_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_tar(self) -> bool:
+        return self.compression != "none"
 
     @property
     def redis_key(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pghad.nodes.local import LocalDriver, run_command
 
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus
-from .runner import StepFailed
+from .runner import StepFailed, verify_args
 
 TIMEOUT_S = 6 * 3600
 # Settings copied from the node the backup was taken on that would tie a restored, independent
@@ -41,9 +42,7 @@ def find(catalog: Catalog, backup_id: str) -> BackupRecord:
 async def verify(bin_dir: Path, record: BackupRecord) -> None:
     if not Path(record.path).is_dir():
         raise StepFailed("verify", f"{record.id}: {record.path} is missing")
-    result = await run_command(
-        [str(bin_dir / "pg_verifybackup"), "--quiet", record.path], TIMEOUT_S
-    )
+    result = await run_command([str(bin_dir / "pg_verifybackup"), *verify_args(record)], TIMEOUT_S)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
         raise StepFailed("verify", f"{record.id} is damaged: {' / '.join(lines[:5])}")
@@ -57,6 +56,24 @@ def _chain(catalog: Catalog, record: BackupRecord) -> list[BackupRecord]:
             raise OperationRefused(f"{record.id} needs {member}, which is missing or failed")
         chain.append(found)
     return chain
+
+
+async def _plain_dir(record: BackupRecord, scratch: Path) -> Path:
+    """pg_combinebackup reads plain directories: unpack a tar-format backup first."""
+    if not record.is_tar:
+        return Path(record.path)
+    unpacked = scratch / record.id
+    (unpacked / "pg_wal").mkdir(parents=True)
+    source = Path(record.path)
+    for archive, into in (("base", unpacked), ("pg_wal", unpacked / "pg_wal")):
+        found = sorted(source.glob(f"{archive}.tar*"))
+        if not found:
+            raise StepFailed("unpack", f"{record.id}: no {archive}.tar* in {source}")
+        result = await run_command(["tar", "-xf", str(found[0]), "-C", str(into)], TIMEOUT_S)
+        if result.returncode != 0:
+            raise StepFailed("unpack", f"{record.id}: tar failed: {result.stderr.strip()}")
+    shutil.copy2(source / "backup_manifest", unpacked / "backup_manifest")
+    return unpacked
 
 
 def _detach(target: Path) -> None:
@@ -99,10 +116,14 @@ async def restore(
     for member in chain:
         await verify(bin_dir, member)
     target.parent.mkdir(parents=True, exist_ok=True)
-    result = await run_command(
-        [str(bin_dir / "pg_combinebackup"), *(m.path for m in chain), "-o", str(target)],
-        TIMEOUT_S,
-    )
+    scratch = target.parent / f".{target.name}.unpacked"
+    try:
+        inputs = [await _plain_dir(member, scratch) for member in chain]
+        result = await run_command(
+            [str(bin_dir / "pg_combinebackup"), *map(str, inputs), "-o", str(target)], TIMEOUT_S
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0:
         raise StepFailed("combine", f"pg_combinebackup failed: {result.stderr.strip()[-800:]}")
     result = await run_command(

@@ -210,3 +210,17 @@ def test_cli_backup_backups_and_restore(lab: Lab) -> None:
     assert "completo" in listing.stdout and "ok" in listing.stdout
     unknown = pghad("restore", "nope", "--target", str(lab.dir / "r"))
     assert unknown.returncode == 1 and "no backup 'nope'" in unknown.stderr
+
+
+def test_gzip_compressed_chain_verifies_and_restores(lab: Lab) -> None:
+    lab.set("backup", "compression", '"gzip"')
+    config, runner = runner_for(lab)
+    write_day(config, "node1", 1)
+    full = asyncio.run(runner.run(DAY1))
+    checksum = write_day(config, "node1", 2)
+    incremental = asyncio.run(runner.run(DAY1 + timedelta(days=1)))
+    assert [full.status, incremental.status] == [BackupStatus.OK, BackupStatus.OK]
+    assert incremental.kind is BackupKind.INCREMENTAL and incremental.compression == "gzip"
+    assert (Path(full.path) / "base.tar.gz").exists()
+    asyncio.run(verify(runner.bin_dir, incremental))
+    assert restored_checksum(config, runner, incremental) == checksum

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -124,21 +125,31 @@ class BackupRunner:
         with backup_lock(self.config.backup.dir):
             return await self._run_locked(now, requested)
 
-    def _record_unwritable(self, now: datetime, requested: Requested, problem: str) -> BackupRecord:
-        plan = choose(self.catalog.records(), requested, self.config.backup.cycle_days, None)
+    def _new_record(self, plan: Plan, now: datetime, **fields: Any) -> BackupRecord:
         ident = backup_id(plan.kind, now.date(), {r.id for r in self.catalog.records()})
-        record = BackupRecord(
+        return BackupRecord(
             id=ident,
             kind=plan.kind,
-            status=BackupStatus.FAILED,
             day=now.date(),
             started_at=now.isoformat(),
+            path=str(self.config.backup.dir / ident),
+            parent=plan.parent.id if plan.parent else None,
+            chain=(*(plan.parent.chain if plan.parent else ()), ident),
+            reason=plan.reason,
+            compression=self.config.backup.compression,
+            **fields,
+        )
+
+    def _record_unwritable(self, now: datetime, requested: Requested, problem: str) -> BackupRecord:
+        plan = choose(self.catalog.records(), requested, self.config.backup.cycle_days, None)
+        directory = self.config.backup.dir
+        record = self._new_record(
+            plan,
+            now,
+            status=BackupStatus.FAILED,
             finished_at=now.isoformat(),
             duration_s=0.0,
-            path=str(self.config.backup.dir / ident),
-            reason=plan.reason,
-            error=f"step prepare: backup directory {self.config.backup.dir} is not writable: "
-            f"{problem}",
+            error=f"step prepare: backup directory {directory} is not writable: {problem}",
         )
         self.catalog.save(record)
         return record
@@ -155,22 +166,14 @@ class BackupRunner:
             plan = Plan(BackupKind.FULL, None, why_full)
         if source is not None and plan.kind is BackupKind.INCREMENTAL:
             plan = await self._check_summaries(plan, source, timeline)
-        ident = backup_id(plan.kind, now.date(), {r.id for r in records})
-        path = self.config.backup.dir / ident
-        record = BackupRecord(
-            id=ident,
-            kind=plan.kind,
+        record = self._new_record(
+            plan,
+            now,
             status=BackupStatus.RUNNING,
-            day=now.date(),
-            started_at=now.isoformat(),
-            path=str(path),
-            parent=plan.parent.id if plan.parent else None,
-            chain=(*(plan.parent.chain if plan.parent else ()), ident),
-            reason=plan.reason,
             timeline=timeline,
             source_node=source.name if source else None,
-            compression=self.config.backup.compression,
         )
+        path = Path(record.path)
         self.catalog.save(record)
         started = time.monotonic()
         try:

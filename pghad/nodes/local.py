@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -58,15 +59,21 @@ async def run_command(
                 sys.stderr.flush()
         return b"".join(chunks)
 
+    gathered = asyncio.gather(process.stdout.read(), read_stderr(), process.wait())
     try:
-        out, err, _ = await asyncio.wait_for(
-            asyncio.gather(process.stdout.read(), read_stderr(), process.wait()), timeout
-        )
+        out, err, _ = await asyncio.wait_for(gathered, timeout)
     except TimeoutError as exc:
         process.kill()
         await process.wait()
         name = Path(argv[0]).name if argv else "?"
         raise NodeError(f"{name} timed out after {timeout:.0f} s") from exc
+    except asyncio.CancelledError:
+        # The daemon is stopping: do not leave pg_basebackup or pg_rewind running on their own.
+        process.kill()
+        await process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gathered
+        raise
     return CommandResult(
         process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
     )

@@ -70,3 +70,27 @@ def test_stale_socket_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path
     lock.write_text("999999999\n")
     assert procs.clear_stale_socket_lock(tmp_path, 7000)
     assert not lock.exists()
+
+
+def test_cancelled_command_leaves_no_process_behind(tmp_path: Path) -> None:
+    import asyncio
+
+    from pghad.nodes.local import run_command
+
+    marker = tmp_path / "still-running"
+
+    async def cancel_soon() -> None:
+        task = asyncio.create_task(
+            run_command(["bash", "-c", f"sleep 1; touch {marker}"], timeout=60)
+        )
+        await asyncio.sleep(0.2)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return
+        raise AssertionError("the command was not cancelled")
+
+    asyncio.run(cancel_soon())
+    time.sleep(1.5)
+    assert not marker.exists()

@@ -113,6 +113,7 @@ class Writer:
     pause_s: float = 0.01
     acked: list[Commit] = field(default_factory=list)
     errors: int = 0
+    failures: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _next_id: int = 1
@@ -137,6 +138,11 @@ class Writer:
                         f"CREATE TABLE IF NOT EXISTS {WRITER_TABLE} "
                         "(id bigint PRIMARY KEY, node text, at timestamptz DEFAULT now())"
                     )
+                    # A later writer on the same table continues the ids: no duplicate keys.
+                    row = conn.execute(
+                        f"SELECT coalesce(max(id), 0) FROM {WRITER_TABLE}"
+                    ).fetchone()
+                self._next_id = (row[0] if row else 0) + 1
                 return
         raise AssertionError("no writable node to create the writer table on")
 
@@ -185,11 +191,13 @@ class Writer:
                 pool.shutdown(wait=False)
                 pool = ThreadPoolExecutor(max_workers=1)
                 self._abandoned.append(current[0])
+                self.failures.append((time.monotonic(), f"{current[1]}: commit hung"))
                 current = None
                 self.errors += 1
                 self._next_id += 1
                 continue
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                self.failures.append((time.monotonic(), f"{current[1]}: {exc}"[:120]))
                 self._drop(current)
                 current = None
                 self.errors += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ def main() -> int:
         daemon.terminate()
         daemon.wait(timeout=30)
         lab_destroy(lab_dir)
+    shutil.rmtree(root, ignore_errors=True)  # kept (with daemon.log) only when a run fails
     times = [float(str(r["kill_to_first_commit_s"])) for r in runs]
     lost_total = sum(int(str(r["lost"])) for r in runs)
     summary = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def main() -> int:
         daemon.terminate()
         daemon.wait(timeout=30)
         lab_destroy(lab_dir)
+    shutil.rmtree(root, ignore_errors=True)  # kept (with daemon.log) only when a run fails
     result = {
         "seconds": round(elapsed),
         "probe_interval_s": 1.0,

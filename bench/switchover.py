@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 import urllib.request
@@ -121,6 +122,7 @@ def main() -> int:
         daemon.terminate()
         daemon.wait(timeout=30)
         lab_destroy(lab_dir)
+    shutil.rmtree(root, ignore_errors=True)  # kept (with daemon.log) only when a run fails
     result = {
         "runs": args.runs,
         "switchover_write_gap_s": summary(gaps),

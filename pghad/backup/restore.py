@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass
@@ -113,8 +114,12 @@ async def restore(
     if target.exists() and any(target.iterdir()):
         raise OperationRefused(f"{target} is not empty: choose a new directory for --target")
     chain = _chain(catalog, record)
-    for member in chain:
-        await verify(bin_dir, member)
+    checks = await asyncio.gather(
+        *(verify(bin_dir, member) for member in chain), return_exceptions=True
+    )
+    for failure in checks:
+        if isinstance(failure, BaseException):
+            raise failure
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = target.parent / f".{target.name}.unpacked"
     try:

@@ -184,3 +184,19 @@ def test_sigterm_stops_the_daemon_within_seconds(lab: Lab, daemon: DaemonProcess
     assert daemon.process is not None
     assert daemon.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
+
+
+def test_a_former_primary_started_writable_again_is_fenced_at_once(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    lab.set("cluster", "auto_rejoin", "false")
+    config = lab.config
+    daemon.start().wait_healthy()
+    kill9(config.node("node1"))
+    daemon.wait_event(lambda e: e.get("event") == "failover", 15, "failover")
+    # An operator (or a reboot) starts the old primary as it was: writable, on the old timeline.
+    asyncio.run(_driver(lab, "node1").start(Role.PRIMARY))
+    fence = daemon.wait_event(lambda e: e.get("code") == "split_brain_fence", 10, "fencing")
+    assert fence["fence"] == "node1" and fence["keep"] == "node2"
+    wait_for(lambda: is_writable(config, "node1") is not True, timeout=5, what="node1 fenced")
+    assert is_writable(config, "node2") is True

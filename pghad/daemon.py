@@ -314,12 +314,10 @@ class Daemon:
         self.event("failback_trigger", path=str(trigger))
 
         async def run() -> None:
-            with contextlib.suppress(PghadError):
+            with contextlib.suppress(PghadError):  # the outcome is already an event
                 await self.failback()
 
-        task = asyncio.create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(run())
 
     def _backup_finished(self, record: BackupRecord) -> None:
         ok = record.status is BackupStatus.OK

@@ -25,6 +25,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from common import save_result
+
 from pghad import pgbin
 from pghad.backup.catalog import Catalog
 from pghad.backup.planner import Requested
@@ -34,7 +36,6 @@ from pghad.config import Config, load_config
 from pghad.lab import lab_destroy
 from pghad.testing import connect, scratch_lab, set_config_value, wait_for
 
-RESULTS = Path(__file__).parent / "results"
 REPEATS = 3
 
 
@@ -192,9 +193,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
     result["restore_vs_plain_combine_time"] = round(
         restore_s / float(str(result["plain_combine_s"])), 2
     )
-    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"backup-{args.source}.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_result(f"backup-{args.source}", result)
     print(json.dumps(result, indent=2))
     return 0
 

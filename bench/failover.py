@@ -13,7 +13,8 @@ import json
 import shutil
 import statistics
 import time
-from pathlib import Path
+
+from common import save_result
 
 from pghad.cluster.memory_file import STATE_FILE
 from pghad.config import load_config
@@ -28,8 +29,6 @@ from pghad.testing import (
     streaming_standbys,
     wait_for,
 )
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> int:
@@ -101,10 +100,8 @@ def main() -> int:
         "max_s": max(times),
         "lost_total": lost_total,
         "per_run": runs,
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "failover.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_result("failover", summary)
     print(
         f"kill -> first commit on the new primary: median {summary['median_s']} s, "
         f"max {summary['max_s']} s (threshold {args.threshold} s); "

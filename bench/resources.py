@@ -14,10 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
+from common import save_result
+
 from pghad.lab import lab_destroy
 from pghad.testing import scratch_lab, start_daemon
 
-RESULTS = Path(__file__).parent / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -62,10 +63,8 @@ def main() -> int:
         "rss_mb_peak": round(peak, 1),
         "rss_mb_end": round(final_rss, 1),
         "cpu_percent_of_one_core": round(100 * cpu / elapsed, 2),
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "resources.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_result("resources", result)
     print(json.dumps(result))
     return 0
 

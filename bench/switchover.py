@@ -16,14 +16,13 @@ import shutil
 import statistics
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
+
+from common import save_result
 
 from pghad.config import Config, load_config
 from pghad.lab import lab_destroy
 from pghad.testing import Writer, kill9, scratch_lab, start_daemon, wait_for
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def call(config: Config, method: str, path: str) -> dict[str, Any]:
@@ -129,10 +128,8 @@ def main() -> int:
         "failback_after_kill9_total_s": summary(failbacks),
         "acknowledged": acknowledged,
         "lost": lost,
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "switchover.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_result("switchover", result)
     print(json.dumps(result))
     return 0 if lost == 0 else 1
 

@@ -34,7 +34,8 @@ from pghad.backup.restore import restore
 from pghad.backup.runner import BackupRunner, directory_size
 from pghad.config import Config, load_config
 from pghad.lab import lab_destroy
-from pghad.testing import connect, scratch_lab, set_config_value, wait_for
+from pghad.runtime import make_nodes
+from tests.support.chaos import connect, scratch_lab, set_config_value, wait_for
 
 REPEATS = 3
 
@@ -84,7 +85,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
     set_config_value(config_path, "backup", "source", f'"{args.source}"')
     config = load_config(config_path)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
-    runner = BackupRunner(config, Catalog(config.backup.dir, None), bin_dir)
+    runner = BackupRunner(config, Catalog(config.backup.dir, None), bin_dir, make_nodes(config))
     node = "node2" if args.source == "standby" else "node1"
     n1 = config.node("node1")
     result: dict[str, object] = {"scale": args.scale, "source": args.source}
@@ -175,7 +176,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
         result["per_run_restore_s"] = {"plain_combine": combines, "pghad": restores}
         gzip_backup = config.backup.model_copy(update={"compression": "gzip"})
         gzip_runner = BackupRunner(
-            config.model_copy(update={"backup": gzip_backup}), runner.catalog, bin_dir
+            config.model_copy(update={"backup": gzip_backup}), runner.catalog, bin_dir, runner.nodes
         )
         os.sync()
         gzipped = asyncio.run(gzip_runner.run(now + timedelta(days=9), Requested.FULL))

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+# The chaos harness (writer, kill, freeze) lives in tests/support: make the repository importable.
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 
 def save_result(name: str, result: dict[str, Any]) -> Path:

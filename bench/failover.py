@@ -20,7 +20,7 @@ from pghad.cluster.memory_file import STATE_FILE
 from pghad.config import load_config
 from pghad.lab import lab_destroy
 from pghad.state_store import read_json
-from pghad.testing import (
+from tests.support.chaos import (
     Writer,
     kill9,
     scratch_lab,

@@ -17,7 +17,7 @@ from pathlib import Path
 from common import save_result
 
 from pghad.lab import lab_destroy
-from pghad.testing import scratch_lab, start_daemon
+from tests.support.chaos import scratch_lab, start_daemon
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

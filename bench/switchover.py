@@ -22,7 +22,7 @@ from common import save_result
 
 from pghad.config import Config, load_config
 from pghad.lab import lab_destroy
-from pghad.testing import Writer, kill9, scratch_lab, start_daemon, wait_for
+from tests.support.chaos import Writer, kill9, scratch_lab, start_daemon, wait_for
 
 
 def call(config: Config, method: str, path: str) -> dict[str, Any]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import socket
-from collections.abc import Awaitable, Generator
+from collections.abc import Generator
 from typing import Annotated, Any
 
 import uvicorn
@@ -20,11 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pghad.backup.model import BackupStatus
+from pghad import operations as ops
+from pghad.api_guard import BoundedH11Protocol, RequestGuard, is_loopback
+from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
-from pghad.cluster.observation import format_lsn
 from pghad.cluster.procedures import OperationResult
-from pghad.daemon import Daemon
+from pghad.control import Control
 from pghad.errors import OperationRefused, PghadError, SetupError
 
 COMMANDS = (
@@ -65,55 +65,23 @@ def success_body(result: OperationResult) -> dict[str, Any]:
     }
 
 
-def node_status(daemon: Daemon) -> list[dict[str, Any]]:
-    memory, view = daemon.memory, daemon.view
-    nodes = []
-    for node in daemon.config.nodes:
-        obs = view.nodes.get(node.name)
-        reachable = bool(obs and obs.reachable)
-        if not reachable:
-            role = "fenced" if node.name in memory.needs_rejoin else "down"
-        else:
-            role = "standby" if obs and obs.in_recovery else "primary"
-        entry: dict[str, Any] = {
-            "name": node.name,
-            "address": node.address,
-            "role": role,
-            "reachable": reachable,
-        }
-        if obs is not None and reachable:
-            primary = memory.primary if memory.primary in view.nodes else None
-            replica = view[primary].replica(node.name) if primary else None
-            lag = view.lag_bytes(primary, node.name) if primary else None
-            entry.update(
-                timeline=obs.timeline,
-                current_lsn=format_lsn(obs.current_lsn),
-                receive_lsn=format_lsn(obs.receive_lsn),
-                replay_lsn=format_lsn(obs.replay_lsn),
-                replay_lag_s=obs.replay_lag_s if obs.in_recovery else None,
-                replay_lag_bytes=lag if obs.in_recovery else None,
-                sync_state=replica.sync_state if replica else None,
-            )
-        elif obs is not None:
-            entry["error"] = obs.error
-        nodes.append(entry)
-    return nodes
+def _control(request: Request) -> Control:
+    control: Control = request.app.state.control
+    return control
 
 
-def _daemon(request: Request) -> Daemon:
-    daemon: Daemon = request.app.state.daemon
-    return daemon
+ControlDep = Annotated[Control, Depends(_control)]
+OPEN_PATHS = ("/", "/health", "/metrics")
 
 
-DaemonDep = Annotated[Daemon, Depends(_daemon)]
-
-
-def require_token(daemon: DaemonDep, request: Request) -> None:
-    token = daemon.config.api.token
-    if not token:
-        return
+def _token_ok(control: Control, request: Request) -> bool:
+    token = control.config.api.token
     given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    return not token or hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def require_token(control: ControlDep, request: Request) -> None:
+    if not _token_ok(control, request):
         raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
 
 
@@ -121,92 +89,79 @@ router = APIRouter()
 authorized = [Depends(require_token)]
 
 
-async def _run(operation: Awaitable[OperationResult]) -> dict[str, Any]:
+async def _run(control: Control, request: ops.Request) -> Any:
     try:
-        result = await operation
+        return await control.submit(request)
     except OperationRefused as exc:
         raise ApiError(409, str(exc)) from exc
     except PghadError as exc:
         raise ApiError(500, f"operation failed: {exc}") from exc
-    return success_body(result)
+    except Exception as exc:  # recorded as operation_failed by the loop; answered as JSON
+        raise ApiError(500, f"operation failed unexpectedly: {type(exc).__name__}: {exc}") from exc
 
 
 @router.get("/", summary="Available commands")
-async def index(daemon: DaemonDep) -> dict[str, Any]:
-    base = f"http://{daemon.config.api.bind}:{daemon.config.api.port}"
-    auth = ' -H "Authorization: Bearer $PGHAD_API_TOKEN"' if daemon.config.api.token else ""
+async def index(control: ControlDep) -> dict[str, Any]:
+    api = control.config.api
+    base = f"http://{api.bind}:{api.port}"
+    auth = ' -H "Authorization: Bearer $PGHAD_API_TOKEN"' if api.token else ""
     commands = []
     for method, path, text in COMMANDS:
         post = method == "POST"
-        curl = f"curl{' -X POST' + auth if post else ''} {base}{path}"
+        curl = f"curl{' -X POST' + auth if post else ''} '{base}{path}'"
         commands.append({"method": method, "path": path, "description": text, "curl": curl})
-    message = f"pghad control API for cluster {daemon.config.cluster.name}"
+    message = f"pghad control API for cluster {control.config.cluster.name}"
     return {"status": "success", "message": message, "commands": commands}
 
 
 @router.get("/status", summary="Cluster status")
-async def status(daemon: DaemonDep) -> dict[str, Any]:
-    decision = daemon.last_decision
-    return {
-        "status": "success",
-        "cluster": daemon.config.cluster.name,
-        "state": daemon.memory.state.value,
-        "primary": daemon.memory.primary,
-        "preferred_primary": daemon.config.preferred_primary,
-        "standby_eligible": daemon.memory.standby_eligible,
-        "decision": {"code": decision.code, "reason": decision.reason} if decision else None,
-        "operation": daemon.running_operation(),
-        "last_failover": daemon.history[-1] if daemon.history else None,
-        "nodes": node_status(daemon),
-    }
+async def status(control: ControlDep) -> dict[str, Any]:
+    return control.status()
 
 
 @router.get("/events", summary="Recent decisions and actions")
 async def events(
-    daemon: DaemonDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    control: ControlDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> dict[str, Any]:
-    return {"status": "success", "events": daemon.sink.journal.read(limit)}
+    return {"status": "success", "events": await asyncio.to_thread(control.events, limit)}
 
 
 @router.get("/health", summary="Liveness")
-async def health(daemon: DaemonDep) -> JSONResponse:
-    ok, reason = daemon.health()
+async def health(control: ControlDep) -> JSONResponse:
+    ok, reason = control.health()
     body = {"status": "success" if ok else "error", "message": reason}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(daemon: DaemonDep) -> Response:
-    return Response(daemon.metrics.render(), media_type="text/plain; version=0.0.4")
+async def metrics(control: ControlDep) -> Response:
+    return Response(control.metrics_text(), media_type="text/plain; version=0.0.4")
 
 
 @router.post("/failover", dependencies=authorized, summary="Fail over to the standby")
-async def failover(daemon: DaemonDep, force: bool = False) -> dict[str, Any]:
-    return await _run(daemon.failover(force))
+async def failover(control: ControlDep, force: bool = False) -> dict[str, Any]:
+    return success_body(await _run(control, ops.Failover(force)))
 
 
 @router.post("/switchover", dependencies=authorized, summary="Planned switchover")
-async def switchover(daemon: DaemonDep) -> dict[str, Any]:
-    return await _run(daemon.switchover())
+async def switchover(control: ControlDep) -> dict[str, Any]:
+    return success_body(await _run(control, ops.Switchover()))
 
 
 @router.post("/failback", dependencies=authorized, summary="Return to the preferred primary")
-async def failback(daemon: DaemonDep) -> dict[str, Any]:
-    return await _run(daemon.failback())
+async def failback(control: ControlDep) -> dict[str, Any]:
+    return success_body(await _run(control, ops.Failback()))
 
 
 @router.get("/backups", summary="Backups with chain, size and status")
-async def list_backups(daemon: DaemonDep) -> dict[str, Any]:
-    records = await asyncio.to_thread(daemon.backups.catalog.records)
+async def list_backups(control: ControlDep) -> dict[str, Any]:
+    records = await control.backups()
     return {"status": "success", "backups": [r.to_dict() for r in records]}
 
 
 @router.post("/backups", dependencies=authorized, summary="Take a backup now")
-async def take_backup(daemon: DaemonDep, kind: Requested = Requested.AUTO) -> JSONResponse:
-    try:
-        record = await daemon.backups.run_now(kind)
-    except OperationRefused as exc:
-        raise ApiError(409, str(exc)) from exc
+async def take_backup(control: ControlDep, kind: Requested = Requested.AUTO) -> JSONResponse:
+    record: BackupRecord = await _run(control, ops.TakeBackup(kind))
     ok = record.status is BackupStatus.OK
     message = f"{record.kind.value} backup {record.id} " + (
         f"taken ({record.reason})" if ok else f"failed: {record.error}"
@@ -227,7 +182,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no such endpoint {request.url.path}: GET / lists the commands"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}: GET / lists the commands"
-    return JSONResponse(error_body(message), status_code=exc.status_code)
+    headers = dict(exc.headers or {})
+    return JSONResponse(error_body(message), status_code=exc.status_code, headers=headers)
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
@@ -238,27 +194,27 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("bad request: " + "; ".join(problems)), status_code=422)
 
 
-def build_app(daemon: Daemon) -> FastAPI:
+def build_app(control: Control) -> FastAPI:
     app = FastAPI(
         title="pghad control API",
         description="Status and control of a PostgreSQL primary/standby pair.",
         version="0.1.0",
     )
-    app.state.daemon = daemon
+    app.state.control = control
     app.include_router(router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    api = control.config.api
+    guard = RequestGuard(
+        api.bind,
+        api.port,
+        api.allowed_hosts,
+        open_paths=OPEN_PATHS,
+        token_ok=lambda request: _token_ok(control, request),
+    )
+    app.middleware("http")(guard)
     return app
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(uvicorn.Server):
@@ -269,22 +225,27 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, daemon: Daemon) -> None:
-        api = daemon.config.api
+    def __init__(self, control: Control) -> None:
+        api = control.config.api
         if not is_loopback(api.bind) and not api.token:
             raise SetupError(
                 f"api.bind = {api.bind!r} is not a loopback address and api.token is empty: set a "
                 "token (or PGHAD_API_TOKEN) before exposing the control API"
             )
-        self.daemon = daemon
+        self.control = control
         self.socket: socket.socket | None = None
         config = uvicorn.Config(
-            build_app(daemon), log_config=None, access_log=False, lifespan="off"
+            build_app(control),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=BoundedH11Protocol,
+            timeout_keep_alive=5,
         )
         self.server = _Server(config)
 
     def bind(self) -> None:
-        api = self.daemon.config.api
+        api = self.control.config.api
         family = socket.AF_INET6 if ":" in api.bind else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -14,11 +14,11 @@ from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupStatus
 from pghad.backup.planner import Requested
 from pghad.backup.runner import BackupRunner
-from pghad.backup.service import local_now
 from pghad.client import ApiClient, format_status
 from pghad.config import Config, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import PghadError
+from pghad.loop import local_now
 from pghad.pgbin import find_bin_dir
 
 DEFAULT_LAB_DIR = Path("lab")
@@ -105,7 +105,10 @@ def _backup_parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
 
 def _cmd_backup(args: argparse.Namespace) -> int:
     config, catalog, bin_dir = _backup_parts(args)
-    runner = BackupRunner(config, catalog, bin_dir, progress=sys.stderr.isatty())
+    from pghad.runtime import make_nodes
+
+    nodes = make_nodes(config)
+    runner = BackupRunner(config, catalog, bin_dir, nodes, progress=sys.stderr.isatty())
     print(f"taking a backup ({args.kind}) into {config.backup.dir} ...", file=sys.stderr)
     record = asyncio.run(runner.run(local_now(), Requested(args.kind)))
     if record.status is not BackupStatus.OK:

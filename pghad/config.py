@@ -80,6 +80,8 @@ class ApiConfig(_Model):
     bind: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8088
     token: str = ""
+    # Host names clients may use besides the bound address and localhost (DNS rebinding guard).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 class RedisConfig(_Model):
@@ -230,4 +232,8 @@ def load_config(path: Path | str) -> Config:
         ) from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
+        ) from exc
     return parse_config(text, str(path), base=path.resolve().parent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pghad.cluster.decide import ClusterState, Memory
+from pghad.cluster.model import ClusterState, Memory
 from pghad.cluster.observation import ClusterView
 
 ROLES = ("primary", "standby", "down", "fenced")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pghad.config import Config
+from pghad.errors import ConfigError
 
 # (section, key) pairs that are bound at start: sockets, drivers, files, clients.
 RESTART_ONLY = (
@@ -34,4 +35,11 @@ def merge_reloaded(running: Config, new: Config) -> tuple[Config, list[str]]:
             "redis": running.redis,
         }
     )
+    names = [node.name for node in running.nodes]
+    preferred = merged.cluster.preferred_primary
+    if preferred is not None and preferred not in names:
+        raise ConfigError(
+            f"cluster.preferred_primary {preferred!r} is not one of the running nodes {names} "
+            "(nodes change only with a restart)"
+        )
     return merged, needs_restart

@@ -1,265 +1,247 @@
-"""Helpers for tests and benchmarks against a real lab: a continuous writer and node controls."""
+"""Test helpers shipped with pghad: an in-memory cluster of fake nodes and a manual clock.
+
+FakeNode has the shape of pghad.nodes.node.Node (probe, SQL actions, `process`), so the daemon's
+loop, procedures and executor run against it in milliseconds. It models what the decisions read
+(roles, timelines, streaming, synchronous names, server state) and records every call; it is a
+model for testing the logic, not a stand-in for PostgreSQL in tests of the drivers.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-
-from pghad.config import Config, NodeConfig
-from pghad.conninfo import admin_conninfo
-from pghad.lab import lab_up
-from pghad.nodes import procs
-
-WRITER_TABLE = "pghad_writer"
-COMMIT_BOUND_S = 2.0
-
-
-def connect(config: Config, name: str, timeout: int = 2) -> psycopg.Connection:
-    return psycopg.connect(
-        admin_conninfo(config.node(name), config.auth, connect_timeout=timeout), autocommit=True
-    )
-
-
-def is_writable(config: Config, name: str) -> bool | None:
-    """True for a primary, False for a standby, None when unreachable."""
-    try:
-        with connect(config, name, timeout=1) as conn:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-    except psycopg.Error:
-        return None
-    return row is not None and not row[0]
-
-
-def wait_for(predicate: object, timeout: float, interval: float = 0.1, what: str = "") -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-
-
-def streaming_standbys(config: Config, primary: str) -> dict[str, str]:
-    """application_name -> sync_state for streaming standbys of `primary` (empty if unreachable)."""
-    try:
-        with connect(config, primary, timeout=1) as conn:
-            rows = conn.execute(
-                "SELECT application_name, sync_state FROM pg_stat_replication "
-                "WHERE state = 'streaming'"
-            ).fetchall()
-    except psycopg.Error:
-        return {}
-    return {str(name): str(state) for name, state in rows}
-
-
-def postmaster(node: NodeConfig) -> int:
-    pid = procs.live_postmaster(node.data_dir)
-    assert pid is not None, f"{node.name} is not running"
-    return pid
-
-
-def kill9(node: NodeConfig) -> float:
-    """SIGKILL the node's postmaster; returns the monotonic time of the kill."""
-    pid = postmaster(node)
-    at = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    return at
-
-
-def freeze(node: NodeConfig) -> list[int]:
-    """SIGSTOP every process of the node (postmaster and backends): a hung server."""
-    pids = procs.processes_in(node.data_dir)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    return pids
-
-
-def thaw(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
+from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState
+from pghad.config import AuthConfig, Config, NodeConfig
+from pghad.errors import NodeError
+from pghad.nodes.base import Role
 
 
 @dataclass
-class Commit:
-    id: int
-    node: str
-    at: float
+class FakeClock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass
-class Writer:
-    """Commits one row at a time to whichever node is writable; remembers every acknowledged id.
+class FakeNode:
+    config: NodeConfig
+    cluster: FakeCluster
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    in_recovery: bool = True
+    running: bool = True
+    has_data: bool = True
+    reachable: bool = True  # over SQL, from pghad
+    observable: bool = True  # its host answers pghad (the driver can tell its state)
+    timeline: int = 1
+    lsn: int = 1000
+    sync_names: str = ""
+    upstream: str | None = None
+    start_fails: bool = False
+    calls: list[str] = field(default_factory=list)
 
-    A commit counts only when COMMIT returned without error. A commit that hangs (a frozen
-    server) is abandoned after COMMIT_BOUND_S and not counted.
-    """
+    @property
+    def name(self) -> str:
+        return self.config.name
 
-    config: Config
-    pause_s: float = 0.01
-    acked: list[Commit] = field(default_factory=list)
-    errors: int = 0
-    failures: list[tuple[float, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _next_id: int = 1
-    _abandoned: list[psycopg.Connection] = field(default_factory=list)
-
-    def start(self) -> Writer:
-        self._ensure_table()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-        self._thread.start()
+    @property
+    def process(self) -> FakeNode:
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    # ---- observation ------------------------------------------------------------------------
 
-    def _ensure_table(self) -> None:
-        for node in self.config.nodes:
-            if is_writable(self.config, node.name):
-                with connect(self.config, node.name) as conn:
-                    conn.execute(
-                        f"CREATE TABLE IF NOT EXISTS {WRITER_TABLE} "
-                        "(id bigint PRIMARY KEY, node text, at timestamptz DEFAULT now())"
-                    )
-                    # A later writer on the same table continues the ids: no duplicate keys.
-                    row = conn.execute(
-                        f"SELECT coalesce(max(id), 0) FROM {WRITER_TABLE}"
-                    ).fetchone()
-                self._next_id = (row[0] if row else 0) + 1
-                return
-        raise AssertionError("no writable node to create the writer table on")
-
-    def _open(self) -> tuple[psycopg.Connection, str] | None:
-        for node in self.config.nodes:
-            try:
-                conn = connect(self.config, node.name, timeout=1)
-            except psycopg.Error:
-                continue
-            try:
-                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            except psycopg.Error:
-                self._drop((conn, node.name))
-                continue
-            if row is not None and not row[0]:
-                return conn, node.name
-            conn.close()
-        return None
-
-    @staticmethod
-    def _drop(current: tuple[psycopg.Connection, str] | None) -> None:
-        if current is not None:
-            with contextlib.suppress(psycopg.Error):
-                current[0].close()
-
-    def _run(self) -> None:
-        pool = ThreadPoolExecutor(max_workers=1)
-        current: tuple[psycopg.Connection, str] | None = None
-        while not self._stop.is_set():
-            if current is None:
-                current = self._open()
-                if current is None:
-                    time.sleep(0.02)
-                    continue
-            conn, name = current
-            row_id = self._next_id
-            future = pool.submit(
-                conn.execute,
-                f"INSERT INTO {WRITER_TABLE} (id, node) VALUES (%s, %s)",
-                (row_id, name),
-            )
-            try:
-                future.result(timeout=COMMIT_BOUND_S)
-            except FutureTimeout:
-                # The connection is stuck in a frozen server: abandon it with its thread.
-                pool.shutdown(wait=False)
-                pool = ThreadPoolExecutor(max_workers=1)
-                self._abandoned.append(current[0])
-                self.failures.append((time.monotonic(), f"{current[1]}: commit hung"))
-                current = None
-                self.errors += 1
-                self._next_id += 1
-                continue
-            except psycopg.Error as exc:
-                self.failures.append((time.monotonic(), f"{current[1]}: {exc}"[:120]))
-                self._drop(current)
-                current = None
-                self.errors += 1
-                self._next_id += 1
-                continue
-            self.acked.append(Commit(row_id, name, time.monotonic()))
-            self._next_id += 1
-            time.sleep(self.pause_s)
-        pool.shutdown(wait=False)
-        self._drop(current)
-        for conn in self._abandoned:
-            self._drop((conn, ""))
-
-    def first_commit_on(self, node: str, after: float) -> float | None:
-        return next((c.at for c in self.acked if c.node == node and c.at >= after), None)
-
-    def missing_on(self, node: str) -> list[int]:
-        """Acknowledged ids that `node` does not have."""
-        ids = [c.id for c in self.acked]
-        with connect(self.config, node) as conn:
-            rows = conn.execute(
-                f"SELECT id FROM {WRITER_TABLE} WHERE id = ANY(%s)", (ids,)
-            ).fetchall()
-        present = {r[0] for r in rows}
-        return [i for i in ids if i not in present]
-
-    def longest_gap(self, start: float, end: float) -> float:
-        times = [c.at for c in self.acked if start <= c.at <= end]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-
-def set_config_value(path: Path, section: str, key: str, value: str) -> None:
-    """Rewrite one `key = value` line inside [section] of a config.toml (value is TOML)."""
-    lines = path.read_text().splitlines()
-    current = ""
-    for index, line in enumerate(lines):
-        if line.startswith("["):
-            current = line.strip("[] ")
-        elif current == section and line.split("=")[0].strip() == key:
-            lines[index] = f"{key} = {value}"
-            break
-    else:
-        raise KeyError(f"{section}.{key} is not in {path}")
-    path.write_text("\n".join(lines) + "\n")
-
-
-def scratch_lab(first_port: int, api_port: int) -> tuple[Path, Path]:
-    """A new lab in a fresh directory under /tmp (reachable by the PostgreSQL user).
-
-    Returns (the directory to remove afterwards, the lab's config.toml).
-    """
-    procs.become_subreaper()
-    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    lab_up(root / "lab", first_port=first_port, api_port=api_port)
-    return root, root / "lab" / "config.toml"
-
-
-def start_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
-            stdout=log,
-            stderr=log,
+    def streaming_to(self, primary: FakeNode) -> bool:
+        return (
+            self.running
+            and self.in_recovery
+            and self.upstream == primary.name
+            and primary.running
+            and not primary.in_recovery
+            and self.timeline == primary.timeline
+            and frozenset((self.name, primary.name)) not in self.cluster.cut_links
         )
+
+    async def probe(self, timeout: float) -> NodeObservation:
+        server = await self.server_state()
+        if not (self.running and self.reachable):
+            return NodeObservation(self.name, False, error="connection refused", server=server)
+        replicas: tuple[ReplicaInfo, ...] = ()
+        receiver = None
+        if not self.in_recovery:
+            replicas = tuple(
+                ReplicaInfo(
+                    s.name,
+                    "streaming",
+                    "sync" if self.sync_names.strip('"') == s.name else "async",
+                    s.lsn,
+                    s.lsn,
+                    0.0,
+                )
+                for s in self.cluster.nodes.values()
+                if s is not self and s.streaming_to(self)
+            )
+        elif self.upstream and self.streaming_to(self.cluster.nodes[self.upstream]):
+            receiver = "streaming"
+        return NodeObservation(
+            self.name,
+            True,
+            in_recovery=self.in_recovery,
+            timeline=self.timeline,
+            current_lsn=None if self.in_recovery else self.lsn,
+            receive_lsn=self.lsn if self.in_recovery else None,
+            replay_lsn=self.lsn if self.in_recovery else None,
+            sync_standby_names=self.sync_names,
+            replicas=replicas,
+            receiver_status=receiver,
+            receiver_msg_age_s=5.0 if receiver else None,
+            server=server,
+        )
+
+    # ---- SQL actions ------------------------------------------------------------------------
+
+    def _sql(self, call: str) -> None:
+        self.calls.append(call)
+        if not (self.running and self.reachable):
+            raise NodeError(f"{self.name}: connection refused")
+
+    async def promote(self) -> bool:
+        self._sql("promote")
+        self.in_recovery, self.upstream, self.sync_names = False, None, ""
+        self.timeline += 1
+        return True
+
+    async def set_synchronous(self, standby: str | None) -> None:
+        self._sql(f"set_synchronous {standby}")
+        self.sync_names = f'"{standby}"' if standby else ""
+
+    async def make_read_only(self) -> None:
+        self._sql("make_read_only")
+        self.running = False
+
+    async def checkpoint(self) -> None:
+        self._sql("checkpoint")
+
+    # ---- process actions (the driver) -------------------------------------------------------
+
+    def _host(self, call: str) -> None:
+        self.calls.append(call)
+        if not self.observable:
+            raise NodeError(f"{self.name}: host unreachable")
+
+    async def server_state(self) -> ServerState:
+        if not self.observable:
+            return ServerState.UNKNOWN
+        if self.running:
+            return ServerState.RUNNING
+        return ServerState.STOPPED if self.has_data else ServerState.NO_DATA
+
+    async def is_running(self) -> bool:
+        return self.running
+
+    async def start(self, role: Role, primary: NodeConfig | None = None) -> None:
+        self._host(f"start {role.value}")
+        if self.start_fails or not self.has_data:
+            raise NodeError(f"{self.name}: the server did not start")
+        self.running = True
+        self.in_recovery = role is Role.STANDBY
+        self.upstream = primary.name if primary else None
+
+    async def stop(self, mode: str = "fast") -> None:
+        self._host(f"stop {mode}")
+        if self.running and not self.in_recovery:
+            # The shutdown checkpoint reaches every standby that streams from this primary.
+            self.lsn += 100
+            for other in self.cluster.nodes.values():
+                if other is not self and other.streaming_to(self):
+                    other.lsn = self.lsn
+        self.running = False
+
+    async def fence(self) -> str:
+        self._host("fence")
+        was = self.running
+        self.running = False
+        return "immediate shutdown" if was else "not running"
+
+    async def rewind(self, source: NodeConfig) -> None:
+        self._host("rewind")
+        if not self.has_data:
+            raise NodeError(f"{self.name}: no data directory")
+        self._copy(self.cluster.nodes[source.name])
+
+    async def clone(self, source: NodeConfig) -> None:
+        self._host("clone")
+        self.has_data = True
+        self.start_fails = False
+        self._copy(self.cluster.nodes[source.name])
+
+    def _copy(self, source: FakeNode) -> None:
+        self.timeline, self.lsn, self.sync_names = source.timeline, source.lsn, source.sync_names
+
+    async def checkpoint_lsn(self) -> str:
+        self._host("checkpoint_lsn")
+        return f"0/{self.lsn - 50:X}"  # where the shutdown checkpoint record starts
+
+
+@dataclass
+class FakeCluster:
+    """Two fake nodes, `primary` streaming synchronously to `standby`."""
+
+    config: Config
+    nodes: dict[str, FakeNode] = field(default_factory=dict)
+    cut_links: set[frozenset[str]] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, config: Config) -> FakeCluster:
+        cluster = cls(config)
+        first, second = config.nodes
+        cluster.nodes[first.name] = FakeNode(
+            first, cluster, config.auth, in_recovery=False, sync_names=f'"{second.name}"'
+        )
+        cluster.nodes[second.name] = FakeNode(second, cluster, config.auth, upstream=first.name)
+        return cluster
+
+    def nodes_for(self, config: Config) -> dict[str, FakeNode]:
+        """The node factory for a Daemon: the same nodes, with the (reloaded) settings."""
+        for node in config.nodes:
+            self.nodes[node.name].config = node
+            self.nodes[node.name].auth = config.auth
+        return dict(self.nodes)
+
+    def calls(self, node: str, prefix: str) -> int:
+        return sum(call.startswith(prefix) for call in self.nodes[node].calls)
+
+
+def fake_config_text(state_dir: Path, extra: str = "") -> str:
+    """A config for a fake cluster: two nodes a and b, threshold 2 s, state in `state_dir`."""
+    return f"""
+[cluster]
+failover_threshold = 2.0
+sync_relax_after = 3.0
+probe_interval = 1.0
+
+[redis]
+url = "redis://127.0.0.1:1/0"
+
+[backup]
+schedule = false
+dir = "{state_dir / "backups"}"
+
+[state]
+dir = "{state_dir}"
+
+[[nodes]]
+name = "a"
+port = 1
+data_dir = "/nonexistent/a"
+
+[[nodes]]
+name = "b"
+port = 2
+data_dir = "/nonexistent/b"
+{extra}
+"""

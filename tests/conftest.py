@@ -23,7 +23,7 @@ import redis
 from pghad.config import Config, load_config
 from pghad.lab import free_port, lab_destroy, lab_up
 from pghad.nodes import procs
-from pghad.testing import set_config_value
+from tests.support.chaos import set_config_value
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -31,7 +31,7 @@ class Catalog:
     def records(self) -> list[BackupRecord]:
         raw = self._load().get("records", [])
         assert isinstance(raw, list)
-        return sorted((BackupRecord.from_dict(r) for r in raw), key=lambda r: r.started_at)
+        return sorted((BackupRecord.from_dict(r) for r in raw), key=lambda r: r.started)
 
     def get(self, backup_id: str) -> BackupRecord | None:
         return next((r for r in self.records() if r.id == backup_id), None)
@@ -85,24 +85,32 @@ class Catalog:
         self.flush()
 
     def flush(self) -> int:
-        """Push pending records and deletions to Redis; returns how many are still pending."""
+        """Make Redis match the manifest: push pending and missing records (a Redis restarted
+        empty gets every record back), delete removed ones. Returns how many are still pending.
+        """
         pending, deleted = self._lists()
-        if not self.redis_url or not (pending or deleted):
+        if not self.redis_url:
             return len(pending) + len(deleted)
         by_id = {r.id: r for r in self.records()}
         client = redis.Redis.from_url(
             self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         try:
-            for record_id in list(pending):
-                record = by_id.get(record_id)
-                if record is not None:
+            probe = client.pipeline()
+            for record in by_id.values():
+                probe.exists(record.redis_key)
+            present = probe.execute()
+            missing = [r.id for r, found in zip(by_id.values(), present, strict=True) if not found]
+            for record_id in dict.fromkeys([*pending, *missing]):
+                found = by_id.get(record_id)
+                if found is not None:
                     pipe = client.pipeline()
-                    pipe.delete(record.redis_key)
+                    pipe.delete(found.redis_key)
                     # redis stubs type the mapping key invariantly; str keys are accepted.
-                    pipe.hset(record.redis_key, mapping=record.redis_fields())  # type: ignore[arg-type]
+                    pipe.hset(found.redis_key, mapping=found.redis_fields())  # type: ignore[arg-type]
                     pipe.execute()
-                pending.remove(record_id)
+                if record_id in pending:
+                    pending.remove(record_id)
             for key in list(deleted):
                 client.delete(key)
                 deleted.remove(key)

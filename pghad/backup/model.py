@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from datetime import date
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -46,6 +46,12 @@ class BackupRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def started(self) -> datetime:
+        """The start as an instant: timestamps with different UTC offsets compare correctly."""
+        moment = datetime.fromisoformat(self.started_at)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    @property
     def is_tar(self) -> bool:
         return self.compression != "none"
 
@@ -66,7 +72,8 @@ class BackupRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupRecord:
-        values = dict(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}  # a newer pghad's fields: kept out
         values["kind"] = BackupKind(values["kind"])
         values["status"] = BackupStatus(values["status"])
         values["day"] = date.fromisoformat(values["day"])

@@ -35,7 +35,7 @@ def is_due(records: Sequence[BackupRecord], now: datetime, at: time) -> bool:
     Runs missed while the daemon was down collapse into one: only the latest slot counts.
     """
     slot = last_slot(now, at)
-    return not any(datetime.fromisoformat(r.started_at) >= slot for r in records)
+    return not any(r.started >= slot for r in records)
 
 
 def choose(
@@ -47,7 +47,7 @@ def choose(
     """Day 1 of a cycle is full, the next cycle_days - 1 are incremental on the one before."""
     if requested is Requested.FULL:
         return Plan(BackupKind.FULL, None, "full backup requested")
-    ok = sorted((r for r in records if r.status is BackupStatus.OK), key=lambda r: r.started_at)
+    ok = sorted((r for r in records if r.status is BackupStatus.OK), key=lambda r: r.started)
     if not ok:
         return Plan(BackupKind.FULL, None, "no earlier backup to base an incremental on")
     last = ok[-1]
@@ -69,17 +69,17 @@ def choose(
 
 def to_delete(records: Sequence[BackupRecord], keep_cycles: int) -> list[BackupRecord]:
     """Backups outside the last `keep_cycles` cycles that no kept backup depends on."""
-    ordered = sorted(records, key=lambda r: r.started_at)
+    ordered = sorted(records, key=lambda r: r.started)
     fulls = [r for r in ordered if r.kind is BackupKind.FULL and r.status is BackupStatus.OK]
     if len(fulls) <= keep_cycles:
         return []
     oldest_kept = fulls[-keep_cycles]
-    kept = [r for r in ordered if r.started_at >= oldest_kept.started_at]
+    kept = [r for r in ordered if r.started >= oldest_kept.started]
     needed = {i for r in kept for i in r.chain}
     return [
         r
         for r in ordered
-        if r.started_at < oldest_kept.started_at
+        if r.started < oldest_kept.started
         and r.id not in needed
         and r.status is not BackupStatus.RUNNING
     ]

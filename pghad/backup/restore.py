@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pghad import runas
+from pghad.commands import run_command
 from pghad.config import AuthConfig, NodeConfig
 from pghad.errors import OperationRefused
 from pghad.nodes.base import Role
-from pghad.nodes.local import LocalDriver, run_command
+from pghad.nodes.local import LocalDriver
 
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus

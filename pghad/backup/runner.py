@@ -12,26 +12,30 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from pghad.cluster import sqlops
 from pghad.cluster.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
-from pghad.cluster.probe import probe_node
+from pghad.cluster.observe import observe
+from pghad.commands import child_env, run_command
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo, replication_conninfo
 from pghad.errors import OperationRefused, PghadError
-from pghad.nodes.local import run_command
+from pghad.files import create_private
 
 from .catalog import Catalog
 from .model import BackupKind, BackupRecord, BackupStatus, backup_id
 from .planner import Plan, Requested, choose, to_delete
+
+if TYPE_CHECKING:
+    from pghad.nodes.node import Node
 
 BASEBACKUP_TIMEOUT_S = 6 * 3600
 SUMMARY_ERRORS = ("WAL summar", "manifest requires WAL")
@@ -45,7 +49,7 @@ class StepFailed(PghadError):
 
 @contextmanager
 def backup_lock(backup_dir: Path) -> Iterator[None]:
-    backup_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(backup_dir)
     with (backup_dir / ".lock").open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,10 +61,16 @@ def backup_lock(backup_dir: Path) -> Iterator[None]:
         yield
 
 
+def make_private_dir(directory: Path) -> None:
+    """The backups directory holds every row and password hash: only root may read it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+
+
 def unwritable(directory: Path) -> str | None:
     """Why files cannot be created in `directory` (made if missing), or None."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
         probe = directory / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
@@ -101,32 +111,47 @@ def summaries_gap(rows: list[tuple[int, str, str]], timeline: int, start: int) -
     return None
 
 
+def dump_path(backup_dir: Path, day: date, taken: set[str]) -> Path:
+    """backup_completo_YYYYMMDD.sql.gz for the day's first dump, then _2, _3: one per backup."""
+    number = 1
+    while True:
+        suffix = "" if number == 1 else f"_{number}"
+        path = backup_dir / f"backup_completo_{day:%Y%m%d}{suffix}.sql.gz"
+        if str(path) not in taken and not path.exists():
+            return path
+        number += 1
+
+
 @dataclass
 class BackupRunner:
     config: Config
     catalog: Catalog
     bin_dir: Path
+    nodes: Mapping[str, Node]
     progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
+    _step: str = field(default="prepare", init=False)
 
     async def _observe(self) -> ClusterView:
-        found = await asyncio.gather(
-            *(
-                probe_node(n, self.config.auth, self.config.cluster.probe_timeout)
-                for n in self.config.nodes
-            )
-        )
-        return ClusterView({o.name: o for o in found})
+        return await observe(self.nodes, self.config.cluster.probe_timeout)
+
+    async def _records(self) -> list[BackupRecord]:
+        return await asyncio.to_thread(self.catalog.records)
+
+    async def _save(self, record: BackupRecord) -> None:
+        await asyncio.to_thread(self.catalog.save, record)
 
     async def run(self, now: datetime, requested: Requested = Requested.AUTO) -> BackupRecord:
         """Take a backup now; returns its record (status ok or failed)."""
         problem = unwritable(self.config.backup.dir)
         if problem is not None:
-            return self._record_unwritable(now, requested, problem)
+            return await self._record_unwritable(now, requested, problem)
         with backup_lock(self.config.backup.dir):
             return await self._run_locked(now, requested)
 
-    def _new_record(self, plan: Plan, now: datetime, **fields: Any) -> BackupRecord:
-        ident = backup_id(plan.kind, now.date(), {r.id for r in self.catalog.records()})
+    def _new_record(
+        self, plan: Plan, now: datetime, records: list[BackupRecord], **fields: Any
+    ) -> BackupRecord:
+        ident = backup_id(plan.kind, now.date(), {r.id for r in records})
         return BackupRecord(
             id=ident,
             kind=plan.kind,
@@ -140,24 +165,28 @@ class BackupRunner:
             **fields,
         )
 
-    def _record_unwritable(self, now: datetime, requested: Requested, problem: str) -> BackupRecord:
-        plan = choose(self.catalog.records(), requested, self.config.backup.cycle_days, None)
+    async def _record_unwritable(
+        self, now: datetime, requested: Requested, problem: str
+    ) -> BackupRecord:
+        records = await self._records()
+        plan = choose(records, requested, self.config.backup.cycle_days, None)
         directory = self.config.backup.dir
         record = self._new_record(
             plan,
             now,
+            records,
             status=BackupStatus.FAILED,
             finished_at=now.isoformat(),
             duration_s=0.0,
             error=f"step prepare: backup directory {directory} is not writable: {problem}",
         )
-        self.catalog.save(record)
+        await self._save(record)
         return record
 
     async def _run_locked(
         self, now: datetime, requested: Requested, why_full: str | None = None
     ) -> BackupRecord:
-        records = self.catalog.records()
+        records = await self._records()
         view = await self._observe()
         source = pick_source(view, self.config.backup.source)
         timeline = source.timeline if source else None
@@ -169,26 +198,28 @@ class BackupRunner:
         record = self._new_record(
             plan,
             now,
+            records,
             status=BackupStatus.RUNNING,
             timeline=timeline,
             source_node=source.name if source else None,
         )
-        path = Path(record.path)
-        self.catalog.save(record)
+        await self._save(record)
         started = time.monotonic()
         try:
             if source is None:
                 raise StepFailed("select-source", "no reachable server to back up from")
-            record = await self._take(record, plan, self.config.node(source.name), view)
-        except StepFailed as exc:
-            shutil.rmtree(path, ignore_errors=True)
-            record = record.with_(status=BackupStatus.FAILED, error=str(exc))
+            record = await self._take(record, plan, self.config.node(source.name), view, records)
+        except (PghadError, OSError) as exc:
+            # A full disk, a dead source, a failed verify: nothing partial stays behind.
+            await asyncio.to_thread(remove_partial, record)
+            error = str(exc) if isinstance(exc, StepFailed) else f"step {self._step}: {exc}"
+            record = record.with_(status=BackupStatus.FAILED, error=error)
         elapsed = time.monotonic() - started
         record = record.with_(
             finished_at=(now + timedelta(seconds=elapsed)).isoformat(),
             duration_s=round(elapsed, 3),
         )
-        self.catalog.save(record)
+        await self._save(record)
         if record.kind is BackupKind.INCREMENTAL and any(
             marker in (record.error or "") for marker in SUMMARY_ERRORS
         ):
@@ -227,8 +258,14 @@ class BackupRunner:
         return plan
 
     async def _take(
-        self, record: BackupRecord, plan: Plan, source: NodeConfig, view: ClusterView
+        self,
+        record: BackupRecord,
+        plan: Plan,
+        source: NodeConfig,
+        view: ClusterView,
+        records: list[BackupRecord],
     ) -> BackupRecord:
+        self._step = "prepare"
         path = Path(record.path)
         problem = unwritable(path.parent)
         if problem is not None:
@@ -248,8 +285,10 @@ class BackupRunner:
             source, self.config.auth, "pghad_backup", with_password=False
         )
         started = time.monotonic()
+        self._step = "pg_basebackup"
         await self._program("pg_basebackup", [*args, "-d", conninfo], step="pg_basebackup")
         copied = time.monotonic()
+        self._step = "verify"
         await self._program("pg_verifybackup", verify_args(record), step="verify")
         steps = {
             "basebackup_s": round(copied - started, 3),
@@ -262,11 +301,14 @@ class BackupRunner:
             start_lsn=start_lsn,
             stop_lsn=stop_lsn,
             timeline=timeline,
-            size_bytes=directory_size(path),
+            size_bytes=await asyncio.to_thread(directory_size, path),
             extra={**record.extra, **steps},
         )
         if plan.kind is BackupKind.FULL and self.config.backup.logical_dump:
-            dump = self.config.backup.dir / f"backup_completo_{record.day:%Y%m%d}.sql.gz"
+            self._step = "logical-dump"
+            taken = {r.logical_dump for r in records if r.logical_dump}
+            dump = await asyncio.to_thread(dump_path, self.config.backup.dir, record.day, taken)
+            record = record.with_(logical_dump=str(dump))
             await self._logical_dump(source, dump)
             record = record.with_(logical_dump=str(dump), logical_dump_bytes=dump.stat().st_size)
         return record
@@ -312,17 +354,23 @@ class BackupRunner:
             "--no-password",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PGPASSWORD": self.config.auth.password},
+            env=child_env({"PGPASSWORD": self.config.auth.password}),
         )
         assert process.stdout is not None and process.stderr is not None
-        tmp = target.with_suffix(".tmp")
-        with gzip.open(tmp, "wb", compresslevel=6) as handle:
-            while chunk := await process.stdout.read(1 << 20):
-                handle.write(chunk)
-        errors = (await process.stderr.read()).decode(errors="replace")
+        tmp = partial_dump(target)
+        errors = asyncio.ensure_future(process.stderr.read())
+        try:
+            with create_private(tmp) as raw, gzip.GzipFile(fileobj=raw, mode="wb") as handle:
+                while chunk := await process.stdout.read(1 << 20):
+                    await asyncio.to_thread(handle.write, chunk)
+        except BaseException:
+            process.kill()
+            await process.wait()
+            errors.cancel()
+            raise
+        message = (await errors).decode(errors="replace")
         if await process.wait() != 0:
-            tmp.unlink(missing_ok=True)
-            raise StepFailed("logical-dump", f"pg_dumpall failed: {errors.strip()[-500:]}")
+            raise StepFailed("logical-dump", f"pg_dumpall failed: {message.strip()[-500:]}")
         tmp.replace(target)
 
     def apply_retention(self) -> list[BackupRecord]:
@@ -333,6 +381,19 @@ class BackupRunner:
                 Path(record.logical_dump).unlink(missing_ok=True)
             self.catalog.delete(record)
         return deleted
+
+
+def partial_dump(target: Path) -> Path:
+    return target.with_name(f".{target.name}.partial")
+
+
+def remove_partial(record: BackupRecord) -> None:
+    """Everything a failed backup wrote: its directory, its dump and the dump's temp file."""
+    shutil.rmtree(record.path, ignore_errors=True)
+    if record.logical_dump:
+        dump = Path(record.logical_dump)
+        dump.unlink(missing_ok=True)
+        partial_dump(dump).unlink(missing_ok=True)
 
 
 def verify_args(record: BackupRecord) -> list[str]:

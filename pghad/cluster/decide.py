@@ -1,105 +1,58 @@
 """The pure decision function: decide(view, memory, config, now) -> Decision. No I/O, no clock.
 
-States (see docs/state-machine.md for the diagram):
-
-    STARTING      no writable node identified yet
-    HEALTHY       primary up, standby streaming and eligible for automatic promotion
-    DEGRADED      primary up, standby missing, lagging or not (yet) synchronous
-    PRIMARY_DOWN  the primary is unreachable; counting toward failover_threshold
-    FAILING_OVER  a promotion was ordered this round
-    SPLIT_BRAIN   two writable nodes: the stale one is fenced this round
-
-Transitions (every row is exercised in tests/unit/test_decide.py):
-
-    STARTING     -> HEALTHY | DEGRADED      one writable node observed
-    HEALTHY      -> DEGRADED                standby gone, lagging, or sync relaxed
-    DEGRADED     -> HEALTHY                 standby streaming, synchronous and caught up
-    HEALTHY/DEGRADED -> PRIMARY_DOWN        primary unreachable
-    PRIMARY_DOWN -> HEALTHY | DEGRADED      primary back before the threshold (a blip)
-    PRIMARY_DOWN -> FAILING_OVER            threshold passed and the standby is eligible
-    PRIMARY_DOWN -> PRIMARY_DOWN            threshold passed but not eligible (reason given)
-    FAILING_OVER -> DEGRADED                the standby is observed writable
-    any          -> SPLIT_BRAIN             two writable nodes
+States, transitions and every decision code are in docs/state-machine.md; the table there and
+tests/unit/test_decide_codes.py are checked against DECISION_CODES so the three cannot drift.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import replace
 
 from pghad.config import Config
 
-from .observation import ClusterView, ReplicaInfo, format_lsn
+from .eligibility import Link, asynchronous, synchronous
+from .model import (
+    Action,
+    ClusterState,
+    Decision,
+    Fence,
+    Memory,
+    Promote,
+    Rejoin,
+    StartStandby,
+    action_target,
+)
+from .observation import ClusterView, NodeObservation, ServerState
 
 # How long the standby may have heard nothing from the primary's walsender before pghad believes
 # the primary is really gone rather than unreachable from pghad alone.
 RECEIVER_SILENCE_S = 2.0
-# Bytes a standby may trail when pghad makes it the synchronous standby (it catches up quickly).
-CAUGHT_UP_BYTES = 16 * 1024 * 1024
 
-
-class ClusterState(StrEnum):
-    STARTING = "starting"
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    PRIMARY_DOWN = "primary_down"
-    FAILING_OVER = "failing_over"
-    SPLIT_BRAIN = "split_brain"
-
-
-@dataclass(frozen=True)
-class Promote:
-    node: str
-    old_primary: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Fence:
-    node: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Rejoin:
-    node: str
-    primary: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class SetSynchronous:
-    primary: str
-    standby: str | None
-    reason: str
-
-
-Action = Promote | Fence | Rejoin | SetSynchronous
-
-
-@dataclass(frozen=True)
-class Memory:
-    """What the daemon carries between rounds (and persists, see state_store)."""
-
-    state: ClusterState = ClusterState.STARTING
-    primary: str | None = None
-    primary_down_since: float | None = None
-    standby_down_since: float | None = None
-    standby_eligible: bool = False
-    needs_rejoin: frozenset[str] = frozenset()
-    timeline: int | None = None
-    # The primary's WAL position when the standby was first seen synchronous: commits before it
-    # may have been acknowledged asynchronously, so the standby is eligible once it has that much.
-    sync_watermark: int | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    memory: Memory
-    actions: tuple[Action, ...] = ()
-    code: str = ""
-    reason: str = ""
-    details: dict[str, object] = field(default_factory=dict)
+DECISION_CODES = (
+    "healthy",
+    "enabling_sync",
+    "sync_confirming",
+    "standby_catching_up",
+    "standby_not_sync",
+    "standby_missing",
+    "relaxing_sync",
+    "standby_down",
+    "standby_lagging",
+    "primary_changed",
+    "rejoining",
+    "rejoin_waiting",
+    "starting_standby",
+    "primary_down",
+    "failover",
+    "standby_busy",
+    "standby_unreachable",
+    "standby_not_in_recovery",
+    "standby_ineligible",
+    "primary_alive_for_standby",
+    "split_brain_fence",
+    "split_brain_unresolved",
+    "no_primary_known",
+)
 
 
 def decide(
@@ -150,34 +103,6 @@ def _split_brain(view: ClusterView, memory: Memory, busy: frozenset[str]) -> Dec
     return Decision(new, actions, "split_brain_fence", reason, {"keep": keep, "fence": stale})
 
 
-@dataclass(frozen=True)
-class _Link:
-    """The primary's view of its standby in one round."""
-
-    primary: str
-    standby: str
-    replica: ReplicaInfo | None
-    named: bool
-    lag: int | None
-    down_for: float
-    primary_lsn: int | None = None
-    watermark: int | None = None
-    was_eligible: bool = False
-
-    @property
-    def streaming(self) -> bool:
-        return self.replica is not None and self.replica.state == "streaming"
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    eligible: bool
-    code: str
-    reason: str
-    action: SetSynchronous | None = None
-    watermark: int | None = None
-
-
 def _with_primary(
     view: ClusterView,
     memory: Memory,
@@ -192,7 +117,7 @@ def _with_primary(
     replica = obs.replica(standby)
     streaming = replica is not None and replica.state == "streaming"
     standby_down_since = None if streaming else (memory.standby_down_since or now)
-    link = _Link(
+    link = Link(
         primary=primary,
         standby=standby,
         replica=replica,
@@ -204,9 +129,9 @@ def _with_primary(
         was_eligible=memory.standby_eligible,
     )
     if config.cluster.synchronous:
-        verdict = _synchronous(link, config.cluster.sync_relax_after)
+        verdict = synchronous(link, config.cluster.sync_relax_after)
     else:
-        verdict = _asynchronous(link, config.cluster.max_lag_on_failover, obs.sync_standby_names)
+        verdict = asynchronous(link, config.cluster.max_lag_on_failover, obs.sync_standby_names)
     actions: list[Action] = [verdict.action] if verdict.action else []
 
     needs_rejoin = memory.needs_rejoin - {primary}
@@ -214,13 +139,14 @@ def _with_primary(
     if changed_primary and memory.primary is not None:
         # The other node was promoted (by us or by hand): the old one must not come back writable.
         needs_rejoin |= {memory.primary}
-    if view[standby].is_standby:
+    if streaming or view[standby].is_standby:
         needs_rejoin -= {standby}
-    elif standby in needs_rejoin and config.cluster.auto_rejoin:
-        reason = f"{standby} is a former primary and is down: rejoining it under {primary}"
-        actions.append(Rejoin(standby, primary, reason))
-
     code, reason = verdict.code, verdict.reason
+    repair = _repair_standby(view[standby], primary, standby in needs_rejoin, config)
+    if repair is not None:
+        if verdict.action is None:
+            code, reason = repair[0], repair[1]
+        actions += [repair[2]] if repair[2] else []
     if changed_primary:
         code, reason = "primary_changed", f"{primary} is now the primary (was {memory.primary})"
     new = Memory(
@@ -239,69 +165,38 @@ def _with_primary(
         "lag_bytes": link.lag,
         "eligible": verdict.eligible,
     }
-    allowed = tuple(a for a in actions if _target(a) not in busy)
+    allowed = tuple(a for a in actions if action_target(a) not in busy)
     return Decision(new, allowed, code, reason, details)
 
 
-def _synchronous(link: _Link, relax_after: float) -> _Verdict:
-    """Eligibility, and the synchronous setting to apply, in synchronous mode."""
-    standby, replica = link.standby, link.replica
-    if link.streaming and link.named and replica is not None and replica.sync_state == "sync":
-        watermark = link.watermark if link.watermark is not None else link.primary_lsn
-        flushed = replica.flush_lsn
-        if watermark is not None and flushed is not None and flushed >= watermark:
-            return _Verdict(
-                True, "healthy", f"{standby} is the synchronous standby", None, watermark
-            )
-        return _Verdict(
-            False,
-            "sync_confirming",
-            f"{standby} is synchronous; eligible once it has flushed {format_lsn(watermark)}",
+def _repair_standby(
+    obs: NodeObservation, primary: str, former_primary: bool, config: Config
+) -> tuple[str, str, Action | None] | None:
+    """Bring back a standby that is not running: rejoin a former primary, start a plain one.
+
+    Only a node whose driver says its server is down is touched: a node pghad cannot observe
+    (unreachable host, driver timeout) or that runs without answering is left alone.
+    """
+    node = obs.name
+    if obs.reachable or not config.cluster.auto_rejoin:
+        return None
+    if not obs.known_down:
+        if not former_primary:
+            return None
+        return (
+            "rejoin_waiting",
+            f"{node} is a former primary but its server is {obs.server.value} and does not "
+            "answer: not rejoining a node pghad cannot observe",
             None,
-            watermark,
         )
-    if link.streaming and not link.named:
-        if link.lag is not None and link.lag <= CAUGHT_UP_BYTES:
-            return _Verdict(
-                False,
-                "enabling_sync",
-                f"{standby} caught up: making it the synchronous standby",
-                SetSynchronous(link.primary, standby, f"{standby} caught up"),
-            )
-        return _Verdict(False, "standby_catching_up", f"{standby} is catching up ({link.lag} B)")
-    if link.streaming:
-        return _Verdict(False, "standby_not_sync", f"{standby} streams but is not yet synchronous")
-    if not link.named:
-        return _Verdict(False, "standby_down", f"{standby} is not streaming and not synchronous")
-    # Not streaming but still named: commits wait for it, so nothing acknowledged is missing on
-    # it. It stays eligible until pghad relaxes synchronous replication.
-    if link.down_for >= relax_after:
-        return _Verdict(
-            False,
-            "relaxing_sync",
-            f"{standby} has not streamed for {link.down_for:.1f} s: relaxing synchronous "
-            "replication so the primary keeps taking writes; "
-            f"{standby} is not eligible for promotion until it catches up",
-            SetSynchronous(link.primary, None, f"{standby} down for {link.down_for:.1f} s"),
-        )
-    return _Verdict(
-        link.was_eligible,
-        "standby_missing",
-        f"{standby} is not streaming ({link.down_for:.1f} s); commits wait for it until "
-        f"{relax_after:g} s",
+    rebuild = (
+        " (its data directory is gone: a fresh copy)" if obs.server is ServerState.NO_DATA else ""
     )
-
-
-def _asynchronous(link: _Link, max_lag: int, sync_names: str) -> _Verdict:
-    action = SetSynchronous(link.primary, None, "synchronous mode is off") if sync_names else None
-    if link.streaming and link.lag is not None and link.lag <= max_lag:
-        return _Verdict(True, "healthy", f"{link.standby} streams, {link.lag} B behind", action)
-    return _Verdict(
-        False,
-        "standby_lagging",
-        f"{link.standby} is not streaming or lags more than {max_lag} bytes",
-        action,
-    )
+    if former_primary:
+        reason = f"{node} is a former primary and is down: rejoining it under {primary}{rebuild}"
+        return "rejoining", reason, Rejoin(node, primary, reason)
+    reason = f"the standby {node} is down: starting it under {primary}{rebuild}"
+    return "starting_standby", reason, StartStandby(node, primary, reason)
 
 
 def _without_primary(
@@ -338,7 +233,7 @@ def _without_primary(
             f"{primary} unreachable for {down_for:.1f} s of {threshold:g} s ({error})",
             details,
         )
-    refusal = _refuse_promotion(view, memory, standby, busy)
+    refusal = refuse_promotion(view, memory.standby_eligible, standby, busy)
     if refusal is not None:
         return Decision(base, (), refusal[0], refusal[1], details)
     reason = (
@@ -346,15 +241,22 @@ def _without_primary(
         f"{standby} is eligible: promoting it"
     )
     new = replace(
-        base, state=ClusterState.FAILING_OVER, needs_rejoin=memory.needs_rejoin | {primary}
+        base,
+        state=ClusterState.FAILING_OVER,
+        needs_rejoin=memory.needs_rejoin | {primary},
+        standby_eligible=False,
     )
     return Decision(new, (Promote(standby, primary, reason),), "failover", reason, details)
 
 
-def _refuse_promotion(
-    view: ClusterView, memory: Memory, standby: str, busy: frozenset[str]
+def refuse_promotion(
+    view: ClusterView, eligible: bool, standby: str, busy: frozenset[str] = frozenset()
 ) -> tuple[str, str] | None:
-    """The first reason not to promote `standby` now, as (code, reason), or None."""
+    """The first reason not to promote `standby` now, as (code, reason), or None.
+
+    The one promotion policy: automatic failover and the operator's failover both ask it (the
+    operator may override only `standby_ineligible`, with force).
+    """
     obs = view[standby]
     receiver_age = obs.receiver_msg_age_s or 0.0
     checks = (
@@ -362,11 +264,12 @@ def _refuse_promotion(
         (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
         (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),
         (
-            not memory.standby_eligible,
+            not eligible,
             "standby_ineligible",
             "it was not an eligible standby when the primary was last seen (not synchronous, "
-            "lagging or not streaming), so it may lack acknowledged commits; use a forced "
-            "failover to accept that risk",
+            "lagging or not streaming), so it may lack acknowledged commits; retry with "
+            "force=true to promote it anyway (commits the old primary acknowledged after the "
+            "standby fell behind are then lost)",
         ),
         (
             obs.receiver_status == "streaming" and receiver_age < RECEIVER_SILENCE_S,
@@ -379,9 +282,3 @@ def _refuse_promotion(
         if failed:
             return code, f"not promoting {standby}: {why}"
     return None
-
-
-def _target(action: Action) -> str:
-    if isinstance(action, SetSynchronous):
-        return action.primary
-    return action.node

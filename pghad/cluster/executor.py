@@ -1,4 +1,4 @@
-"""Carry out decided actions with the node drivers and SQL; report each as an outcome."""
+"""Carry out decided actions through the nodes; report each as an outcome."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 
-from pghad.config import Config, NodeConfig
 from pghad.errors import NodeError
-from pghad.nodes.base import NodeDriver, Role
+from pghad.nodes.base import Role
 
-from . import sqlops
-from .decide import Action, Fence, Promote, Rejoin, SetSynchronous
+from .model import Action, Fence, Promote, Rejoin, SetSynchronous, StartStandby, action_name
+from .observation import ServerState
+
+if TYPE_CHECKING:
+    from pghad.nodes.node import Node
 
 FENCE_BOUND_S = 5.0
 
@@ -29,78 +32,122 @@ class Outcome:
     fields: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FenceResult:
+    """What fencing a node did: `fenced` is False when it was left as it was."""
+
+    node: str
+    fenced: bool
+    detail: str
+
+
 class Executor:
-    def __init__(self, config: Config, drivers: Mapping[str, NodeDriver]) -> None:
-        self.config = config
-        self.drivers = drivers
+    def __init__(self, nodes: Mapping[str, Node], synchronous: bool) -> None:
+        self.nodes = nodes
+        self.synchronous = synchronous
 
     async def run(self, action: Action) -> Outcome:
         started = time.monotonic()
-        name = type(action).__name__.lower()
         node = action.primary if isinstance(action, SetSynchronous) else action.node
         try:
             detail, fields = await self._dispatch(action)
             ok = True
         except (NodeError, psycopg.Error, OSError, TimeoutError) as exc:
-            detail, fields, ok = f"{type(exc).__name__}: {exc}", {}, False
-        return Outcome(name, node, ok, round(time.monotonic() - started, 3), detail, fields)
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+            fields = {"fence": vars(exc.fence)} if isinstance(exc, FenceFailed) else {}
+        duration = round(time.monotonic() - started, 3)
+        return Outcome(action_name(action), node, ok, duration, detail, fields)
 
     async def _dispatch(self, action: Action) -> tuple[str, dict[str, object]]:
         match action:
             case Promote():
                 return await self._promote(action)
             case Fence():
-                return await self.fence(action.node), {}
+                result = await self.fence(action.node)
+                if not result.fenced:
+                    raise FenceFailed(result, result.detail)
+                return result.detail, {"fence": vars(result)}
             case Rejoin():
-                return await self._rejoin(action)
+                method = await rejoin(self.nodes[action.node], self.nodes[action.primary])
+                detail = f"{action.node} rejoined as a standby of {action.primary} via {method}"
+                return detail, {"method": method}
+            case StartStandby():
+                method = await start_standby(self.nodes[action.node], self.nodes[action.primary])
+                return f"{action.node} started as a standby of {action.primary}", {"method": method}
             case SetSynchronous():
-                await sqlops.set_synchronous_standby(
-                    self.config.node(action.primary), self.config.auth, action.standby
-                )
+                await self.nodes[action.primary].set_synchronous(action.standby)
                 return f"synchronous_standby_names = {action.standby or 'empty'}", {}
 
-    async def fence(self, name: str) -> str:
+    async def fence(self, name: str) -> FenceResult:
         """Stop the node through its driver; fall back to SQL read-only if the driver fails."""
+        node = self.nodes[name]
         try:
-            return await asyncio.wait_for(self.drivers[name].fence(), FENCE_BOUND_S)
+            done = await asyncio.wait_for(node.process.fence(), FENCE_BOUND_S)
+            return FenceResult(name, True, done)
         except (NodeError, OSError, TimeoutError) as exc:
             driver_error = str(exc) or type(exc).__name__
         try:
-            await sqlops.make_read_only(self.config.node(name), self.config.auth)
+            await node.make_read_only()
         except (psycopg.Error, OSError) as exc:
-            raise NodeError(f"could not fence {name}: driver: {driver_error}; SQL: {exc}") from exc
-        return f"made read-only over SQL (driver failed: {driver_error})"
+            return FenceResult(name, False, f"not fenced: driver: {driver_error}; SQL: {exc}")
+        return FenceResult(name, True, f"made read-only over SQL (driver failed: {driver_error})")
 
     async def _promote(self, action: Promote) -> tuple[str, dict[str, object]]:
-        try:
-            fenced = await self.fence(action.old_primary)
-        except NodeError as exc:
-            # The old primary is unreachable both ways. In synchronous mode it cannot acknowledge
-            # a commit without this standby, so promoting is still safe; it is fenced on return.
-            fenced = f"not fenced ({exc})"
+        fenced = await self.fence(action.old_primary)
+        if not fenced.fenced and not self.synchronous:
+            # In synchronous mode the old primary cannot acknowledge a commit without this
+            # standby, so promoting is safe and it is fenced on return. Asynchronously it could
+            # go on taking writes that the new primary never sees.
+            raise FenceFailed(
+                fenced,
+                f"not promoting: the old primary {fenced.node} could not be fenced "
+                f"({fenced.detail}) and replication is asynchronous, so it may still take "
+                "writes; fence it by hand, then fail over with force=true",
+            )
         fence_done = time.monotonic()
-        promoted = await sqlops.promote(self.config.node(action.node), self.config.auth)
-        if not promoted:
+        if not await self.nodes[action.node].promote():
             raise NodeError(f"pg_promote on {action.node} did not finish within 30 s")
         return (
-            f"{action.node} promoted; old primary {action.old_primary}: {fenced}",
-            {"fence": fenced, "promote_s": round(time.monotonic() - fence_done, 3)},
+            f"{action.node} promoted; old primary {action.old_primary}: {fenced.detail}",
+            {"fence": vars(fenced), "promote_s": round(time.monotonic() - fence_done, 3)},
         )
 
-    async def _rejoin(self, action: Rejoin) -> tuple[str, dict[str, object]]:
-        method = await rejoin(self.drivers[action.node], self.config.node(action.primary))
-        detail = f"{action.node} rejoined as a standby of {action.primary} via {method}"
-        return detail, {"method": method.split(" ")[0]}
+
+class FenceFailed(NodeError):
+    def __init__(self, fence: FenceResult, message: str) -> None:
+        super().__init__(message)
+        self.fence = fence
 
 
-async def rejoin(driver: NodeDriver, source: NodeConfig) -> str:
-    """Stop the node, rewind it onto `source` (a fresh copy if rewind fails), start as standby."""
-    await driver.fence()
-    method = "pg_rewind"
+async def rejoin(node: Node, source: Node) -> str:
+    """Stop the node, rewind it onto `source`, start it as a standby; a fresh copy when needed.
+
+    The copy (pg_basebackup) is taken when the data directory is gone, when pg_rewind fails, or
+    when the rewound server does not start.
+    """
+    await node.process.fence()
+    if await node.process.server_state() is ServerState.NO_DATA:
+        return await _clone_and_start(node, source, "the data directory is missing")
     try:
-        await driver.rewind(source)
+        await node.process.rewind(source.config)
     except NodeError as exc:
-        method = f"pg_basebackup (pg_rewind failed: {exc})"
-        await driver.clone(source)
-    await driver.start(Role.STANDBY, source)
-    return method
+        return await _clone_and_start(node, source, f"pg_rewind failed: {exc}")
+    try:
+        await node.process.start(Role.STANDBY, source.config)
+    except NodeError as exc:
+        await node.process.fence()
+        return await _clone_and_start(node, source, f"the rewound server did not start: {exc}")
+    return "pg_rewind"
+
+
+async def start_standby(node: Node, source: Node) -> str:
+    if await node.process.server_state() is ServerState.NO_DATA:
+        return await _clone_and_start(node, source, "the data directory is missing")
+    await node.process.start(Role.STANDBY, source.config)
+    return "start"
+
+
+async def _clone_and_start(node: Node, source: Node, why: str) -> str:
+    await node.process.clone(source.config)
+    await node.process.start(Role.STANDBY, source.config)
+    return f"pg_basebackup ({why})"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pghad.state_store import read_json, write_atomic
 
-from .decide import ClusterState, Memory
+from .model import ClusterState, Memory
 
 STATE_FILE = "state.json"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 def parse_lsn(text: str | None) -> int | None:
@@ -16,6 +17,15 @@ def parse_lsn(text: str | None) -> int | None:
 
 def format_lsn(value: int | None) -> str | None:
     return None if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+class ServerState(StrEnum):
+    """The node's server process as its driver sees it (not over SQL)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    NO_DATA = "no_data"  # no usable data directory: only a clone brings it back
+    UNKNOWN = "unknown"  # the driver could not tell (host unreachable, timeout)
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class NodeObservation:
     receiver_status: str | None = None
     receiver_msg_age_s: float | None = None
     probe_duration_s: float = 0.0
+    server: ServerState = ServerState.UNKNOWN
 
     @property
     def writable(self) -> bool:
@@ -55,6 +66,11 @@ class NodeObservation:
     @property
     def is_standby(self) -> bool:
         return self.reachable and self.in_recovery is True
+
+    @property
+    def known_down(self) -> bool:
+        """Unreachable over SQL, and its driver says the server is not running."""
+        return not self.reachable and self.server in (ServerState.STOPPED, ServerState.NO_DATA)
 
     def replica(self, name: str) -> ReplicaInfo | None:
         return next((r for r in self.replicas if r.name == name), None)

@@ -10,15 +10,21 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psycopg
 
 from pghad.config import Config
 from pghad.errors import NodeError, OperationRefused
-from pghad.nodes.base import NodeDriver, Role
+from pghad.nodes.base import Role
 
-from . import sqlops
+from .decide import refuse_promotion
 from .executor import Executor, rejoin
-from .observation import ClusterView, NodeObservation, parse_lsn
-from .probe import probe_node
+from .observation import ClusterView, parse_lsn
+from .observe import observe
+
+if TYPE_CHECKING:
+    from pghad.nodes.node import Node
 
 RECEIVE_WAIT_S = 10.0
 STREAM_WAIT_S = 60.0
@@ -37,21 +43,13 @@ class OperationResult:
 
 
 class Procedures:
-    def __init__(self, config: Config, drivers: Mapping[str, NodeDriver], executor: Executor):
+    def __init__(self, config: Config, nodes: Mapping[str, Node], executor: Executor):
         self.config = config
-        self.drivers = drivers
+        self.nodes = nodes
         self.executor = executor
 
     async def observe(self) -> ClusterView:
-        timeout = self.config.cluster.probe_timeout
-        found = await asyncio.gather(
-            *(probe_node(n, self.config.auth, timeout) for n in self.config.nodes)
-        )
-        return ClusterView({obs.name: obs for obs in found})
-
-    async def _observe_node(self, name: str) -> NodeObservation:
-        node = self.config.node(name)
-        return await probe_node(node, self.config.auth, self.config.cluster.probe_timeout)
+        return await observe(self.nodes, self.config.cluster.probe_timeout)
 
     # ---- switchover ------------------------------------------------------------------------
 
@@ -81,24 +79,20 @@ class Procedures:
 
     async def _switch(self, primary: str, standby: str, cause: str) -> OperationResult:
         started = time.monotonic()
-        old = self.drivers[primary]
+        old = self.nodes[primary]
         # A checkpoint first makes the shutdown checkpoint (and the write pause) short.
-        await sqlops.checkpoint(self.config.node(primary), self.config.auth)
+        await old.checkpoint()
         writes_stopped = time.monotonic()
-        await old.stop("fast")
-        final_lsn = await old.checkpoint_lsn()
+        await old.process.stop("fast")
+        final_lsn = await old.process.checkpoint_lsn()
         try:
             await self._wait_received(standby, final_lsn)
-        except NodeError:
-            await old.start(Role.PRIMARY)
-            raise
-        if not await sqlops.promote(self.config.node(standby), self.config.auth):
-            raise NodeError(
-                f"step promote: {standby} did not leave recovery; {primary} is stopped: "
-                f"start it with `pghad lab up` or pg_ctl and retry"
-            )
+            if not await self.nodes[standby].promote():
+                raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
+        except (NodeError, psycopg.Error, OSError) as exc:
+            raise NodeError(await self._put_back(primary, standby, exc)) from exc
         promoted = time.monotonic()
-        method = await self._rejoin(primary, standby)
+        method = await rejoin(old, self.nodes[standby])
         return OperationResult(
             operation=cause,
             new_primary=standby,
@@ -113,24 +107,36 @@ class Procedures:
             },
         )
 
+    async def _put_back(self, primary: str, standby: str, error: Exception) -> str:
+        """Undo a switchover that failed before the standby became primary."""
+        what = f"the switchover failed ({error})"
+        try:
+            # Whatever the standby did with the promote request, it must not become writable
+            # beside the restarted primary: stop it, restart the primary, then the standby.
+            await self.nodes[standby].process.fence()
+            await self.nodes[primary].process.start(Role.PRIMARY)
+        except NodeError as exc:
+            return f"{what}; putting {primary} back failed too ({exc}): start it by hand"
+        try:
+            await self.nodes[standby].process.start(Role.STANDBY, self.nodes[primary].config)
+        except NodeError as exc:
+            return f"{what}; {primary} is the primary again, {standby} did not restart ({exc})"
+        return f"{what}; nothing changed: {primary} is the primary again, {standby} its standby"
+
     async def _wait_received(self, standby: str, final_lsn: str) -> None:
         """The standby must hold the stopped primary's shutdown checkpoint before promotion."""
         target = parse_lsn(final_lsn)
         assert target is not None
         deadline = time.monotonic() + RECEIVE_WAIT_S
         while time.monotonic() < deadline:
-            obs = await self._observe_node(standby)
+            obs = await self.nodes[standby].probe(self.config.cluster.probe_timeout)
             if obs.receive_lsn is not None and obs.receive_lsn > target:
                 return
             await asyncio.sleep(POLL_S)
         raise NodeError(
             f"step wait-for-WAL: {standby} did not receive the primary's final WAL "
-            f"({final_lsn}) within {RECEIVE_WAIT_S:g} s; the switchover was aborted and the "
-            "old primary restarted"
+            f"({final_lsn}) within {RECEIVE_WAIT_S:g} s"
         )
-
-    async def _rejoin(self, node: str, primary: str) -> str:
-        return await rejoin(self.drivers[node], self.config.node(primary))
 
     # ---- failover --------------------------------------------------------------------------
 
@@ -148,15 +154,21 @@ class Procedures:
                 + "; ".join(f"{n}: {o.error or 'not a standby'}" for n, o in view.nodes.items())
             )
         standby = candidates[0]
-        if not eligible and not force:
-            raise OperationRefused(
-                f"{standby} was not an eligible standby when the primary was last seen, so it "
-                "may lack acknowledged commits; retry with force=true to promote it anyway "
-                "(commits the old primary acknowledged after the standby fell behind are lost)"
-            )
+        refusal = refuse_promotion(view, eligible, standby)
+        if refusal is not None and not (force and refusal[0] == "standby_ineligible"):
+            raise OperationRefused(refusal[1])
         started = time.monotonic()
-        fenced = await self.executor.fence(primary) if primary is not None else "no old primary"
-        if not await sqlops.promote(self.config.node(standby), self.config.auth):
+        fenced = "no old primary"
+        if primary is not None:
+            fence = await self.executor.fence(primary)
+            if not fence.fenced and not self.config.cluster.synchronous and not force:
+                raise OperationRefused(
+                    f"{primary} could not be fenced ({fence.detail}) and replication is "
+                    "asynchronous, so it may still take writes: fence it by hand, then retry "
+                    "with force=true"
+                )
+            fenced = fence.detail
+        if not await self.nodes[standby].promote():
             raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
         return OperationResult(
             operation="failover",
@@ -191,7 +203,7 @@ class Procedures:
         replica = view[current].replica(preferred)
         rejoined = None
         if replica is None or replica.state != "streaming":
-            rejoined = await self._rejoin(preferred, current)
+            rejoined = await rejoin(self.nodes[preferred], self.nodes[current])
         await self._wait_streaming(current, preferred)
         result = await self._switch(current, preferred, cause="failback")
         return OperationResult(
@@ -207,7 +219,7 @@ class Procedures:
     async def _wait_streaming(self, primary: str, standby: str) -> None:
         deadline = time.monotonic() + STREAM_WAIT_S
         while time.monotonic() < deadline:
-            obs = await self._observe_node(primary)
+            obs = await self.nodes[primary].probe(self.config.cluster.probe_timeout)
             replica = obs.replica(standby)
             if replica is not None and replica.state == "streaming":
                 return

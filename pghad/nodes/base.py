@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
+from pghad.cluster.observation import ServerState
 from pghad.config import NodeConfig
 
 
@@ -20,6 +21,10 @@ class NodeDriver(Protocol):
 
     async def is_running(self) -> bool:
         """True while the node's postmaster is alive (a zombie or a missing process is not)."""
+        ...
+
+    async def server_state(self) -> ServerState:
+        """Running, stopped, or without a usable data directory, as the host sees it."""
         ...
 
     async def start(self, role: Role, primary: NodeConfig | None = None) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pghad.cluster.observation import ServerState
 from pghad.config import AuthConfig, NodeConfig
 from pghad.conninfo import admin_conninfo, replication_conninfo
 from pghad.errors import NodeError, SetupError
@@ -70,6 +71,13 @@ class DockerDriver:
         container = await self._call(self._container)
         await self._call(container.reload)
         return bool(container.status == "running")
+
+    async def server_state(self) -> ServerState:
+        try:
+            running = await self.is_running()
+        except Exception:  # the engine or the container cannot be read: say so, do not guess
+            return ServerState.UNKNOWN
+        return ServerState.RUNNING if running else ServerState.STOPPED
 
     async def _one_off(self, command: str, env: dict[str, str] | None = None) -> str:
         """Run `command` as postgres in a throwaway container with the node's volumes."""

@@ -3,80 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import pwd
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pghad import files
+from pghad.cluster.observation import ServerState
+from pghad.commands import CommandResult, run_command
 from pghad.config import AuthConfig, NodeConfig
 from pghad.conninfo import admin_conninfo, redacted, replication_conninfo
 from pghad.errors import NodeError
 from pghad.nodes import nodeconf, procs
 from pghad.nodes.base import Role
-from pghad.runas import chown_to, owner_of, prefix_for
+from pghad.runas import owner_of, prefix_for
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 FENCE_GRACE_S = 2.0
 REWIND_ATTEMPTS = 20
 REWIND_RETRY_S = 0.5
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def run_command(
-    argv: list[str],
-    timeout: float,
-    env: dict[str, str] | None = None,
-    echo_stderr: bool = False,
-) -> CommandResult:
-    """Run a program; `echo_stderr` also copies its stderr (progress) to ours as it comes."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    stderr = process.stderr
-
-    async def read_stderr() -> bytes:
-        chunks = []
-        while chunk := await stderr.read(4096):
-            chunks.append(chunk)
-            if echo_stderr:
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.flush()
-        return b"".join(chunks)
-
-    gathered = asyncio.gather(process.stdout.read(), read_stderr(), process.wait())
-    try:
-        out, err, _ = await asyncio.wait_for(gathered, timeout)
-    except TimeoutError as exc:
-        process.kill()
-        await process.wait()
-        name = Path(argv[0]).name if argv else "?"
-        raise NodeError(f"{name} timed out after {timeout:.0f} s") from exc
-    except asyncio.CancelledError:
-        # The daemon is stopping: do not leave pg_basebackup or pg_rewind running on their own.
-        process.kill()
-        await process.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gathered
-        raise
-    return CommandResult(
-        process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-    )
 
 
 @dataclass
@@ -95,7 +44,14 @@ class LocalDriver:
         return self.data_dir.parent / f"{self.data_dir.name}-postgresql.log"
 
     def _user(self) -> str:
-        return self.os_user or owner_of(self.data_dir)
+        if self.os_user:
+            return self.os_user
+        # A lost data directory is rebuilt for the owner of the directory that held it.
+        return owner_of(self.data_dir if self.data_dir.exists() else self.data_dir.parent)
+
+    def _owner_ids(self) -> tuple[int, int]:
+        entry = pwd.getpwnam(self._user())
+        return entry.pw_uid, entry.pw_gid
 
     async def _pg(
         self,
@@ -115,20 +71,26 @@ class LocalDriver:
     async def is_running(self) -> bool:
         return procs.live_postmaster(self.data_dir) is not None
 
+    async def server_state(self) -> ServerState:
+        if procs.live_postmaster(self.data_dir) is not None:
+            return ServerState.RUNNING
+        if not (self.data_dir / "PG_VERSION").is_file():
+            return ServerState.NO_DATA
+        return ServerState.STOPPED
+
     def _write_node_conf(self, primary: NodeConfig | None) -> None:
+        """Node settings and the standby signal; no file here is followed if it is a link."""
         conninfo = replication_conninfo(primary, self.auth, self.node.name) if primary else None
-        path = self.data_dir / nodeconf.NODE_CONF
-        path.write_text(nodeconf.render(self.node, conninfo))
-        path.chmod(0o600)
-        chown_to(path, self._user())
-        nodeconf.ensure_include(self.data_dir / "postgresql.conf")
-        nodeconf.strip_node_owned(self.data_dir / "postgresql.auto.conf")
+        owner = self._owner_ids()
+        text = nodeconf.render(self.node, conninfo)
+        files.write_file(self.data_dir / nodeconf.NODE_CONF, text.encode(), owner)
+        nodeconf.ensure_include(self.data_dir / "postgresql.conf", owner)
+        nodeconf.strip_node_owned(self.data_dir / "postgresql.auto.conf", owner)
         signal_file = self.data_dir / "standby.signal"
         if primary is not None:
-            signal_file.touch()
-            chown_to(signal_file, self._user())
+            files.ensure_file(signal_file, owner)
         else:
-            signal_file.unlink(missing_ok=True)
+            files.remove(signal_file)
 
     async def start(self, role: Role, primary: NodeConfig | None = None) -> None:
         if await self.is_running():
@@ -139,9 +101,7 @@ class LocalDriver:
         procs.clear_stale_pidfile(self.data_dir)
         procs.clear_stale_socket_lock(self.node.socket_dir or Path("/tmp"), self.node.port)
         self._write_node_conf(primary if role is Role.STANDBY else None)
-        if not self.log_file.exists():
-            self.log_file.touch()
-            chown_to(self.log_file, self._user())
+        files.ensure_file(self.log_file, self._owner_ids())
         await self._pg(
             "pg_ctl",
             "start",
@@ -177,7 +137,11 @@ class LocalDriver:
             raise NodeError(f"{self.node.name}: pg_ctl stop -m {mode} failed: {result.stderr}")
 
     async def fence(self) -> str:
-        """Stop the server at once: immediate shutdown, SIGKILL if frozen or too slow."""
+        """Stop the server at once: immediate shutdown, SIGKILL if frozen or too slow.
+
+        Only a process that is this data directory's postmaster is signalled: postmaster.pid is
+        written by the PostgreSQL user, who could name any process in it.
+        """
         pid = procs.live_postmaster(self.data_dir)
         if pid is None:
             killed = procs.kill_all_in(self.data_dir)
@@ -241,15 +205,13 @@ class LocalDriver:
             raise NodeError(f"{self.node.name}: stop the server before cloning over it")
         aside = self.data_dir.with_name(self.data_dir.name + ".pghad-old")
         shutil.rmtree(aside, ignore_errors=True)
+        owner = self._owner_ids()
         if self.data_dir.exists():
-            user = self._user()
             self.data_dir.rename(aside)
-        else:
-            user = self._user() if self.os_user else owner_of(self.data_dir.parent)
-        self.data_dir.mkdir(mode=0o700)
-        chown_to(self.data_dir, user)
         conninfo = replication_conninfo(source, self.auth, self.node.name, with_password=False)
         try:
+            # pg_basebackup, run as the data owner, makes the directory itself: root never
+            # creates or chowns a path inside a directory that user can write.
             await self._pg(
                 "pg_basebackup",
                 "-D",
@@ -269,7 +231,5 @@ class LocalDriver:
                 aside.rename(self.data_dir)
             raise
         # A clone is always a standby: without the signal file it would start as a second primary.
-        signal_file = self.data_dir / "standby.signal"
-        signal_file.touch()
-        chown_to(signal_file, user)
+        files.ensure_file(self.data_dir / "standby.signal", owner)
         shutil.rmtree(aside, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pghad import files
 from pghad.config import NodeConfig
 
 NODE_CONF = "pghad.node.conf"
@@ -34,22 +35,24 @@ def render(node: NodeConfig, primary_conninfo: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensure_include(postgresql_conf: Path) -> bool:
+def ensure_include(postgresql_conf: Path, owner: tuple[int, int] | None = None) -> bool:
     """Append the include line when missing; the include must come last to win."""
-    text = postgresql_conf.read_text()
+    text = files.read_text(postgresql_conf) or ""
     if text.rstrip().endswith(INCLUDE_LINE):
         return False
-    postgresql_conf.write_text(text.rstrip("\n") + f"\n{INCLUDE_LINE}\n")
+    new = text.rstrip("\n") + f"\n{INCLUDE_LINE}\n"
+    files.write_file(postgresql_conf, new.encode(), owner)
     return True
 
 
-def strip_node_owned(auto_conf: Path) -> bool:
+def strip_node_owned(auto_conf: Path, owner: tuple[int, int] | None = None) -> bool:
     """Drop node-owned settings from postgresql.auto.conf (it is read last and would win)."""
-    if not auto_conf.exists():
+    text = files.read_text(auto_conf)
+    if text is None:
         return False
-    lines = auto_conf.read_text().splitlines(keepends=True)
+    lines = text.splitlines(keepends=True)
     kept = [ln for ln in lines if ln.split("=", 1)[0].strip() not in NODE_OWNED]
     if kept == lines:
         return False
-    auto_conf.write_text("".join(kept))
+    files.write_file(auto_conf, "".join(kept).encode(), owner)
     return True

@@ -40,8 +40,27 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 
 def live_postmaster(data_dir: Path) -> int | None:
+    """The PID in postmaster.pid, if that process lives and really is this directory's server."""
     pid = postmaster_pid(data_dir)
-    return pid if pid is not None and is_alive(pid) else None
+    if pid is None or not is_alive(pid) or not is_postmaster_of(pid, data_dir):
+        return None
+    return pid
+
+
+def is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a postgres process working in `data_dir`, run by the directory's owner.
+
+    postmaster.pid is written by the PostgreSQL user, so the PID in it proves nothing alone.
+    """
+    proc = Path(f"/proc/{pid}")
+    try:
+        exe_name = (proc / "exe").readlink().name
+        cwd = (proc / "cwd").readlink()
+        uid = proc.stat().st_uid
+        owner = data_dir.stat().st_uid
+    except OSError:
+        return False
+    return exe_name in ("postgres", "postmaster") and cwd == data_dir.resolve() and uid == owner
 
 
 def processes_in(data_dir: Path) -> list[int]:

@@ -11,7 +11,7 @@ import time
 from pghad import pgbin
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-from pghad.testing import Writer, is_writable, kill9, streaming_standbys, wait_for
+from tests.support.chaos import Writer, is_writable, kill9, streaming_standbys, wait_for
 
 from ..conftest import DaemonProcess, Lab
 
@@ -229,6 +229,7 @@ def test_backups_over_the_api(lab: Lab, daemon: DaemonProcess) -> None:
 
 def test_failover_of_an_ineligible_standby_needs_force(lab: Lab, daemon: DaemonProcess) -> None:
     lab.set("cluster", "failover_threshold", "60.0")  # keep the automatic failover out of it
+    lab.set("cluster", "auto_rejoin", "false")  # the standby stays down until the test starts it
     config = lab.config
     daemon.start().wait_healthy()
     node2 = LocalDriver(config.node("node2"), config.auth, pgbin.find_bin_dir(config.pg_bin))

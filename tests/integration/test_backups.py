@@ -24,7 +24,8 @@ from pghad.config import Config
 from pghad.lab import free_port
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-from pghad.testing import connect
+from pghad.runtime import make_nodes
+from tests.support.chaos import connect
 
 from ..conftest import Lab, RedisServer
 
@@ -50,7 +51,8 @@ def write_day(config: Config, primary: str, day: int) -> str:
 def runner_for(lab: Lab) -> tuple[Config, BackupRunner]:
     config = lab.config
     catalog = Catalog(config.backup.dir, config.redis.url)
-    return config, BackupRunner(config, catalog, pgbin.find_bin_dir(config.pg_bin))
+    bin_dir = pgbin.find_bin_dir(config.pg_bin)
+    return config, BackupRunner(config, catalog, bin_dir, make_nodes(config))
 
 
 def restored_checksum(config: Config, runner: BackupRunner, record: BackupRecord) -> str:

@@ -20,7 +20,7 @@ from pghad.errors import SetupError
 from pghad.nodes.base import NodeDriver, Role
 from pghad.nodes.docker import DockerDriver, docker_client
 from pghad.nodes.local import LocalDriver
-from pghad.testing import is_writable, streaming_standbys, wait_for
+from tests.support.chaos import is_writable, streaming_standbys, wait_for
 
 from ..conftest import Lab
 

@@ -9,7 +9,7 @@ import time
 from pghad import pgbin
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-from pghad.testing import (
+from tests.support.chaos import (
     Writer,
     connect,
     freeze,
@@ -105,6 +105,7 @@ def test_outage_shorter_than_threshold_does_not_fail_over(lab: Lab, daemon: Daem
 
 
 def test_standby_outage_relaxes_sync_and_recovers(lab: Lab, daemon: DaemonProcess) -> None:
+    lab.set("cluster", "auto_rejoin", "false")  # the standby stays down until the test starts it
     config = lab.config
     daemon.start().wait_healthy()
     node2 = _driver(lab, "node2")
@@ -136,6 +137,7 @@ def test_standby_outage_relaxes_sync_and_recovers(lab: Lab, daemon: DaemonProces
 def test_ineligible_standby_is_not_promoted_and_the_log_says_why(
     lab: Lab, daemon: DaemonProcess
 ) -> None:
+    lab.set("cluster", "auto_rejoin", "false")  # the standby stays down until the test starts it
     config = lab.config
     daemon.start().wait_healthy()
     node2 = _driver(lab, "node2")

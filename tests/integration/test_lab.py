@@ -11,7 +11,7 @@ import psycopg
 
 from pghad.lab import lab_destroy, lab_down, lab_status, lab_up
 from pghad.nodes import procs
-from pghad.testing import connect, wait_for
+from tests.support.chaos import connect, wait_for
 
 from ..conftest import Lab
 

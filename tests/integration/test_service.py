@@ -11,7 +11,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from pghad.event_sink import STREAM
-from pghad.testing import kill9, wait_for
+from tests.support.chaos import kill9, wait_for
 
 from ..conftest import DaemonProcess, Lab, RedisServer
 

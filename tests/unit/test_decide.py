@@ -7,16 +7,16 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pghad.cluster.decide import (
+from pghad.cluster.decide import decide
+from pghad.cluster.model import (
     ClusterState,
     Fence,
     Memory,
     Promote,
     Rejoin,
     SetSynchronous,
-    decide,
 )
-from pghad.cluster.observation import ClusterView, NodeObservation, ReplicaInfo
+from pghad.cluster.observation import ClusterView, NodeObservation, ReplicaInfo, ServerState
 from pghad.config import Config, parse_config
 
 CONFIG_TEXT = """
@@ -81,8 +81,8 @@ def standby(
     )
 
 
-def down(name: str) -> NodeObservation:
-    return NodeObservation(name, False, error="Connection refused")
+def down(name: str, server: ServerState = ServerState.STOPPED) -> NodeObservation:
+    return NodeObservation(name, False, error="Connection refused", server=server)
 
 
 def view(*nodes: NodeObservation) -> ClusterView:
@@ -161,9 +161,10 @@ def test_both_down_promotes_nothing() -> None:
 
 def test_standby_down_past_relax_threshold_relaxes_sync_and_loses_eligibility() -> None:
     no_standby = primary(streaming=False)
-    first = decide(view(no_standby, down("b")), HEALTHY, config(), 10.0)
+    unseen = down("b", ServerState.UNKNOWN)  # pghad cannot tell: it does not try to start it
+    first = decide(view(no_standby, unseen), HEALTHY, config(), 10.0)
     assert first.actions == () and first.memory.standby_eligible  # commits still wait for b
-    later = decide(view(no_standby, down("b")), first.memory, config(), 13.0)
+    later = decide(view(no_standby, unseen), first.memory, config(), 13.0)
     assert later.actions == (SetSynchronous("a", None, "b down for 3.0 s"),)
     assert not later.memory.standby_eligible
 
@@ -287,5 +288,5 @@ def test_new_synchronous_standby_is_eligible_only_once_it_has_the_async_era_wal(
 
 def test_missing_standby_keeps_only_the_eligibility_it_had() -> None:
     never = Memory(primary="a", standby_eligible=False)
-    d = decide(view(primary(streaming=False), down("b")), never, config(), 0)
+    d = decide(view(primary(streaming=False), down("b", ServerState.UNKNOWN)), never, config(), 0)
     assert d.code == "standby_missing" and not d.memory.standby_eligible

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -47,8 +48,15 @@ def test_redacted_hides_password() -> None:
     assert "secret" not in redacted("host=h password=secret user=u")
 
 
+def _fake_postmaster(data_dir: Path) -> subprocess.Popen[bytes]:
+    """A process that looks like data_dir's postmaster: named postgres, working in data_dir."""
+    binary = data_dir / "postgres"
+    shutil.copy("/bin/sleep", binary)
+    return subprocess.Popen([str(binary), "30"], cwd=data_dir)
+
+
 def test_zombie_counts_as_dead_and_stale_pidfile_is_cleared(tmp_path: Path) -> None:
-    child = subprocess.Popen(["sleep", "30"])
+    child = _fake_postmaster(tmp_path)
     (tmp_path / "postmaster.pid").write_text(f"{child.pid}\n{tmp_path}\n")
     assert procs.live_postmaster(tmp_path) == child.pid
     assert not procs.clear_stale_pidfile(tmp_path)
@@ -63,6 +71,20 @@ def test_zombie_counts_as_dead_and_stale_pidfile_is_cleared(tmp_path: Path) -> N
     child.wait()
 
 
+def test_a_planted_pid_is_never_taken_for_the_postmaster(tmp_path: Path) -> None:
+    """postmaster.pid is the PostgreSQL user's file: naming another process must not make
+    pghad signal it (fence) or think the server runs."""
+    bystander = subprocess.Popen(["sleep", "30"])  # root's process, elsewhere
+    try:
+        (tmp_path / "postmaster.pid").write_text(f"{bystander.pid}\n{tmp_path}\n")
+        assert procs.live_postmaster(tmp_path) is None
+        assert procs.kill_all_in(tmp_path) == 0
+        assert procs.is_alive(bystander.pid)
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_stale_socket_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path) -> None:
     lock = tmp_path / ".s.PGSQL.7000.lock"
     lock.write_text(f"{os.getpid()}\n")
@@ -75,7 +97,7 @@ def test_stale_socket_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path
 def test_cancelled_command_leaves_no_process_behind(tmp_path: Path) -> None:
     import asyncio
 
-    from pghad.nodes.local import run_command
+    from pghad.commands import run_command
 
     marker = tmp_path / "still-running"
 

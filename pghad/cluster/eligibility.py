@@ -1,0 +1,103 @@
+"""Whether the standby may be promoted automatically, and which synchronous setting to apply.
+
+Pure functions over one round's link between the primary and its standby.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import SetSynchronous
+from .observation import ReplicaInfo, format_lsn
+
+# Bytes a standby may trail when pghad makes it the synchronous standby (it catches up quickly).
+CAUGHT_UP_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Link:
+    """The primary's view of its standby in one round."""
+
+    primary: str
+    standby: str
+    replica: ReplicaInfo | None
+    named: bool
+    lag: int | None
+    down_for: float
+    primary_lsn: int | None = None
+    watermark: int | None = None
+    was_eligible: bool = False
+
+    @property
+    def streaming(self) -> bool:
+        return self.replica is not None and self.replica.state == "streaming"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    eligible: bool
+    code: str
+    reason: str
+    action: SetSynchronous | None = None
+    watermark: int | None = None
+
+
+def synchronous(link: Link, relax_after: float) -> Verdict:
+    """Eligibility, and the synchronous setting to apply, in synchronous mode."""
+    standby, replica = link.standby, link.replica
+    if link.streaming and link.named and replica is not None and replica.sync_state == "sync":
+        watermark = link.watermark if link.watermark is not None else link.primary_lsn
+        flushed = replica.flush_lsn
+        if watermark is not None and flushed is not None and flushed >= watermark:
+            return Verdict(
+                True, "healthy", f"{standby} is the synchronous standby", None, watermark
+            )
+        return Verdict(
+            False,
+            "sync_confirming",
+            f"{standby} is synchronous; eligible once it has flushed {format_lsn(watermark)}",
+            None,
+            watermark,
+        )
+    if link.streaming and not link.named:
+        if link.lag is not None and link.lag <= CAUGHT_UP_BYTES:
+            return Verdict(
+                False,
+                "enabling_sync",
+                f"{standby} caught up: making it the synchronous standby",
+                SetSynchronous(link.primary, standby, f"{standby} caught up"),
+            )
+        return Verdict(False, "standby_catching_up", f"{standby} is catching up ({link.lag} B)")
+    if link.streaming:
+        return Verdict(False, "standby_not_sync", f"{standby} streams but is not yet synchronous")
+    if not link.named:
+        return Verdict(False, "standby_down", f"{standby} is not streaming and not synchronous")
+    # Not streaming but still named: commits wait for it, so nothing acknowledged is missing on
+    # it. It stays eligible until pghad relaxes synchronous replication.
+    if link.down_for >= relax_after:
+        return Verdict(
+            False,
+            "relaxing_sync",
+            f"{standby} has not streamed for {link.down_for:.1f} s: relaxing synchronous "
+            "replication so the primary keeps taking writes; "
+            f"{standby} is not eligible for promotion until it catches up",
+            SetSynchronous(link.primary, None, f"{standby} down for {link.down_for:.1f} s"),
+        )
+    return Verdict(
+        link.was_eligible,
+        "standby_missing",
+        f"{standby} is not streaming ({link.down_for:.1f} s); commits wait for it until "
+        f"{relax_after:g} s",
+    )
+
+
+def asynchronous(link: Link, max_lag: int, sync_names: str) -> Verdict:
+    action = SetSynchronous(link.primary, None, "synchronous mode is off") if sync_names else None
+    if link.streaming and link.lag is not None and link.lag <= max_lag:
+        return Verdict(True, "healthy", f"{link.standby} streams, {link.lag} B behind", action)
+    return Verdict(
+        False,
+        "standby_lagging",
+        f"{link.standby} is not streaming or lags more than {max_lag} bytes",
+        action,
+    )

@@ -1,0 +1,95 @@
+"""What the decision function reads and returns: states, actions, memory, decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ClusterState(StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    PRIMARY_DOWN = "primary_down"
+    FAILING_OVER = "failing_over"
+    SPLIT_BRAIN = "split_brain"
+
+
+@dataclass(frozen=True)
+class Promote:
+    node: str
+    old_primary: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fence:
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    node: str
+    primary: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartStandby:
+    """Start a standby whose server is down (rebuilt by a clone when its data is gone)."""
+
+    node: str
+    primary: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetSynchronous:
+    primary: str
+    standby: str | None
+    reason: str
+
+
+Action = Promote | Fence | Rejoin | StartStandby | SetSynchronous
+
+
+def action_target(action: Action) -> str:
+    if isinstance(action, SetSynchronous):
+        return action.primary
+    return action.node
+
+
+def action_name(action: Action) -> str:
+    return {
+        Promote: "promote",
+        Fence: "fence",
+        Rejoin: "rejoin",
+        StartStandby: "start_standby",
+        SetSynchronous: "set_synchronous",
+    }[type(action)]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the daemon carries between rounds (and persists, see memory_file)."""
+
+    state: ClusterState = ClusterState.STARTING
+    primary: str | None = None
+    primary_down_since: float | None = None
+    standby_down_since: float | None = None
+    standby_eligible: bool = False
+    needs_rejoin: frozenset[str] = frozenset()
+    timeline: int | None = None
+    # The primary's WAL position when the standby was first seen synchronous: commits before it
+    # may have been acknowledged asynchronously, so the standby is eligible once it has that much.
+    sync_watermark: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    memory: Memory
+    actions: tuple[Action, ...] = ()
+    code: str = ""
+    reason: str = ""
+    details: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,28 @@
+"""What the HTTP API may ask of the daemon: a narrow interface, not the daemon's internals."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pghad.backup.model import BackupRecord
+from pghad.config import Config
+from pghad.operations import Request
+
+
+class Control(Protocol):
+    @property
+    def config(self) -> Config: ...
+
+    async def submit(self, request: Request) -> Any:
+        """Queue an operation and wait for its result; OperationBusy when one is running."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def events(self, limit: int) -> list[dict[str, Any]]: ...
+
+    async def backups(self) -> list[BackupRecord]: ...
+
+    def metrics_text(self) -> bytes: ...
+
+    def health(self) -> tuple[bool, str]: ...

@@ -1,0 +1,316 @@
+"""One round: collect finished work, observe, decide, persist, start work, record.
+
+The loop owns the cluster memory and the operations queue; everything that changes a server is
+a request there, and every result comes back through `_collect` at the start of a round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.planner import is_due
+from pghad.cluster import results
+from pghad.cluster.decide import decide
+from pghad.cluster.executor import Outcome
+from pghad.cluster.memory_file import load_history, load_memory, save_memory
+from pghad.cluster.model import Action, ClusterState, Memory, Promote, action_name, action_target
+from pghad.cluster.observation import ClusterView
+from pghad.cluster.observe import observe
+from pghad.cluster.procedures import OperationResult
+from pghad.errors import OperationRefused, PghadError
+from pghad.operations import (
+    Act,
+    Entry,
+    Failback,
+    Failover,
+    Lane,
+    Operations,
+    Request,
+    Switchover,
+    TakeBackup,
+    describe,
+)
+from pghad.recorder import Recorder
+from pghad.runtime import Runtime
+
+SUSPECT_PROBE_INTERVAL_S = 0.1
+SCHEDULE_CHECK_S = 30.0
+PERSIST_BOUND_S = 5.0
+# Actions that should fix a node for good: retried only after a backoff, even when "ok".
+SETTLING = ("rejoin", "start_standby")
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class Loop:
+    def __init__(
+        self,
+        runtime: Runtime,
+        recorder: Recorder,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = local_now,
+    ) -> None:
+        self.runtime = runtime
+        self.recorder = recorder
+        self.clock = clock
+        self.wall_clock = wall_clock
+        config = runtime.config
+        self.memory: Memory = load_memory(config.state.dir, set(runtime.nodes))
+        self.history = load_history(config.state.dir)
+        self.ops = Operations()
+        self.view = ClusterView()
+        self.last_round_at: float | None = None
+        self._next_schedule_check = 0.0
+        self._trigger_problem: str | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def config(self) -> Any:
+        return self.runtime.config
+
+    async def tick(self) -> None:
+        await self._collect()
+        self.view = await observe(self.runtime.nodes, self.config.cluster.probe_timeout)
+        now = self.clock()
+        busy = frozenset(self.runtime.nodes) if self.ops.busy(Lane.CLUSTER) else frozenset()
+        decision = decide(self.view, self.memory, self.config, now, busy)
+        self.recorder.decision(decision)
+        changed = decision.memory != self.memory
+        self.memory = decision.memory
+        actions = self._not_held(decision.actions, now)
+        # Persist before acting: what an action makes true about safety is on disk first.
+        if (changed or actions) and not await self._persist() and actions:
+            self.recorder.event(
+                "actions_skipped",
+                level="error",
+                actions=[action_name(a) for a in actions],
+                reason="the state file could not be written; nothing is done unrecorded",
+            )
+            actions = ()
+        if actions and not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
+            self.ops.submit(Act(actions))
+        self._check_trigger()
+        self._check_schedule(now)
+        for request in self.ops.start_queued(self._execute):
+            self.recorder.event("operation_started", operation=describe(request))
+        self.recorder.metrics.observe_round(self.view, self.memory, time.time())
+        self.last_round_at = self.clock()
+
+    def interval(self) -> float:
+        probe: float = self.config.cluster.probe_interval
+        if self.memory.state is ClusterState.PRIMARY_DOWN:
+            return min(probe, SUSPECT_PROBE_INTERVAL_S)
+        return probe
+
+    # ---- persisting ------------------------------------------------------------------------
+
+    async def _persist(self) -> bool:
+        state_dir = self.config.state.dir
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(save_memory, state_dir, self.memory, self.history),
+                PERSIST_BOUND_S,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.recorder.event("state_not_saved", level="error", error=str(exc) or "timeout")
+            return False
+        return True
+
+    # ---- backoff ---------------------------------------------------------------------------
+
+    def _not_held(self, actions: tuple[Action, ...], now: float) -> tuple[Action, ...]:
+        allowed = []
+        for action in actions:
+            name, node = action_name(action), action_target(action)
+            backoff = self.ops.backoff.get(f"{name}:{node}")
+            if backoff is not None and backoff.not_before > now:
+                if not backoff.announced:
+                    backoff.announced = True
+                    wait = round(backoff.not_before - now, 1)
+                    self.recorder.event("action_held", action=name, node=node, retry_in_s=wait)
+                continue
+            allowed.append(action)
+        return tuple(allowed)
+
+    # ---- running requests (in their own task) -------------------------------------------------
+
+    async def _execute(self, request: Request) -> Any:
+        runtime = self.runtime  # an operation finishes with the runtime it started with
+        match request:
+            case Act(actions):
+                return tuple([await runtime.executor.run(action) for action in actions])
+            case Failover(force):
+                memory = self.memory
+                return await runtime.procedures.failover(
+                    memory.primary, memory.standby_eligible, force
+                )
+            case Switchover():
+                return await runtime.procedures.switchover()
+            case Failback():
+                preferred = runtime.config.preferred_primary
+                pending = (
+                    runtime.config.cluster.auto_rejoin and preferred in self.memory.needs_rejoin
+                )
+                return await runtime.procedures.failback(pending)
+            case TakeBackup(kind):
+                record = await runtime.backups.run(self.wall_clock(), kind)
+                if record.status is BackupStatus.OK:
+                    await asyncio.to_thread(runtime.backups.apply_retention)
+                return record
+
+    # ---- collecting results (at the start of a round, before observing) --------------------
+
+    async def _collect(self) -> None:
+        finished = self.ops.collect()
+        for entry in finished:
+            self._finish(entry)
+        if finished:
+            await self._persist()
+        for entry in finished:
+            assert entry.task is not None
+            if entry.task.cancelled():
+                entry.future.cancel()
+            elif entry.task.exception() is not None:
+                entry.future.set_exception(entry.task.exception())  # type: ignore[arg-type]
+                entry.future.exception()  # an API caller may be gone: no "never retrieved"
+            else:
+                entry.future.set_result(entry.task.result())
+
+    def _finish(self, entry: Entry) -> None:
+        assert entry.task is not None
+        name = describe(entry.request)
+        if entry.task.cancelled():
+            self.recorder.event("operation_cancelled", operation=name)
+            return
+        error = entry.task.exception()
+        if error is not None:
+            refused = isinstance(error, OperationRefused)
+            unexpected = not isinstance(error, PghadError)
+            self.recorder.event(
+                "operation_refused" if refused else "operation_failed",
+                level="warning" if refused else "error",
+                operation=name,
+                error=f"{type(error).__name__}: {error}" if unexpected else str(error),
+            )
+            return
+        result = entry.task.result()
+        if isinstance(result, tuple):
+            self._finish_actions(entry.request, result)
+        elif isinstance(result, OperationResult):
+            self._new_primary(
+                result.new_primary,
+                result.old_primary,
+                result.cause,
+                result.duration_s,
+                result.message,
+            )
+            self.recorder.event(
+                "operation_finished",
+                operation=name,
+                duration_s=result.duration_s,
+                new_primary=result.new_primary,
+                **result.details,
+            )
+        elif isinstance(result, BackupRecord):
+            self.recorder.backup(result)
+
+    def _finish_actions(self, request: Request, outcomes: tuple[Outcome, ...]) -> None:
+        assert isinstance(request, Act)
+        now = self.clock()
+        for action, outcome in zip(request.actions, outcomes, strict=True):
+            self.recorder.outcome(outcome)
+            key = f"{outcome.action}:{outcome.node}"
+            delay = self.ops.record(key, outcome.ok, now, always=outcome.action in SETTLING)
+            if not outcome.ok and delay:
+                self.recorder.event(
+                    "operation_retry",
+                    level="warning",
+                    action=outcome.action,
+                    node=outcome.node,
+                    retry_in_s=delay,
+                    failures=self.ops.backoff[key].failures,
+                )
+            if isinstance(action, Promote):
+                if outcome.ok:
+                    self._new_primary(
+                        action.node,
+                        action.old_primary,
+                        "automatic",
+                        outcome.duration_s,
+                        action.reason,
+                    )
+                else:
+                    self.memory = results.promotion_failed(self.memory)
+
+    def _new_primary(self, new: str, old: str, cause: str, duration_s: float, reason: str) -> None:
+        entry = {
+            "at": datetime.now(UTC).isoformat(),
+            "cause": cause,
+            "from": old,
+            "to": new,
+            "duration_s": duration_s,
+            "reason": reason,
+        }
+        self.history.append(entry)
+        self.memory = results.new_primary(self.memory, new, old or None)
+        self.recorder.metrics.failovers.labels(cause).inc()
+        self.recorder.metrics.last_failover.set(duration_s)
+        self.recorder.event("failover", **entry)
+
+    # ---- the trigger file and the backup schedule --------------------------------------------
+
+    def _check_trigger(self) -> None:
+        trigger = self.config.state.trigger_path
+        problem = None
+        try:
+            if trigger.is_dir():
+                problem = f"{trigger} is a directory: remove it; the trigger must be a plain file"
+            elif trigger.exists() and not self.ops.busy(Lane.CLUSTER):
+                trigger.unlink()
+                self.recorder.event("failback_trigger", path=str(trigger))
+                self.ops.submit(Failback(trigger=str(trigger)))
+        except OSError as exc:
+            problem = f"cannot use the trigger file {trigger}: {exc.strerror}"
+        if problem != self._trigger_problem and problem is not None:
+            self.recorder.event("failback_trigger_unusable", level="error", error=problem)
+        self._trigger_problem = problem
+
+    def _check_schedule(self, now: float) -> None:
+        if now < self._next_schedule_check:
+            return
+        self._next_schedule_check = now + SCHEDULE_CHECK_S
+        self.spawn(self._schedule())
+
+    async def _schedule(self) -> None:
+        runtime = self.runtime
+        backup = runtime.config.backup
+        records = await asyncio.to_thread(runtime.catalog.records)
+        due = backup.schedule and is_due(records, self.wall_clock(), backup.time_of_day)
+        if due and not self.ops.busy(Lane.BACKUP):
+            self.ops.submit(TakeBackup(scheduled=True))
+            return
+        await asyncio.to_thread(runtime.catalog.flush)
+
+    def spawn(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.recorder.event("background_failed", level="error", error=str(task.exception()))
+
+    async def stop(self) -> None:
+        await self.ops.cancel_all()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._persist()

@@ -1,0 +1,74 @@
+"""The node seam: one object per node for everything pghad does to it.
+
+`probe` and the SQL actions go over a connection; `process` is the node driver (start, stop,
+fence, rewind, clone), which needs the node's host. pghad.testing has an in-memory FakeNode with
+the same shape, so the loop, the procedures and the executor run in tests without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+from pghad.cluster import sqlops
+from pghad.cluster.observation import NodeObservation, ServerState
+from pghad.cluster.probe import probe_node
+from pghad.config import AuthConfig, NodeConfig
+from pghad.nodes.base import NodeDriver
+
+
+class Node(Protocol):
+    config: NodeConfig
+    process: NodeDriver
+
+    @property
+    def name(self) -> str: ...
+
+    async def probe(self, timeout: float) -> NodeObservation:
+        """One observation within `timeout`; a hung or slow node is unreachable."""
+        ...
+
+    async def promote(self) -> bool:
+        """End recovery; True once the node is writable."""
+        ...
+
+    async def set_synchronous(self, standby: str | None) -> None: ...
+
+    async def make_read_only(self) -> None:
+        """Refuse writes and end client sessions (the fence when the driver cannot stop it)."""
+        ...
+
+    async def checkpoint(self) -> None: ...
+
+
+@dataclass
+class PgNode:
+    config: NodeConfig
+    auth: AuthConfig
+    process: NodeDriver
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def probe(self, timeout: float) -> NodeObservation:
+        sql_probe = asyncio.ensure_future(probe_node(self.config, self.auth, timeout))
+        try:
+            server = await asyncio.wait_for(self.process.server_state(), timeout)
+        except Exception:  # a driver that cannot tell must never cost the SQL probe
+            server = ServerState.UNKNOWN
+        return dataclasses.replace(await sql_probe, server=server)
+
+    async def promote(self) -> bool:
+        return await sqlops.promote(self.config, self.auth)
+
+    async def set_synchronous(self, standby: str | None) -> None:
+        await sqlops.set_synchronous_standby(self.config, self.auth, standby)
+
+    async def make_read_only(self) -> None:
+        await sqlops.make_read_only(self.config, self.auth)
+
+    async def checkpoint(self) -> None:
+        await sqlops.checkpoint(self.config, self.auth)

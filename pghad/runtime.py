@@ -1,0 +1,59 @@
+"""Everything built from one Config: nodes, executor, procedures, backups.
+
+SIGHUP builds a new Runtime and swaps it whole, so no part keeps settings of an older config. An
+operation already running finishes with the Runtime it started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pghad import pgbin
+from pghad.backup.catalog import Catalog
+from pghad.backup.runner import BackupRunner
+from pghad.cluster.executor import Executor
+from pghad.cluster.procedures import Procedures
+from pghad.config import Config, NodeDriverKind
+from pghad.nodes.base import NodeDriver
+from pghad.nodes.docker import DockerDriver, docker_client
+from pghad.nodes.local import LocalDriver
+from pghad.nodes.node import Node, PgNode
+
+
+def make_nodes(config: Config, docker: Any = None) -> dict[str, Node]:
+    nodes: dict[str, Node] = {}
+    for node in config.nodes:
+        driver: NodeDriver
+        if node.driver is NodeDriverKind.DOCKER:
+            docker = docker or docker_client()
+            driver = DockerDriver(node, config.auth, docker)
+        else:
+            driver = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
+        nodes[node.name] = PgNode(node, config.auth, driver)
+    return nodes
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    nodes: Mapping[str, Node]
+    executor: Executor
+    procedures: Procedures
+    catalog: Catalog
+    backups: BackupRunner
+
+    @classmethod
+    def build(cls, config: Config, nodes: Mapping[str, Node] | None = None) -> Runtime:
+        nodes = nodes if nodes is not None else make_nodes(config)
+        executor = Executor(nodes, config.cluster.synchronous)
+        catalog = Catalog(config.backup.dir, config.redis.url)
+        return cls(
+            config=config,
+            nodes=nodes,
+            executor=executor,
+            procedures=Procedures(config, nodes, executor),
+            catalog=catalog,
+            backups=BackupRunner(config, catalog, pgbin.find_bin_dir(config.pg_bin), nodes),
+        )

@@ -1,0 +1,265 @@
+"""Helpers for tests and benchmarks against a real lab: a continuous writer and node controls."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from pghad.config import Config, NodeConfig
+from pghad.conninfo import admin_conninfo
+from pghad.lab import lab_up
+from pghad.nodes import procs
+
+WRITER_TABLE = "pghad_writer"
+COMMIT_BOUND_S = 2.0
+
+
+def connect(config: Config, name: str, timeout: int = 2) -> psycopg.Connection:
+    return psycopg.connect(
+        admin_conninfo(config.node(name), config.auth, connect_timeout=timeout), autocommit=True
+    )
+
+
+def is_writable(config: Config, name: str) -> bool | None:
+    """True for a primary, False for a standby, None when unreachable."""
+    try:
+        with connect(config, name, timeout=1) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error:
+        return None
+    return row is not None and not row[0]
+
+
+def wait_for(predicate: object, timeout: float, interval: float = 0.1, what: str = "") -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def streaming_standbys(config: Config, primary: str) -> dict[str, str]:
+    """application_name -> sync_state for streaming standbys of `primary` (empty if unreachable)."""
+    try:
+        with connect(config, primary, timeout=1) as conn:
+            rows = conn.execute(
+                "SELECT application_name, sync_state FROM pg_stat_replication "
+                "WHERE state = 'streaming'"
+            ).fetchall()
+    except psycopg.Error:
+        return {}
+    return {str(name): str(state) for name, state in rows}
+
+
+def postmaster(node: NodeConfig) -> int:
+    pid = procs.live_postmaster(node.data_dir)
+    assert pid is not None, f"{node.name} is not running"
+    return pid
+
+
+def kill9(node: NodeConfig) -> float:
+    """SIGKILL the node's postmaster; returns the monotonic time of the kill."""
+    pid = postmaster(node)
+    at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    return at
+
+
+def freeze(node: NodeConfig) -> list[int]:
+    """SIGSTOP every process of the node (postmaster and backends): a hung server."""
+    pids = procs.processes_in(node.data_dir)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+@dataclass
+class Commit:
+    id: int
+    node: str
+    at: float
+
+
+@dataclass
+class Writer:
+    """Commits one row at a time to whichever node is writable; remembers every acknowledged id.
+
+    A commit counts only when COMMIT returned without error. A commit that hangs (a frozen
+    server) is abandoned after COMMIT_BOUND_S and not counted.
+    """
+
+    config: Config
+    pause_s: float = 0.01
+    acked: list[Commit] = field(default_factory=list)
+    errors: int = 0
+    failures: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _next_id: int = 1
+    _abandoned: list[psycopg.Connection] = field(default_factory=list)
+
+    def start(self) -> Writer:
+        self._ensure_table()
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _ensure_table(self) -> None:
+        for node in self.config.nodes:
+            if is_writable(self.config, node.name):
+                with connect(self.config, node.name) as conn:
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {WRITER_TABLE} "
+                        "(id bigint PRIMARY KEY, node text, at timestamptz DEFAULT now())"
+                    )
+                    # A later writer on the same table continues the ids: no duplicate keys.
+                    row = conn.execute(
+                        f"SELECT coalesce(max(id), 0) FROM {WRITER_TABLE}"
+                    ).fetchone()
+                self._next_id = (row[0] if row else 0) + 1
+                return
+        raise AssertionError("no writable node to create the writer table on")
+
+    def _open(self) -> tuple[psycopg.Connection, str] | None:
+        for node in self.config.nodes:
+            try:
+                conn = connect(self.config, node.name, timeout=1)
+            except psycopg.Error:
+                continue
+            try:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            except psycopg.Error:
+                self._drop((conn, node.name))
+                continue
+            if row is not None and not row[0]:
+                return conn, node.name
+            conn.close()
+        return None
+
+    @staticmethod
+    def _drop(current: tuple[psycopg.Connection, str] | None) -> None:
+        if current is not None:
+            with contextlib.suppress(psycopg.Error):
+                current[0].close()
+
+    def _run(self) -> None:
+        pool = ThreadPoolExecutor(max_workers=1)
+        current: tuple[psycopg.Connection, str] | None = None
+        while not self._stop.is_set():
+            if current is None:
+                current = self._open()
+                if current is None:
+                    time.sleep(0.02)
+                    continue
+            conn, name = current
+            row_id = self._next_id
+            future = pool.submit(
+                conn.execute,
+                f"INSERT INTO {WRITER_TABLE} (id, node) VALUES (%s, %s)",
+                (row_id, name),
+            )
+            try:
+                future.result(timeout=COMMIT_BOUND_S)
+            except FutureTimeout:
+                # The connection is stuck in a frozen server: abandon it with its thread.
+                pool.shutdown(wait=False)
+                pool = ThreadPoolExecutor(max_workers=1)
+                self._abandoned.append(current[0])
+                self.failures.append((time.monotonic(), f"{current[1]}: commit hung"))
+                current = None
+                self.errors += 1
+                self._next_id += 1
+                continue
+            except psycopg.Error as exc:
+                self.failures.append((time.monotonic(), f"{current[1]}: {exc}"[:120]))
+                self._drop(current)
+                current = None
+                self.errors += 1
+                self._next_id += 1
+                continue
+            self.acked.append(Commit(row_id, name, time.monotonic()))
+            self._next_id += 1
+            time.sleep(self.pause_s)
+        pool.shutdown(wait=False)
+        self._drop(current)
+        for conn in self._abandoned:
+            self._drop((conn, ""))
+
+    def first_commit_on(self, node: str, after: float) -> float | None:
+        return next((c.at for c in self.acked if c.node == node and c.at >= after), None)
+
+    def missing_on(self, node: str) -> list[int]:
+        """Acknowledged ids that `node` does not have."""
+        ids = [c.id for c in self.acked]
+        with connect(self.config, node) as conn:
+            rows = conn.execute(
+                f"SELECT id FROM {WRITER_TABLE} WHERE id = ANY(%s)", (ids,)
+            ).fetchall()
+        present = {r[0] for r in rows}
+        return [i for i in ids if i not in present]
+
+    def longest_gap(self, start: float, end: float) -> float:
+        times = [c.at for c in self.acked if start <= c.at <= end]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def set_config_value(path: Path, section: str, key: str, value: str) -> None:
+    """Rewrite one `key = value` line inside [section] of a config.toml (value is TOML)."""
+    lines = path.read_text().splitlines()
+    current = ""
+    for index, line in enumerate(lines):
+        if line.startswith("["):
+            current = line.strip("[] ")
+        elif current == section and line.split("=")[0].strip() == key:
+            lines[index] = f"{key} = {value}"
+            break
+    else:
+        raise KeyError(f"{section}.{key} is not in {path}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def scratch_lab(first_port: int, api_port: int) -> tuple[Path, Path]:
+    """A new lab in a fresh directory under /tmp (reachable by the PostgreSQL user).
+
+    Returns (the directory to remove afterwards, the lab's config.toml).
+    """
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    lab_up(root / "lab", first_port=first_port, api_port=api_port)
+    return root, root / "lab" / "config.toml"
+
+
+def start_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
+            stdout=log,
+            stderr=log,
+        )

@@ -1,0 +1,223 @@
+"""The daemon's loop, queue, procedures and executor on fake nodes: whole scenarios in ms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from pghad.cluster.model import ClusterState, Memory
+from pghad.config import load_config
+from pghad.daemon import Daemon
+from pghad.errors import NodeError
+from pghad.operations import OperationBusy, Switchover
+from pghad.testing import FakeClock, FakeCluster, fake_config_text
+
+
+def make(tmp_path: Path, extra: str = "") -> tuple[Daemon, FakeCluster, FakeClock]:
+    path = tmp_path / "config.toml"
+    path.write_text(fake_config_text(tmp_path, extra))
+    config = load_config(path)
+    cluster = FakeCluster.of(config)
+    clock = FakeClock()
+    daemon = Daemon(config, path, node_factory=cluster.nodes_for, clock=clock)
+    daemon.loop._next_schedule_check = float("inf")  # no backup schedule in these scenarios
+    return daemon, cluster, clock
+
+
+async def settle(daemon: Daemon) -> None:
+    for _ in range(100):
+        running = [e.task for e in daemon.loop.ops.running.values() if e.task]
+        if all(task.done() for task in running):
+            return
+        await asyncio.sleep(0)
+
+
+async def rounds(daemon: Daemon, clock: FakeClock, count: int, step: float = 1.0) -> None:
+    for _ in range(count):
+        await daemon.loop.tick()
+        await settle(daemon)
+        clock.advance(step)
+
+
+def after_failover(cluster: FakeCluster, daemon: Daemon) -> None:
+    """b was promoted; a is the former primary."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    b.in_recovery, b.upstream, b.timeline, b.sync_names = False, None, 2, ""
+    a.in_recovery, a.upstream, a.timeline = True, "b", 2
+    daemon.loop.memory = Memory(
+        state=ClusterState.FAILING_OVER, primary="b", needs_rejoin=frozenset({"a"})
+    )
+
+
+def test_a_node_pghad_cannot_observe_is_never_rejoined(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    after_failover(cluster, daemon)
+    a = cluster.nodes["a"]
+    a.reachable = a.observable = False  # streaming from b, but cut from pghad
+    asyncio.run(rounds(daemon, clock, 30))
+    assert a.calls == []
+    assert daemon.loop.memory.needs_rejoin == frozenset()  # b sees it streaming
+
+
+def test_a_node_streaming_from_the_primary_is_never_stopped(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    after_failover(cluster, daemon)
+    cluster.nodes["a"].reachable = False  # its host answers, its SQL port does not
+    asyncio.run(rounds(daemon, clock, 30))
+    assert cluster.nodes["a"].calls == []
+
+
+def test_a_rejoin_that_does_not_stick_backs_off(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    after_failover(cluster, daemon)
+    a = cluster.nodes["a"]
+    a.running = False
+    cluster.cut_links.add(frozenset({"a", "b"}))  # every rejoin "works" but never streams
+    a.reachable = False  # and pghad cannot see it as a standby either
+    asyncio.run(rounds(daemon, clock, 30))
+    rejoins = cluster.calls("a", "rewind") + cluster.calls("a", "clone")
+    assert 1 <= rejoins <= 5, a.calls
+
+
+def test_a_former_primary_that_is_down_is_rejoined_once(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    after_failover(cluster, daemon)
+    cluster.nodes["a"].running = False
+    asyncio.run(rounds(daemon, clock, 10))
+    assert cluster.calls("a", "rewind") == 1
+    assert cluster.nodes["a"].streaming_to(cluster.nodes["b"])
+    assert daemon.loop.memory.state is ClusterState.HEALTHY
+
+
+def test_a_crashed_standby_is_started_again(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    cluster.nodes["b"].running = False
+    asyncio.run(rounds(daemon, clock, 3))
+    assert cluster.nodes["b"].streaming_to(cluster.nodes["a"])
+    assert cluster.calls("b", "clone") == 0
+
+
+def test_a_standby_without_data_is_rebuilt_by_a_copy(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    b = cluster.nodes["b"]
+    b.running, b.has_data = False, False
+    asyncio.run(rounds(daemon, clock, 3))
+    assert cluster.calls("b", "clone") == 1 and b.streaming_to(cluster.nodes["a"])
+
+
+def test_a_rewound_server_that_does_not_start_is_copied_afresh(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    after_failover(cluster, daemon)
+    a = cluster.nodes["a"]
+    a.running, a.start_fails = False, True
+    asyncio.run(rounds(daemon, clock, 3))
+    assert cluster.calls("a", "rewind") == 1 and cluster.calls("a", "clone") == 1
+    assert a.streaming_to(cluster.nodes["b"])
+
+
+def test_sync_is_relaxed_only_after_the_state_file_says_ineligible(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    seen: list[bool] = []
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    original = a.set_synchronous
+
+    async def checking(standby: str | None) -> None:
+        state = json.loads((tmp_path / "state.json").read_text())
+        seen.append(state["standby_eligible"])
+        await original(standby)
+
+    a.set_synchronous = checking  # type: ignore[method-assign]
+    asyncio.run(rounds(daemon, clock, 2))
+    assert daemon.loop.memory.standby_eligible
+    b.running = b.observable = False  # the standby is gone and pghad cannot tell why
+    asyncio.run(rounds(daemon, clock, 6))
+    assert a.sync_names == "" and seen == [False]
+
+
+def test_one_operation_at_a_time_and_the_trigger_waits(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    trigger = tmp_path / "failback.trigger"
+
+    async def scenario() -> None:
+        await rounds(daemon, clock, 2)
+        first = asyncio.ensure_future(daemon.submit(Switchover()))
+        await asyncio.sleep(0)
+        with pytest.raises(OperationBusy, match="switchover is running"):
+            await daemon.submit(Switchover())
+        trigger.touch()
+        await daemon.loop.tick()  # starts the switchover; the trigger must wait
+        assert trigger.exists()
+        await settle(daemon)
+        await daemon.loop.tick()  # collects it; the trigger is taken now
+        result = await asyncio.wait_for(first, 5)
+        assert result.new_primary == "b"
+        await rounds(daemon, clock, 5)  # b's new standby is made synchronous, then the trigger
+        assert not trigger.exists()
+
+    asyncio.run(scenario())
+    assert not cluster.nodes["a"].in_recovery  # failed back to the preferred node
+
+
+def test_a_switchover_whose_promotion_fails_puts_the_old_primary_back(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+
+    async def refuse() -> bool:
+        raise NodeError("b: promotion refused")
+
+    cluster.nodes["b"].promote = refuse  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await rounds(daemon, clock, 2)
+        pending = asyncio.ensure_future(daemon.submit(Switchover()))
+        await rounds(daemon, clock, 2)
+        with pytest.raises(NodeError, match="a is the primary again"):
+            await asyncio.wait_for(pending, 5)
+
+    asyncio.run(scenario())
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    assert a.running and not a.in_recovery and b.streaming_to(a)
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "operation_failed" for e in events)
+
+
+def test_reload_reaches_backups_and_node_passwords(tmp_path: Path) -> None:
+    daemon, cluster, _clock = make(tmp_path)
+    config_path = tmp_path / "config.toml"
+    extra = (
+        '\n[auth]\npassword = "changed"\n'
+        "\n[backup]\nschedule = false\nkeep_cycles = 5\n"
+        f'compression = "gzip"\nsource = "primary"\ndir = "{tmp_path / "backups"}"\n'
+    )
+    text = fake_config_text(tmp_path).replace(
+        f'[backup]\nschedule = false\ndir = "{tmp_path / "backups"}"\n', ""
+    )
+    config_path.write_text(text + extra)
+    asyncio.run(daemon._reload())
+    runtime = daemon.loop.runtime
+    backup = runtime.backups.config.backup
+    assert (backup.keep_cycles, backup.compression, backup.source) == (5, "gzip", "primary")
+    assert runtime.procedures.config is runtime.config
+    assert cluster.nodes["a"].auth.password == "changed"
+
+
+def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    states: list[dict[str, object]] = []
+    original = b.promote
+
+    async def checking() -> bool:
+        states.append(json.loads((tmp_path / "state.json").read_text()))
+        return await original()
+
+    b.promote = checking  # type: ignore[method-assign]
+    asyncio.run(rounds(daemon, clock, 2))
+    a.running = False
+    asyncio.run(rounds(daemon, clock, 30, step=0.1))
+    assert len(states) == 1
+    assert states[0]["state"] == "failing_over" and states[0]["standby_eligible"] is False
+    assert "a" in states[0]["needs_rejoin"]
+    assert not b.in_recovery and a.streaming_to(b)

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB ?= lab
 
-.PHONY: install redis-server demo test check unit integration bench lab-down lab-destroy clean
+.PHONY: install test-deps demo test check unit integration bench lab-down lab-destroy clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,12 +13,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The test harness starts its own redis-server; install it from Debian's packages if missing.
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
-	  (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || { \
-	    echo "could not install redis-server: install it yourself (apt-get install redis-server)"; exit 1; }; }
+# The test harness starts its own redis-server and drops packets with iptables; install both
+# from Debian's packages if missing.
+test-deps:
+	@command -v redis-server >/dev/null 2>&1 && command -v iptables >/dev/null 2>&1 || { \
+	  echo "installing redis-server and iptables (Debian packages)"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server iptables >/dev/null) || { \
+	    echo "could not install them: apt-get install redis-server iptables"; exit 1; }; }
 
 demo: install
 	$(VENV)/bin/pghad lab up --dir $(LAB)
@@ -35,13 +36,13 @@ check: install
 	$(VENV)/bin/ruff format --check pghad tests bench
 	$(VENV)/bin/mypy pghad bench tests
 
-test: install redis-server check
+test: install test-deps check
 	$(VENV)/bin/pytest
 
 unit: install
 	$(VENV)/bin/pytest -m "not integration"
 
-integration: install redis-server
+integration: install test-deps
 	$(VENV)/bin/pytest -m integration
 
 bench: install

@@ -31,7 +31,8 @@ from pghad import pgbin
 from pghad.backup.catalog import Catalog
 from pghad.backup.planner import Requested
 from pghad.backup.restore import restore
-from pghad.backup.runner import BackupRunner, directory_size
+from pghad.backup.runner import BackupRunner
+from pghad.backup.steps import directory_size
 from pghad.config import Config, load_config
 from pghad.lab import lab_destroy
 from pghad.runtime import make_nodes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,9 +15,8 @@ from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupStatus
 from pghad.backup.planner import Requested
 from pghad.backup.runner import BackupRunner
-from pghad.client import ApiClient, format_status
+from pghad.client import ApiClient, ApiUnreachable, format_status
 from pghad.config import Config, load_config
-from pghad.conninfo import admin_conninfo
 from pghad.errors import PghadError
 from pghad.loop import local_now
 from pghad.pgbin import find_bin_dir
@@ -27,7 +27,9 @@ DEFAULT_LAB_DIR = Path("lab")
 def _print_lab(config: Config, lab_dir: Path) -> None:
     print(f"lab {config.cluster.name} is up in {lab_dir.resolve()}")
     for node in config.nodes:
-        print(f'  {node.name}: psql "{admin_conninfo(node, config.auth)}"')
+        # Over the node's socket the lab trusts local connections: no password on the screen.
+        host = node.socket_dir or node.host
+        print(f'  {node.name}: psql "host={host} port={node.port} user={node.user}"')
     config_path = lab_dir / "config.toml"
     print("next:")
     print(
@@ -66,7 +68,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    url, token = args.url, args.token or ""
+    url = args.url
+    token = os.environ.get("PGHAD_API_TOKEN", "")
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
     if url is None:
         config = load_config(args.config)
         url = f"http://{config.api.bind}:{config.api.port}"
@@ -104,11 +109,29 @@ def _backup_parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    config, catalog, bin_dir = _backup_parts(args)
+    """The running daemon takes the backup (one owner: events, metrics, one at a time); with no
+    daemon, this process takes it itself."""
+    try:
+        answer = _client(args).call("POST", f"/backups?kind={args.kind}")
+    except ApiUnreachable as exc:
+        print(f"{exc}; taking the backup here instead", file=sys.stderr)
+        return _backup_here(args)
+    record = answer["backup"]
+    size_mb = (record.get("size_bytes") or 0) / 1e6
+    print(
+        f"{record['id']}: {record['kind']}, {size_mb:.1f} MB, {record['duration_s']} s, "
+        f"from {record['source_node']} ({record['reason']}; taken by the daemon)"
+    )
+    return 0
+
+
+def _backup_here(args: argparse.Namespace) -> int:
     from pghad.runtime import make_nodes
 
-    nodes = make_nodes(config)
-    runner = BackupRunner(config, catalog, bin_dir, nodes, progress=sys.stderr.isatty())
+    config, catalog, bin_dir = _backup_parts(args)
+    runner = BackupRunner(
+        config, catalog, bin_dir, make_nodes(config), progress=sys.stderr.isatty()
+    )
     print(f"taking a backup ({args.kind}) into {config.backup.dir} ...", file=sys.stderr)
     record = asyncio.run(runner.run(local_now(), Requested(args.kind)))
     if record.status is not BackupStatus.OK:
@@ -174,7 +197,12 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
         help="read the API address and token from this file",
     )
     parser.add_argument("--url", help="API base URL (default: from the config file)")
-    parser.add_argument("--token", help="API token (default: config file or PGHAD_API_TOKEN)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="read the API token from this file (default: PGHAD_API_TOKEN, then the config "
+        "file; a token is never taken on the command line, where `ps` would show it)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     _api_options(events)
     events.set_defaults(handler=_cmd_events)
 
-    backup = commands.add_parser("backup", help="take a backup now (on this host)")
+    backup = commands.add_parser(
+        "backup", help="take a backup now (by the running daemon; by this process without one)"
+    )
     backup.add_argument("--kind", choices=[k.value for k in Requested], default="auto")
-    backup.add_argument("--config", type=Path, default=Path("config.toml"))
+    _api_options(backup)
     backup.set_defaults(handler=_cmd_backup)
 
     backups = commands.add_parser("backups", help="list backups (from the local catalog)")

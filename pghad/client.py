@@ -15,6 +15,10 @@ class ApiCallFailed(PghadError):
     """The API answered with an error, or could not be reached."""
 
 
+class ApiUnreachable(ApiCallFailed):
+    """Nothing answers at the API address (the daemon is not running there)."""
+
+
 class ApiClient:
     def __init__(self, base_url: str, token: str = "", timeout: float = 300.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -37,7 +41,7 @@ class ApiClient:
             raise ApiCallFailed(f"{method} {path}: HTTP {exc.code}: {message}") from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ApiCallFailed(
+            raise ApiUnreachable(
                 f"cannot reach the pghad API at {self.base_url} ({reason}): is `pghad run` up?"
             ) from exc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -218,8 +219,16 @@ class Daemon:
         )
 
 
+def raise_descriptor_limit() -> None:
+    """Use the hard limit on open files: clients must not exhaust the usual soft 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
+    raise_descriptor_limit()
     logs.configure(config.log.format, config.log.level, config_secrets(config))
     daemon = Daemon(config, config_path)
     asyncio.run(daemon.run())

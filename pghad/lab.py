@@ -11,11 +11,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psycopg
+import tomlkit
 from psycopg import sql
 
-from pghad import pgbin, runas
+from pghad import files, pgbin, runas
 from pghad.config import Config, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import ConfigError, SetupError
@@ -53,13 +55,13 @@ host    replication   {repl_user}  127.0.0.1/32    scram-sha-256
 CONFIG_TEMPLATE = """# pghad lab configuration, written by `pghad lab up`.
 # See config.toml in the repository for every setting and what it means.
 
-pg_bin = "{pg_bin}"
+pg_bin = ""
 
 [cluster]
 name = "pghad-lab"
 probe_interval = 1.0
 probe_timeout = 1.0
-failover_threshold = {threshold}
+failover_threshold = 10.0
 synchronous = true
 sync_relax_after = 3.0
 max_lag_on_failover = 1048576
@@ -67,14 +69,14 @@ auto_rejoin = true
 preferred_primary = "node1"
 
 [auth]
-password = "{password}"
+password = ""
 replication_user = "replicator"
-replication_password = "{repl_password}"
+replication_password = ""
 
 [[nodes]]
 name = "node1"
 host = "127.0.0.1"
-port = {port1}
+port = 15432
 user = "postgres"
 dbname = "postgres"
 data_dir = "node1/data"
@@ -84,7 +86,7 @@ driver = "local"
 [[nodes]]
 name = "node2"
 host = "127.0.0.1"
-port = {port2}
+port = 15433
 user = "postgres"
 dbname = "postgres"
 data_dir = "node2/data"
@@ -93,8 +95,8 @@ driver = "local"
 
 [api]
 bind = "127.0.0.1"
-port = {api_port}
-token = "{token}"
+port = 8088
+token = ""
 
 [redis]
 url = "redis://127.0.0.1:6379/0"
@@ -143,19 +145,18 @@ def free_port(start: int, taken: set[int] | None = None) -> int:
 def _write_config(lab_dir: Path, first_port: int, bin_dir: Path, api_port: int) -> Path:
     port1 = free_port(first_port)
     port2 = free_port(port1 + 1)
-    text = CONFIG_TEMPLATE.format(
-        threshold=10.0,
-        password=secrets.token_urlsafe(18),
-        repl_password=secrets.token_urlsafe(18),
-        token=secrets.token_urlsafe(24),
-        pg_bin=bin_dir,
-        port1=port1,
-        port2=port2,
-        api_port=api_port,
-    )
+    doc = tomlkit.parse(CONFIG_TEMPLATE)
+    doc["pg_bin"] = str(bin_dir)
+    auth = cast(dict[str, object], doc["auth"])
+    auth["password"] = secrets.token_urlsafe(18)
+    auth["replication_password"] = secrets.token_urlsafe(18)
+    nodes = cast(list[dict[str, object]], doc["nodes"])
+    nodes[0]["port"], nodes[1]["port"] = port1, port2
+    api = cast(dict[str, object], doc["api"])
+    api["port"], api["token"] = api_port, secrets.token_urlsafe(24)
     path = lab_dir / "config.toml"
-    path.write_text(text)
-    path.chmod(0o600)
+    with files.create_private(path) as handle:  # passwords and the token: 0600 from the start
+        handle.write(tomlkit.dumps(doc).encode())
     return path
 
 

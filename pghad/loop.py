@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pghad.backup.model import BackupRecord, BackupStatus
-from pghad.backup.planner import is_due
 from pghad.cluster import results
 from pghad.cluster.decide import decide
 from pghad.cluster.executor import Outcome
@@ -23,6 +22,7 @@ from pghad.cluster.observation import ClusterView
 from pghad.cluster.observe import observe
 from pghad.cluster.procedures import OperationResult
 from pghad.errors import OperationRefused, PghadError
+from pghad.intake import Intake
 from pghad.operations import (
     Act,
     Entry,
@@ -39,7 +39,6 @@ from pghad.recorder import Recorder
 from pghad.runtime import Runtime
 
 SUSPECT_PROBE_INTERVAL_S = 0.1
-SCHEDULE_CHECK_S = 30.0
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
 SETTLING = ("rejoin", "start_standby")
@@ -67,8 +66,7 @@ class Loop:
         self.ops = Operations()
         self.view = ClusterView()
         self.last_round_at: float | None = None
-        self._next_schedule_check = 0.0
-        self._trigger_problem: str | None = None
+        self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -96,8 +94,9 @@ class Loop:
             actions = ()
         if actions and not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
             self.ops.submit(Act(actions))
-        self._check_trigger()
-        self._check_schedule(now)
+        self.intake.check_trigger()
+        if self.intake.schedule_due(now):
+            self.spawn(self.intake.schedule(self.runtime))
         for request in self.ops.start_queued(self._execute):
             self.recorder.event("operation_started", operation=describe(request))
         self.recorder.metrics.observe_round(self.view, self.memory, time.time())
@@ -263,40 +262,6 @@ class Loop:
         self.recorder.metrics.failovers.labels(cause).inc()
         self.recorder.metrics.last_failover.set(duration_s)
         self.recorder.event("failover", **entry)
-
-    # ---- the trigger file and the backup schedule --------------------------------------------
-
-    def _check_trigger(self) -> None:
-        trigger = self.config.state.trigger_path
-        problem = None
-        try:
-            if trigger.is_dir():
-                problem = f"{trigger} is a directory: remove it; the trigger must be a plain file"
-            elif trigger.exists() and not self.ops.busy(Lane.CLUSTER):
-                trigger.unlink()
-                self.recorder.event("failback_trigger", path=str(trigger))
-                self.ops.submit(Failback(trigger=str(trigger)))
-        except OSError as exc:
-            problem = f"cannot use the trigger file {trigger}: {exc.strerror}"
-        if problem != self._trigger_problem and problem is not None:
-            self.recorder.event("failback_trigger_unusable", level="error", error=problem)
-        self._trigger_problem = problem
-
-    def _check_schedule(self, now: float) -> None:
-        if now < self._next_schedule_check:
-            return
-        self._next_schedule_check = now + SCHEDULE_CHECK_S
-        self.spawn(self._schedule())
-
-    async def _schedule(self) -> None:
-        runtime = self.runtime
-        backup = runtime.config.backup
-        records = await asyncio.to_thread(runtime.catalog.records)
-        due = backup.schedule and is_due(records, self.wall_clock(), backup.time_of_day)
-        if due and not self.ops.busy(Lane.BACKUP):
-            self.ops.submit(TakeBackup(scheduled=True))
-            return
-        await asyncio.to_thread(runtime.catalog.flush)
 
     def spawn(self, coro: Any) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -53,6 +53,10 @@ class FakeNode:
     def process(self) -> FakeNode:
         return self
 
+    @property
+    def node(self) -> NodeConfig:
+        return self.config
+
     # ---- observation ------------------------------------------------------------------------
 
     def streaming_to(self, primary: FakeNode) -> bool:

@@ -154,14 +154,24 @@ class DaemonProcess:
         self._api = ""
         self._token = ""
 
-    def start(self, extra_env: dict[str, str] | None = None) -> DaemonProcess:
+    def start(
+        self, extra_env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> DaemonProcess:
         config = self.lab.config
         self._api = f"http://{config.api.bind}:{config.api.port}"  # as the daemon bound it
         self._token = config.api.token
         env = {**os.environ, **(extra_env or {})}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pghad", "run", "--config", str(self.lab.config_path)],
+                [
+                    *(prefix or []),
+                    sys.executable,
+                    "-m",
+                    "pghad",
+                    "run",
+                    "--config",
+                    str(self.lab.config_path),
+                ],
                 stdout=log,
                 stderr=log,
                 env=env,

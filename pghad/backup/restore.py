@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,20 @@ from pghad.nodes.local import LocalDriver
 
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus
-from .runner import StepFailed, verify_args
+from .steps import StepFailed, verify_args
 
 TIMEOUT_S = 6 * 3600
 # Settings copied from the node the backup was taken on that would tie a restored, independent
 # server to the cluster (streaming from it, or waiting for its synchronous standby).
-CLUSTER_SETTINGS = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
+# Settings of the cluster the backup came from: a restored copy must neither follow that primary,
+# wait for its standby, nor archive into its archive.
+CLUSTER_SETTINGS = (
+    "primary_conninfo",
+    "primary_slot_name",
+    "synchronous_standby_names",
+    "archive_command",
+    "archive_mode",
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,8 @@ async def restore(
     record = find(catalog, backup_id)
     if record.status is not BackupStatus.OK:
         raise OperationRefused(f"{record.id} is {record.status.value}: only ok backups restore")
+    if target.exists() and not target.is_dir():
+        raise OperationRefused(f"{target} is a file: --target must be a new or empty directory")
     if target.exists() and any(target.iterdir()):
         raise OperationRefused(f"{target} is not empty: choose a new directory for --target")
     chain = _chain(catalog, record)
@@ -122,7 +133,8 @@ async def restore(
         if isinstance(failure, BaseException):
             raise failure
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.parent / f".{target.name}.unpacked"
+    # A private directory of our own (mode 0700, a name nobody can guess) for unpacked tar files.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         inputs = [await _plain_dir(member, scratch) for member in chain]
         result = await run_command(

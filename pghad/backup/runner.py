@@ -6,120 +6,47 @@ The record is saved as running before any work starts; a failure records which s
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import gzip
-import json
-import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from pghad.cluster import sqlops
-from pghad.cluster.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
+from pghad.cluster.observation import ClusterView, NodeObservation, parse_lsn
 from pghad.cluster.observe import observe
-from pghad.commands import child_env, run_command
+from pghad.commands import run_command
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo, replication_conninfo
-from pghad.errors import OperationRefused, PghadError
-from pghad.files import create_private
+from pghad.errors import PghadError
 
 from .catalog import Catalog
+from .dump import logical_dump
 from .model import BackupKind, BackupRecord, BackupStatus, backup_id
 from .planner import Plan, Requested, choose, to_delete
+from .restartpoint import advance_restartpoint
+from .steps import (
+    StepFailed,
+    backup_lock,
+    directory_size,
+    dump_path,
+    manifest_wal_range,
+    pick_source,
+    remove_partial,
+    summaries_gap,
+    unwritable,
+    verify_args,
+)
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
 
 BASEBACKUP_TIMEOUT_S = 6 * 3600
 SUMMARY_ERRORS = ("WAL summar", "manifest requires WAL")
-
-
-class StepFailed(PghadError):
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(f"step {step}: {message}")
-        self.step = step
-
-
-@contextmanager
-def backup_lock(backup_dir: Path) -> Iterator[None]:
-    make_private_dir(backup_dir)
-    with (backup_dir / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise OperationRefused(
-                "a backup is already running (another pghad holds the backup lock); retry "
-                "when it has finished"
-            ) from exc
-        yield
-
-
-def make_private_dir(directory: Path) -> None:
-    """The backups directory holds every row and password hash: only root may read it."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
-
-
-def unwritable(directory: Path) -> str | None:
-    """Why files cannot be created in `directory` (made if missing), or None."""
-    try:
-        make_private_dir(directory)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
-def directory_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def pick_source(view: ClusterView, prefer: str) -> NodeObservation | None:
-    """The standby when it is healthy and preferred, else the primary (or any reachable node)."""
-    standbys = [o for o in view.nodes.values() if o.is_standby and o.receiver_status == "streaming"]
-    primaries = [o for o in view.nodes.values() if o.writable]
-    ordered = standbys + primaries if prefer == "standby" else primaries + standbys
-    return ordered[0] if ordered else None
-
-
-def summaries_gap(rows: list[tuple[int, str, str]], timeline: int, start: int) -> str | None:
-    """Why WAL summaries on `timeline` cannot serve an incremental from `start`, or None.
-
-    Summaries not written yet (the summarizer is behind) are not a gap: pg_basebackup waits.
-    """
-    spans = sorted((parse_lsn(s) or 0, parse_lsn(e) or 0) for tli, s, e in rows if tli == timeline)
-    if not spans:
-        return None
-    if spans[0][0] > start:
-        return f"summaries begin at {format_lsn(spans[0][0])}, after {format_lsn(start)}"
-    reached = start
-    for span_start, span_end in spans:
-        if span_end <= start:
-            continue
-        if span_start > reached:
-            return f"no summary between {format_lsn(reached)} and {format_lsn(span_start)}"
-        reached = max(reached, span_end)
-    return None
-
-
-def dump_path(backup_dir: Path, day: date, taken: set[str]) -> Path:
-    """backup_completo_YYYYMMDD.sql.gz for the day's first dump, then _2, _3: one per backup."""
-    number = 1
-    while True:
-        suffix = "" if number == 1 else f"_{number}"
-        path = backup_dir / f"backup_completo_{day:%Y%m%d}{suffix}.sql.gz"
-        if str(path) not in taken and not path.exists():
-            return path
-        number += 1
 
 
 @dataclass
@@ -130,6 +57,7 @@ class BackupRunner:
     nodes: Mapping[str, Node]
     progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
     _step: str = field(default="prepare", init=False)
+    _dump: str | None = field(default=None, init=False)
 
     async def _observe(self) -> ClusterView:
         return await observe(self.nodes, self.config.cluster.probe_timeout)
@@ -209,11 +137,18 @@ class BackupRunner:
             if source is None:
                 raise StepFailed("select-source", "no reachable server to back up from")
             record = await self._take(record, plan, self.config.node(source.name), view, records)
-        except (PghadError, OSError) as exc:
-            # A full disk, a dead source, a failed verify: nothing partial stays behind.
-            await asyncio.to_thread(remove_partial, record)
+        except (PghadError, OSError, asyncio.CancelledError) as exc:
+            # A full disk, a dead source, a failed verify, a stop: nothing partial stays behind.
+            record = record.with_(logical_dump=self._dump)
+            await asyncio.shield(asyncio.to_thread(remove_partial, record))
             error = str(exc) if isinstance(exc, StepFailed) else f"step {self._step}: {exc}"
-            record = record.with_(status=BackupStatus.FAILED, error=error)
+            if isinstance(exc, asyncio.CancelledError):
+                error = f"step {self._step}: cancelled (the daemon stopped)"
+            failed = record.with_(status=BackupStatus.FAILED, error=error, logical_dump=None)
+            if isinstance(exc, asyncio.CancelledError):
+                await asyncio.shield(self._save(failed))
+                raise
+            record = failed
         elapsed = time.monotonic() - started
         record = record.with_(
             finished_at=(now + timedelta(seconds=elapsed)).isoformat(),
@@ -265,7 +200,7 @@ class BackupRunner:
         view: ClusterView,
         records: list[BackupRecord],
     ) -> BackupRecord:
-        self._step = "prepare"
+        self._step, self._dump = "prepare", None
         path = Path(record.path)
         problem = unwritable(path.parent)
         if problem is not None:
@@ -273,7 +208,9 @@ class BackupRunner:
                 "prepare", f"backup directory {path.parent} is not writable: {problem}"
             )
         if plan.parent is not None and view[source.name].is_standby:
-            await self._advance_standby_restartpoint(view)
+            primary = next((o.name for o in view.nodes.values() if o.writable), None)
+            if primary is not None:
+                await advance_restartpoint(self.config.node(primary), source, self.config.auth)
         args = ["-D", str(path), "-c", "fast", "-X", "stream", "--no-password"]
         if plan.parent is not None:
             args.append(f"--incremental={Path(plan.parent.path) / 'backup_manifest'}")
@@ -308,27 +245,12 @@ class BackupRunner:
             self._step = "logical-dump"
             taken = {r.logical_dump for r in records if r.logical_dump}
             dump = await asyncio.to_thread(dump_path, self.config.backup.dir, record.day, taken)
+            self._dump = str(dump)
             record = record.with_(logical_dump=str(dump))
-            await self._logical_dump(source, dump)
+            conninfo = admin_conninfo(source, self.config.auth, with_password=False)
+            await logical_dump(self.bin_dir, conninfo, self.config.auth.password, dump)
             record = record.with_(logical_dump=str(dump), logical_dump_bytes=dump.stat().st_size)
         return record
-
-    async def _advance_standby_restartpoint(self, view: ClusterView) -> None:
-        """A standby's backup starts at its last restartpoint; an incremental needs a newer one.
-
-        A checkpoint on the primary and a WAL switch give the standby a restartpoint and its
-        WAL summarizer a complete segment to summarize.
-        """
-        primary = next((o.name for o in view.nodes.values() if o.writable), None)
-        if primary is None:
-            return
-        node = self.config.node(primary)
-        try:
-            async with await sqlops.connect(node, self.config.auth) as conn:
-                await conn.execute("CHECKPOINT")
-                await conn.execute("SELECT pg_switch_wal()")
-        except psycopg.Error:
-            return
 
     async def _program(self, program: str, args: list[str], step: str) -> str:
         env = {"PGPASSWORD": self.config.auth.replication_password}
@@ -344,35 +266,6 @@ class BackupRunner:
             raise StepFailed(step, f"{program} failed: {detail}")
         return result.stdout
 
-    async def _logical_dump(self, source: NodeConfig, target: Path) -> None:
-        """pg_dumpall streamed through gzip: `gunzip -c FILE | psql` restores it."""
-        conninfo = admin_conninfo(source, self.config.auth, with_password=False)
-        process = await asyncio.create_subprocess_exec(
-            str(self.bin_dir / "pg_dumpall"),
-            "-d",
-            conninfo,
-            "--no-password",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=child_env({"PGPASSWORD": self.config.auth.password}),
-        )
-        assert process.stdout is not None and process.stderr is not None
-        tmp = partial_dump(target)
-        errors = asyncio.ensure_future(process.stderr.read())
-        try:
-            with create_private(tmp) as raw, gzip.GzipFile(fileobj=raw, mode="wb") as handle:
-                while chunk := await process.stdout.read(1 << 20):
-                    await asyncio.to_thread(handle.write, chunk)
-        except BaseException:
-            process.kill()
-            await process.wait()
-            errors.cancel()
-            raise
-        message = (await errors).decode(errors="replace")
-        if await process.wait() != 0:
-            raise StepFailed("logical-dump", f"pg_dumpall failed: {message.strip()[-500:]}")
-        tmp.replace(target)
-
     def apply_retention(self) -> list[BackupRecord]:
         deleted = to_delete(self.catalog.records(), self.config.backup.keep_cycles)
         for record in deleted:
@@ -381,27 +274,3 @@ class BackupRunner:
                 Path(record.logical_dump).unlink(missing_ok=True)
             self.catalog.delete(record)
         return deleted
-
-
-def partial_dump(target: Path) -> Path:
-    return target.with_name(f".{target.name}.partial")
-
-
-def remove_partial(record: BackupRecord) -> None:
-    """Everything a failed backup wrote: its directory, its dump and the dump's temp file."""
-    shutil.rmtree(record.path, ignore_errors=True)
-    if record.logical_dump:
-        dump = Path(record.logical_dump)
-        dump.unlink(missing_ok=True)
-        partial_dump(dump).unlink(missing_ok=True)
-
-
-def verify_args(record: BackupRecord) -> list[str]:
-    # pg_waldump cannot read WAL inside tar files; the manifest still checks every file.
-    return ["--quiet", *(["--no-parse-wal"] if record.is_tar else []), record.path]
-
-
-def manifest_wal_range(path: Path) -> tuple[str, str, int]:
-    manifest = json.loads((path / "backup_manifest").read_text())
-    ranges = manifest["WAL-Ranges"]
-    return ranges[0]["Start-LSN"], ranges[-1]["End-LSN"], int(ranges[-1]["Timeline"])

@@ -116,14 +116,15 @@ def _with_primary(
     obs = view[primary]
     replica = obs.replica(standby)
     streaming = replica is not None and replica.state == "streaming"
-    standby_down_since = None if streaming else (memory.standby_down_since or now)
+    since = memory.standby_down_since
+    standby_down_since = None if streaming else (since if since is not None else now)
     link = Link(
         primary=primary,
         standby=standby,
         replica=replica,
         named=obs.names_sync_standby(standby),
         lag=view.lag_bytes(primary, standby),
-        down_for=now - (standby_down_since or now),
+        down_for=0.0 if standby_down_since is None else now - standby_down_since,
         primary_lsn=obs.current_lsn,
         watermark=memory.sync_watermark,
         was_eligible=memory.standby_eligible,

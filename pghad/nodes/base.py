@@ -17,7 +17,8 @@ class Role(StrEnum):
 class NodeDriver(Protocol):
     """What needs a shell on a node. Promotion and replication settings go over SQL instead."""
 
-    node: NodeConfig
+    @property
+    def node(self) -> NodeConfig: ...
 
     async def is_running(self) -> bool:
         """True while the node's postmaster is alive (a zombie or a missing process is not)."""

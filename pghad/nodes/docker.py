@@ -142,19 +142,32 @@ class DockerDriver:
         return "container killed"
 
     async def rewind(self, source: NodeConfig) -> None:
+        if await self.is_running():
+            raise NodeError(f"{self.node.name}: stop the container before pg_rewind")
         conninfo = admin_conninfo(source, self.auth, with_password=False)
+        data = shlex.quote(str(self.data_dir))
+        # The server ran as PID 1 of its container: its postmaster.pid names PID 1, which always
+        # exists in the one-off container. The node's container is stopped, so the file is stale.
         await self._one_off(
-            f"pg_rewind -D {shlex.quote(str(self.data_dir))} "
+            f"rm -f {data}/postmaster.pid && pg_rewind -D {data} "
             f"--source-server={shlex.quote(conninfo)}",
             env={"PGPASSWORD": self.auth.password},
         )
 
     async def clone(self, source: NodeConfig) -> None:
+        if await self.is_running():
+            raise NodeError(f"{self.node.name}: stop the container before cloning over it")
         conninfo = replication_conninfo(source, self.auth, self.node.name, with_password=False)
         data = shlex.quote(str(self.data_dir))
+        new = shlex.quote(f"{self.data_dir}/.pghad-clone")
+        # The data directory is a volume's root and cannot be renamed: the copy is made beside
+        # the old files, inside it, and replaces them only once it is complete.
         await self._one_off(
-            f"rm -rf {data}/* && pg_basebackup -D {data} -d {shlex.quote(conninfo)} "
-            f"-c fast -X stream && touch {data}/standby.signal",
+            f"set -e; rm -rf {new}; "
+            f"pg_basebackup -D {new} -d {shlex.quote(conninfo)} -c fast -X stream; "
+            f"touch {new}/standby.signal; "
+            f"find {data} -mindepth 1 -maxdepth 1 ! -name .pghad-clone -exec rm -rf {{}} +; "
+            f"find {new} -mindepth 1 -maxdepth 1 -exec mv -t {data} {{}} +; rmdir {new}",
             env={"PGPASSWORD": self.auth.replication_password},
         )
 

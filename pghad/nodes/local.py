@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
+
 from pghad import files
 from pghad.cluster.observation import ServerState
 from pghad.commands import CommandResult, run_command
@@ -26,6 +28,12 @@ STOP_TIMEOUT_S = 30
 FENCE_GRACE_S = 2.0
 REWIND_ATTEMPTS = 20
 REWIND_RETRY_S = 0.5
+
+
+def _held_by_orphans(error: BaseException) -> bool:
+    return isinstance(error, NodeError) and (
+        "another postmaster" in str(error) or "lock file" in str(error)
+    )
 
 
 @dataclass
@@ -172,26 +180,28 @@ class LocalDriver:
         if await self.is_running():
             raise NodeError(f"{self.node.name}: stop the server before pg_rewind")
         source_info = admin_conninfo(source, self.auth, with_password=False)
-        last_error: NodeError | None = None
-        for _attempt in range(REWIND_ATTEMPTS):
-            await self._wait_for_orphans()
-            procs.clear_stale_pidfile(self.data_dir)
-            try:
-                await self._pg(
-                    "pg_rewind",
-                    "-D",
-                    str(self.data_dir),
-                    f"--source-server={source_info}",
-                    timeout=600,
-                    env={"PGPASSWORD": self.auth.password},
-                )
-                return
-            except NodeError as exc:
-                last_error = exc
-                if "another postmaster" not in str(exc) and "lock file" not in str(exc):
-                    break
-                await asyncio.sleep(REWIND_RETRY_S)
-        raise NodeError(f"{last_error} (source {redacted(source_info)})")
+        # Backends of a killed postmaster hold the directory for a moment: retry only that.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_held_by_orphans),
+            stop=stop_after_attempt(REWIND_ATTEMPTS),
+            wait=wait_fixed(REWIND_RETRY_S),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._wait_for_orphans()
+                    procs.clear_stale_pidfile(self.data_dir)
+                    await self._pg(
+                        "pg_rewind",
+                        "-D",
+                        str(self.data_dir),
+                        f"--source-server={source_info}",
+                        timeout=600,
+                        env={"PGPASSWORD": self.auth.password},
+                    )
+        except NodeError as exc:
+            raise NodeError(f"{exc} (source {redacted(source_info)})") from exc
 
     async def checkpoint_lsn(self) -> str:
         result = await self._pg("pg_controldata", str(self.data_dir), timeout=30)

@@ -20,8 +20,11 @@ from pghad.nodes.base import NodeDriver
 
 
 class Node(Protocol):
-    config: NodeConfig
-    process: NodeDriver
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def process(self) -> NodeDriver: ...
 
     @property
     def name(self) -> str: ...

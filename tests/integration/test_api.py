@@ -220,7 +220,7 @@ def test_backups_over_the_api(lab: Lab, daemon: DaemonProcess) -> None:
     code, listing = daemon.http("GET", "/backups")
     assert code == 200 and [b["id"] for b in listing["backups"]] == [body["backup"]["id"]]
     code, second = daemon.post("/backups")
-    assert code == 200 and second["backup"]["kind"] == "incremental"
+    assert code == 200 and second["backup"]["kind"] == "incremental", second["backup"]["reason"]
     assert daemon.post("/backups?kind=weekly")[0] == 422
     assert daemon.http("POST", "/backups", token="wrong")[0] == 401
     _, metrics = daemon.http("GET", "/metrics")

@@ -16,9 +16,10 @@ import redis
 from pghad import pgbin
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
-from pghad.backup.planner import is_due
+from pghad.backup.planner import Requested, is_due
 from pghad.backup.restore import restore, verify
-from pghad.backup.runner import BackupRunner, StepFailed
+from pghad.backup.runner import BackupRunner
+from pghad.backup.steps import StepFailed
 from pghad.cluster import sqlops
 from pghad.config import Config
 from pghad.lab import free_port
@@ -27,7 +28,7 @@ from pghad.nodes.local import LocalDriver
 from pghad.runtime import make_nodes
 from tests.support.chaos import connect
 
-from ..conftest import Lab, RedisServer
+from ..conftest import DaemonProcess, Lab, RedisServer
 
 DAY1 = datetime(2026, 3, 1, 2, 0, 5, tzinfo=UTC)
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM ledger t"
@@ -226,3 +227,47 @@ def test_gzip_compressed_chain_verifies_and_restores(lab: Lab) -> None:
     assert (Path(full.path) / "base.tar.gz").exists()
     asyncio.run(verify(runner.bin_dir, incremental))
     assert restored_checksum(config, runner, incremental) == checksum
+
+
+def test_three_fulls_in_one_day_keep_their_own_dumps_and_redis_refills(
+    lab: Lab, private_redis: RedisServer
+) -> None:
+    lab.set("redis", "url", f'"{private_redis.url}"')
+    lab.set("backup", "keep_cycles", "2")
+    _config, runner = runner_for(lab)
+    records = []
+    for minute in range(3):
+        record = asyncio.run(runner.run(DAY1 + timedelta(minutes=minute), Requested.FULL))
+        assert record.status is BackupStatus.OK, record.error
+        records.append(record)
+        runner.apply_retention()
+    dumps = [Path(r.logical_dump or "") for r in records]
+    assert len(set(dumps)) == 3
+    assert dumps[0].name == "backup_completo_20260301.sql.gz"
+    assert not dumps[0].exists()  # its backup was deleted by retention, with it
+    assert dumps[1].exists() and dumps[2].exists()  # kept backups keep their dumps
+    assert dumps[1].stat().st_mode & 0o777 == 0o600
+    assert runner.config.backup.dir.stat().st_mode & 0o777 == 0o700
+    kept = [r.id for r in runner.catalog.records()]
+    assert kept == [records[1].id, records[2].id]
+    private_redis.stop()  # Redis comes back empty
+    private_redis.start()
+    assert runner.catalog.flush() == 0
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    assert sorted(client.keys("backup:*")) == sorted(r.redis_key for r in records[1:])
+    client.close()
+
+
+def test_cli_backup_is_taken_by_the_running_daemon(lab: Lab, daemon: DaemonProcess) -> None:
+    daemon.start().wait_healthy()
+    taken = subprocess.run(
+        [sys.executable, "-m", "pghad", "backup", "--config", str(lab.config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert taken.returncode == 0, taken.stderr
+    assert "taken by the daemon" in taken.stdout
+    event = daemon.wait_event(lambda e: e.get("event") == "backup", 10, "the backup event")
+    assert event["status"] == "ok" and event["logical_dump"]

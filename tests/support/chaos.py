@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import tomlkit
 
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo
@@ -230,18 +231,11 @@ class Writer:
 
 
 def set_config_value(path: Path, section: str, key: str, value: str) -> None:
-    """Rewrite one `key = value` line inside [section] of a config.toml (value is TOML)."""
-    lines = path.read_text().splitlines()
-    current = ""
-    for index, line in enumerate(lines):
-        if line.startswith("["):
-            current = line.strip("[] ")
-        elif current == section and line.split("=")[0].strip() == key:
-            lines[index] = f"{key} = {value}"
-            break
-    else:
-        raise KeyError(f"{section}.{key} is not in {path}")
-    path.write_text("\n".join(lines) + "\n")
+    """Set `key = value` in [section] of a config.toml (value is TOML), keeping comments."""
+    doc = tomlkit.parse(path.read_text())
+    table = doc.setdefault(section, tomlkit.table())
+    table[key] = tomlkit.parse(f"v = {value}")["v"]
+    path.write_text(tomlkit.dumps(doc))
 
 
 def scratch_lab(first_port: int, api_port: int) -> tuple[Path, Path]:

@@ -23,7 +23,7 @@ def make(tmp_path: Path, extra: str = "") -> tuple[Daemon, FakeCluster, FakeCloc
     cluster = FakeCluster.of(config)
     clock = FakeClock()
     daemon = Daemon(config, path, node_factory=cluster.nodes_for, clock=clock)
-    daemon.loop._next_schedule_check = float("inf")  # no backup schedule in these scenarios
+    daemon.loop.intake.next_schedule_check = float("inf")  # no backup schedule in these scenarios
     return daemon, cluster, clock
 
 
@@ -219,5 +219,5 @@ def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -
     asyncio.run(rounds(daemon, clock, 30, step=0.1))
     assert len(states) == 1
     assert states[0]["state"] == "failing_over" and states[0]["standby_eligible"] is False
-    assert "a" in states[0]["needs_rejoin"]
+    assert states[0]["needs_rejoin"] == ["a"]
     assert not b.in_recovery and a.streaming_to(b)

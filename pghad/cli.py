@@ -28,7 +28,7 @@ def _print_lab(config: Config, lab_dir: Path) -> None:
     print(f"lab {config.cluster.name} is up in {lab_dir.resolve()}")
     for node in config.nodes:
         # Over the node's socket the lab trusts local connections: no password on the screen.
-        host = node.socket_dir or node.host
+        host = getattr(node, "socket_dir", None) or node.host
         print(f'  {node.name}: psql "host={host} port={node.port} user={node.user}"')
     config_path = lab_dir / "config.toml"
     print("next:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,21 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A minimal environment: locale and PATH from ours, plus `extra` (a password, say)."""
     env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
     return {**env, **(extra or {})}
+
+
+async def kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL a program started with start_new_session and everything it started: a child
+    left behind (pg_dumpall's pg_dump) would block on a pipe nobody reads any more.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    # asyncio's wait() also waits for the pipes to close: read them to their end (every writer
+    # is dead now), or a pipe paused because nobody read it would never report its end.
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.read()
+    await process.wait()
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ async def run_command(
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
         env=child_env(env),
+        start_new_session=True,
     )
     assert process.stdout is not None and process.stderr is not None
     stderr = process.stderr
@@ -58,14 +75,12 @@ async def run_command(
     try:
         out, err, _ = await asyncio.wait_for(gathered, timeout)
     except TimeoutError as exc:
-        process.kill()
-        await process.wait()
+        await kill_group(process)
         name = Path(argv[0]).name if argv else "?"
         raise NodeError(f"{name} timed out after {timeout:.0f} s") from exc
     except asyncio.CancelledError:
         # The daemon is stopping: do not leave pg_basebackup or pg_rewind running on their own.
-        process.kill()
-        await process.wait()
+        await kill_group(process)
         with contextlib.suppress(asyncio.CancelledError):
             await gathered
         raise

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import tomllib
 from datetime import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,25 +32,44 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class NodeDriverKind(StrEnum):
-    LOCAL = "local"
-    DOCKER = "docker"
-
-
-class NodeConfig(_Model):
+class _NodeBase(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 5432
     user: str = "postgres"
     dbname: str = "postgres"
     data_dir: Path
-    driver: NodeDriverKind = NodeDriverKind.LOCAL
-    socket_dir: Path | None = None
-    container: str | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class LocalNodeConfig(_NodeBase):
+    """A server on pghad's own host: pg_ctl, pg_rewind and pg_basebackup run here."""
+
+    driver: Literal["local"] = "local"
+    socket_dir: Path | None = None
+
+
+class DockerNodeConfig(_NodeBase):
+    """A server that is a container's main process, reached through the Docker engine."""
+
+    driver: Literal["docker"]
+    container: str | None = None  # default: the node's name
+
+
+def _driver_of(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value.get("driver", "local"))
+    return str(getattr(value, "driver", "local"))
+
+
+# Each driver's node has only its own fields: `container` on a local node is an unknown key.
+NodeConfig = Annotated[
+    Annotated[LocalNodeConfig, Tag("local")] | Annotated[DockerNodeConfig, Tag("docker")],
+    Discriminator(_driver_of),
+]
 
 
 class ClusterConfig(_Model):
@@ -152,6 +172,12 @@ class Config(_Model):
                 return node
         raise KeyError(name)
 
+    def local_node(self, name: str) -> LocalNodeConfig:
+        node = self.node(name)
+        if not isinstance(node, LocalNodeConfig):
+            raise ConfigError(f"node {name} uses the {node.driver} driver, not a local one")
+        return node
+
     def other(self, name: str) -> NodeConfig:
         return next(node for node in self.nodes if node.name != name)
 
@@ -170,6 +196,8 @@ def _location(loc: tuple[int | str, ...], raw: dict[str, object]) -> str:
             if isinstance(nodes, list) and part < len(nodes) and isinstance(nodes[part], dict):
                 name = nodes[part].get("name")
             parts[-1] = f"nodes[{part}]" + (f" ({name})" if name else "")
+        elif isinstance(part, str) and part in ("local", "docker") and index > 0:
+            continue  # the driver's tag pydantic puts in the location: not a key in the file
         elif isinstance(part, str) and not (index == len(loc) - 1 and part.startswith("_")):
             parts.append(part)
     return ".".join(parts) or "config"

@@ -33,6 +33,13 @@ def replication_conninfo(
     )
 
 
+def clone_application_name(node: str) -> str:
+    """pg_basebackup's WAL stream must not pass for the standby `node` in pg_stat_replication:
+    pghad would call it streaming, or even count it as the synchronous standby.
+    """
+    return f"pghad_clone_{node}"
+
+
 def redacted(conninfo: str) -> str:
     """The connection string with its password hidden, for messages and logs."""
     params = conninfo_to_dict(conninfo)

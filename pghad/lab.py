@@ -4,120 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import psycopg
-import tomlkit
 from psycopg import sql
 
 from pghad import files, pgbin, runas
 from pghad.config import Config, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import ConfigError, SetupError
-from pghad.nodes import nodeconf, procs
+from pghad.lab_files import PG_HBA, POSTGRESQL_CONF, write_config
+from pghad.nodes import procs
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
 
 MARKER = "lab.json"
 DEFAULT_FIRST_PORT = 15432
 NODE_NAMES = ("node1", "node2")
-
-POSTGRESQL_CONF = f"""
-# pghad lab settings
-wal_level = replica
-summarize_wal = on
-wal_log_hints = on
-hot_standby = on
-hot_standby_feedback = on
-max_wal_senders = 8
-wal_keep_size = '512MB'
-wal_sender_timeout = '10s'
-wal_receiver_timeout = '10s'
-wal_receiver_status_interval = '1s'
-wal_retrieve_retry_interval = '100ms'
-max_connections = 50
-{nodeconf.INCLUDE_LINE}
-"""
-
-PG_HBA = """# pghad lab: loopback only, passwords for everything over TCP
-local   all           all                          trust
-host    all           all          127.0.0.1/32    scram-sha-256
-host    replication   {repl_user}  127.0.0.1/32    scram-sha-256
-"""
-
-CONFIG_TEMPLATE = """# pghad lab configuration, written by `pghad lab up`.
-# See config.toml in the repository for every setting and what it means.
-
-pg_bin = ""
-
-[cluster]
-name = "pghad-lab"
-probe_interval = 1.0
-probe_timeout = 1.0
-failover_threshold = 10.0
-synchronous = true
-sync_relax_after = 3.0
-max_lag_on_failover = 1048576
-auto_rejoin = true
-preferred_primary = "node1"
-
-[auth]
-password = ""
-replication_user = "replicator"
-replication_password = ""
-
-[[nodes]]
-name = "node1"
-host = "127.0.0.1"
-port = 15432
-user = "postgres"
-dbname = "postgres"
-data_dir = "node1/data"
-socket_dir = "node1/run"
-driver = "local"
-
-[[nodes]]
-name = "node2"
-host = "127.0.0.1"
-port = 15433
-user = "postgres"
-dbname = "postgres"
-data_dir = "node2/data"
-socket_dir = "node2/run"
-driver = "local"
-
-[api]
-bind = "127.0.0.1"
-port = 8088
-token = ""
-
-[redis]
-url = "redis://127.0.0.1:6379/0"
-
-[backup]
-schedule = true
-dir = "backups"
-time_of_day = 02:00:00
-cycle_days = 6
-keep_cycles = 2
-source = "standby"
-compression = "none"
-logical_dump = true
-
-[state]
-dir = "state"
-
-[log]
-format = "auto"
-level = "info"
-"""
 
 
 @dataclass(frozen=True)
@@ -142,26 +50,9 @@ def free_port(start: int, taken: set[int] | None = None) -> int:
     raise SetupError(f"no free TCP port in {start}-{start + 999}; pass --port with a free range")
 
 
-def _write_config(lab_dir: Path, first_port: int, bin_dir: Path, api_port: int) -> Path:
-    port1 = free_port(first_port)
-    port2 = free_port(port1 + 1)
-    doc = tomlkit.parse(CONFIG_TEMPLATE)
-    doc["pg_bin"] = str(bin_dir)
-    auth = cast(dict[str, object], doc["auth"])
-    auth["password"] = secrets.token_urlsafe(18)
-    auth["replication_password"] = secrets.token_urlsafe(18)
-    nodes = cast(list[dict[str, object]], doc["nodes"])
-    nodes[0]["port"], nodes[1]["port"] = port1, port2
-    api = cast(dict[str, object], doc["api"])
-    api["port"], api["token"] = api_port, secrets.token_urlsafe(24)
-    path = lab_dir / "config.toml"
-    with files.create_private(path) as handle:  # passwords and the token: 0600 from the start
-        handle.write(tomlkit.dumps(doc).encode())
-    return path
-
-
 def _drivers(config: Config, bin_dir: Path, user: str) -> dict[str, LocalDriver]:
-    return {n.name: LocalDriver(n, config.auth, bin_dir, os_user=user) for n in config.nodes}
+    nodes = [config.local_node(n.name) for n in config.nodes]
+    return {n.name: LocalDriver(n, config.auth, bin_dir, os_user=user) for n in nodes}
 
 
 def _run_as(user: str, argv: list[str]) -> None:
@@ -173,7 +64,7 @@ def _run_as(user: str, argv: list[str]) -> None:
 
 
 def _prepare_dirs(lab_dir: Path, config: Config, user: str) -> None:
-    for node in config.nodes:
+    for node in (config.local_node(n.name) for n in config.nodes):
         for path in (node.data_dir.parent, node.socket_dir):
             if path is not None:
                 path.mkdir(parents=True, exist_ok=True)
@@ -205,9 +96,11 @@ def _initdb(driver: LocalDriver, config: Config, user: str) -> None:
         )
     finally:
         pwfile.unlink(missing_ok=True)
-    with (data / "postgresql.conf").open("a") as conf:
-        conf.write(POSTGRESQL_CONF)
-    (data / "pg_hba.conf").write_text(PG_HBA.format(repl_user=config.auth.replication_user))
+    owner = files.owner_ids(data)
+    conf = data / "postgresql.conf"
+    files.write_file(conf, ((files.read_text(conf) or "") + POSTGRESQL_CONF).encode(), owner)
+    hba = PG_HBA.format(repl_user=config.auth.replication_user)
+    files.write_file(data / "pg_hba.conf", hba.encode(), owner)
 
 
 def _create_replication_role(config: Config) -> None:
@@ -266,7 +159,8 @@ def lab_up(lab_dir: Path, first_port: int | None = None, api_port: int = 8088) -
     config_path = lab_dir / "config.toml"
     if not config_path.exists():
         bin_dir = runas.usable_bin_dir(pgbin.find_bin_dir(), user)
-        _write_config(lab_dir, first_port or DEFAULT_FIRST_PORT, bin_dir, api_port)
+        port1 = free_port(first_port or DEFAULT_FIRST_PORT)
+        write_config(lab_dir, port1, free_port(port1 + 1), bin_dir, api_port)
         (lab_dir / MARKER).write_text(json.dumps({"user": user, "created": time.time()}))
     config = load_config(config_path)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
@@ -298,7 +192,7 @@ def lab_status(lab_dir: Path) -> list[NodeStatus]:
     config = lab_config(lab_dir)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
     statuses = []
-    for node in config.nodes:
+    for node in (config.local_node(n.name) for n in config.nodes):
         driver = LocalDriver(node, config.auth, bin_dir)
         running = procs.live_postmaster(node.data_dir) is not None
         statuses.append(NodeStatus(node.name, node.port, running, _role_on_disk(driver)))
@@ -310,7 +204,9 @@ def lab_down(lab_dir: Path) -> None:
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
 
     async def stop_all() -> None:
-        drivers = [LocalDriver(node, config.auth, bin_dir) for node in config.nodes]
+        drivers = [
+            LocalDriver(config.local_node(n.name), config.auth, bin_dir) for n in config.nodes
+        ]
         # Stop the primary first so the standby receives every WAL record before it stops.
         drivers.sort(key=lambda d: _role_on_disk(d) is Role.STANDBY)
         for driver in drivers:

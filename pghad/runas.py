@@ -47,9 +47,10 @@ def prefix_for(user: str) -> list[str]:
 
 
 def chown_to(path: Path, user: str) -> None:
+    """Give `path` itself to `user`; a symlink is changed itself, never what it points to."""
     if is_root():
         entry = pwd.getpwnam(user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def usable_bin_dir(bin_dir: Path, user: str) -> Path:

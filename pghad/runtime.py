@@ -15,7 +15,7 @@ from pghad.backup.catalog import Catalog
 from pghad.backup.runner import BackupRunner
 from pghad.cluster.executor import Executor
 from pghad.cluster.procedures import Procedures
-from pghad.config import Config, NodeDriverKind
+from pghad.config import Config, DockerNodeConfig
 from pghad.nodes.base import NodeDriver
 from pghad.nodes.docker import DockerDriver, docker_client
 from pghad.nodes.local import LocalDriver
@@ -26,7 +26,7 @@ def make_nodes(config: Config, docker: Any = None) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
     for node in config.nodes:
         driver: NodeDriver
-        if node.driver is NodeDriverKind.DOCKER:
+        if isinstance(node, DockerNodeConfig):
             docker = docker or docker_client()
             driver = DockerDriver(node, config.auth, docker)
         else:

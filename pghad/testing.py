@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState
 from pghad.config import AuthConfig, Config, NodeConfig
 from pghad.errors import NodeError
@@ -111,7 +113,7 @@ class FakeNode:
     def _sql(self, call: str) -> None:
         self.calls.append(call)
         if not (self.running and self.reachable):
-            raise NodeError(f"{self.name}: connection refused")
+            raise psycopg.OperationalError(f"{self.name}: connection refused")
 
     async def promote(self) -> bool:
         self._sql("promote")
@@ -220,13 +222,17 @@ class FakeCluster:
         return sum(call.startswith(prefix) for call in self.nodes[node].calls)
 
 
-def fake_config_text(state_dir: Path, extra: str = "") -> str:
-    """A config for a fake cluster: two nodes a and b, threshold 2 s, state in `state_dir`."""
+def fake_config_text(state_dir: Path, extra: str = "", cluster: str = "") -> str:
+    """A config for a fake cluster: two nodes a and b, threshold 2 s, state in `state_dir`.
+
+    `cluster` adds lines to [cluster]; `extra` adds tables at the end.
+    """
     return f"""
 [cluster]
 failover_threshold = 2.0
 sync_relax_after = 3.0
 probe_interval = 1.0
+{cluster}
 
 [redis]
 url = "redis://127.0.0.1:1/0"

@@ -6,7 +6,7 @@ import asyncio
 import gzip
 from pathlib import Path
 
-from pghad.commands import child_env
+from pghad.commands import child_env, kill_group
 from pghad.files import create_private
 
 from .steps import StepFailed, partial_dump
@@ -25,6 +25,7 @@ async def logical_dump(bin_dir: Path, conninfo: str, password: str, target: Path
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=child_env({"PGPASSWORD": password}),
+        start_new_session=True,
     )
     assert process.stdout is not None and process.stderr is not None
     tmp = partial_dump(target)
@@ -34,8 +35,7 @@ async def logical_dump(bin_dir: Path, conninfo: str, password: str, target: Path
             while chunk := await process.stdout.read(1 << 20):
                 await asyncio.to_thread(handle.write, chunk)
     except BaseException:
-        process.kill()
-        await process.wait()
+        await kill_group(process)
         errors.cancel()
         raise
     message = (await errors).decode(errors="replace")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pghad import runas
 from pghad.commands import run_command
-from pghad.config import AuthConfig, NodeConfig
+from pghad.config import AuthConfig, LocalNodeConfig
 from pghad.errors import OperationRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
@@ -154,7 +154,7 @@ async def restore(
     if port is not None:
         user = owner or runas.ensure_lab_user()
         _chown_tree(target, user)
-        node = NodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
+        node = LocalNodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
         driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user)
         await driver.start(Role.PRIMARY)
     return Restored(record, target, record.chain, port)

@@ -88,7 +88,7 @@ class Executor:
             driver_error = str(exc) or type(exc).__name__
         try:
             await node.make_read_only()
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, NodeError) as exc:
             return FenceResult(name, False, f"not fenced: driver: {driver_error}; SQL: {exc}")
         return FenceResult(name, True, f"made read-only over SQL (driver failed: {driver_error})")
 

@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pghad.cluster.observation import ServerState
-from pghad.config import AuthConfig, NodeConfig
-from pghad.conninfo import admin_conninfo, replication_conninfo
+from pghad.config import AuthConfig, DockerNodeConfig, NodeConfig
+from pghad.conninfo import admin_conninfo, clone_application_name, replication_conninfo
 from pghad.errors import NodeError, SetupError
 from pghad.nodes import nodeconf
 from pghad.nodes.base import Role
@@ -49,7 +49,7 @@ def docker_client() -> Any:
 
 @dataclass
 class DockerDriver:
-    node: NodeConfig
+    node: DockerNodeConfig
     auth: AuthConfig
     client: Any
 
@@ -157,7 +157,9 @@ class DockerDriver:
     async def clone(self, source: NodeConfig) -> None:
         if await self.is_running():
             raise NodeError(f"{self.node.name}: stop the container before cloning over it")
-        conninfo = replication_conninfo(source, self.auth, self.node.name, with_password=False)
+        conninfo = replication_conninfo(
+            source, self.auth, clone_application_name(self.node.name), with_password=False
+        )
         data = shlex.quote(str(self.data_dir))
         new = shlex.quote(f"{self.data_dir}/.pghad-clone")
         # The data directory is a volume's root and cannot be renamed: the copy is made beside

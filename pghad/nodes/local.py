@@ -16,8 +16,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from pghad import files
 from pghad.cluster.observation import ServerState
 from pghad.commands import CommandResult, run_command
-from pghad.config import AuthConfig, NodeConfig
-from pghad.conninfo import admin_conninfo, redacted, replication_conninfo
+from pghad.config import AuthConfig, LocalNodeConfig, NodeConfig
+from pghad.conninfo import admin_conninfo, clone_application_name, redacted, replication_conninfo
 from pghad.errors import NodeError
 from pghad.nodes import nodeconf, procs
 from pghad.nodes.base import Role
@@ -38,7 +38,7 @@ def _held_by_orphans(error: BaseException) -> bool:
 
 @dataclass
 class LocalDriver:
-    node: NodeConfig
+    node: LocalNodeConfig
     auth: AuthConfig
     bin_dir: Path
     os_user: str | None = field(default=None)
@@ -218,7 +218,9 @@ class LocalDriver:
         owner = self._owner_ids()
         if self.data_dir.exists():
             self.data_dir.rename(aside)
-        conninfo = replication_conninfo(source, self.auth, self.node.name, with_password=False)
+        conninfo = replication_conninfo(
+            source, self.auth, clone_application_name(self.node.name), with_password=False
+        )
         try:
             # pg_basebackup, run as the data owner, makes the directory itself: root never
             # creates or chowns a path inside a directory that user can write.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pghad import files
-from pghad.config import NodeConfig
+from pghad.config import LocalNodeConfig, NodeConfig
 
 NODE_CONF = "pghad.node.conf"
 INCLUDE_LINE = f"include_if_exists = '{NODE_CONF}'"
@@ -28,7 +28,7 @@ def render(node: NodeConfig, primary_conninfo: str | None) -> str:
         f"listen_addresses = {_quote(node.host)}",
         f"cluster_name = {_quote(node.name)}",
     ]
-    if node.socket_dir is not None:
+    if isinstance(node, LocalNodeConfig) and node.socket_dir is not None:
         lines.append(f"unix_socket_directories = {_quote(str(node.socket_dir))}")
     if primary_conninfo is not None:
         lines.append(f"primary_conninfo = {_quote(primary_conninfo)}")

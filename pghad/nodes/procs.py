@@ -122,8 +122,13 @@ def become_subreaper() -> None:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+# Programs pghad never starts itself but adopts as a subreaper: postmasters (pg_ctl exits),
+# and pg_dumpall's shell and pg_dump when a dump is killed. Its own children are asyncio's.
+ADOPTED = ("postgres", "pg_dump", "sh")
+
+
 def reap_postgres_zombies() -> int:
-    """Reap zombie postgres children (adopted postmasters); other children are left alone."""
+    """Reap zombie children pghad adopted (see ADOPTED); its own children are left alone."""
     me = os.getpid()
     reaped = 0
     for entry in Path("/proc").iterdir():
@@ -135,7 +140,7 @@ def reap_postgres_zombies() -> int:
             continue
         comm = stat[stat.find("(") + 1 : stat.rfind(")")]
         fields = stat.rsplit(")", 1)[1].split()
-        if comm == "postgres" and fields[0] == "Z" and int(fields[1]) == me:
+        if comm in ADOPTED and fields[0] == "Z" and int(fields[1]) == me:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(int(entry.name), os.WNOHANG)
                 reaped += 1

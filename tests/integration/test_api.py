@@ -232,7 +232,7 @@ def test_failover_of_an_ineligible_standby_needs_force(lab: Lab, daemon: DaemonP
     lab.set("cluster", "auto_rejoin", "false")  # the standby stays down until the test starts it
     config = lab.config
     daemon.start().wait_healthy()
-    node2 = LocalDriver(config.node("node2"), config.auth, pgbin.find_bin_dir(config.pg_bin))
+    node2 = LocalDriver(config.local_node("node2"), config.auth, pgbin.find_bin_dir(config.pg_bin))
     asyncio.run(node2.stop())
     daemon.wait_event(lambda e: e.get("code") == "relaxing_sync", 15, "relaxing_sync")
     kill9(config.node("node1"))

@@ -61,7 +61,7 @@ def restored_checksum(config: Config, runner: BackupRunner, record: BackupRecord
     target = config.backup.dir.parent / f"restore-{record.id}"
     port = free_port(30000)
     asyncio.run(restore(runner.catalog, runner.bin_dir, record.id, target, port=port))
-    node = config.nodes[0].model_copy(
+    node = config.local_node(config.nodes[0].name).model_copy(
         update={"name": "restored", "port": port, "data_dir": target, "socket_dir": None}
     )
     driver = LocalDriver(node, config.auth, runner.bin_dir)
@@ -122,7 +122,7 @@ def test_failover_between_backups_makes_the_next_one_full_and_it_restores(lab: L
     write_day(config, "node1", 1)
     first = asyncio.run(runner.run(DAY1))
     assert first.status is BackupStatus.OK and first.timeline == 1
-    node1 = LocalDriver(config.node("node1"), config.auth, runner.bin_dir)
+    node1 = LocalDriver(config.local_node("node1"), config.auth, runner.bin_dir)
     asyncio.run(node1.stop("fast"))
     assert asyncio.run(sqlops.promote(config.node("node2"), config.auth))
     checksum = write_day(config, "node2", 2)
@@ -173,7 +173,8 @@ def test_a_corrupted_file_is_caught_by_verify_and_restore(lab: Lab) -> None:
 def test_failed_backups_record_the_step_and_the_next_run_is_unaffected(lab: Lab) -> None:
     config, runner = runner_for(lab)
     first = asyncio.run(runner.run(DAY1))
-    drivers = [LocalDriver(n, config.auth, runner.bin_dir) for n in config.nodes]
+    nodes = [config.local_node(n.name) for n in config.nodes]
+    drivers = [LocalDriver(n, config.auth, runner.bin_dir) for n in nodes]
     for driver in drivers:
         asyncio.run(driver.stop("fast"))
     down = asyncio.run(runner.run(DAY1 + timedelta(days=1)))
@@ -271,3 +272,41 @@ def test_cli_backup_is_taken_by_the_running_daemon(lab: Lab, daemon: DaemonProce
     assert "taken by the daemon" in taken.stdout
     event = daemon.wait_event(lambda e: e.get("event") == "backup", 10, "the backup event")
     assert event["status"] == "ok" and event["logical_dump"]
+
+
+def test_a_full_disk_during_the_dump_fails_cleanly_and_the_next_backup_works(lab: Lab) -> None:
+    """The backups directory on a small tmpfs: the base backup fits, its dump does not."""
+    config = lab.config
+    with connect(config, "node1") as conn:  # about 60 MB of gzip-resistant dump
+        conn.execute(
+            "CREATE TABLE noise AS SELECT md5(random()::text) || md5(random()::text) "
+            "|| md5(random()::text) AS v FROM generate_series(1, 1200000)"
+        )
+    _config, sizing = runner_for(lab)
+    measured = asyncio.run(sizing.run(DAY1, Requested.FULL))
+    assert measured.status is BackupStatus.OK, measured.error
+    base = measured.size_bytes or 0
+    dump = measured.logical_dump_bytes or 0
+    assert dump > 40_000_000
+    disk = lab.dir / "small-disk"
+    disk.mkdir()
+    filler_bytes = dump
+    size = base + filler_bytes + dump // 2
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+    try:
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * filler_bytes)
+        lab.set("backup", "dir", f'"{disk / "backups"}"')
+        _config, runner = runner_for(lab)
+        failed = asyncio.run(runner.run(DAY1 + timedelta(days=1), Requested.FULL))
+        assert failed.status is BackupStatus.FAILED
+        assert "logical-dump" in (failed.error or ""), failed.error
+        left = sorted(p.name for p in (disk / "backups").iterdir())
+        assert left == [".lock", "catalog.json"], left  # no partial backup, dump or temp file
+        assert runner.catalog.get(failed.id) == failed
+        filler.unlink()  # the operator frees space
+        ok = asyncio.run(runner.run(DAY1 + timedelta(days=1, hours=1), Requested.AUTO))
+        assert ok.status is BackupStatus.OK, ok.error
+        assert ok.id != failed.id and ok.logical_dump and Path(ok.logical_dump).exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -15,7 +15,7 @@ import pytest
 from pghad import pgbin
 from pghad.cluster import sqlops
 from pghad.cluster.observation import parse_lsn
-from pghad.config import Config, load_config
+from pghad.config import Config, DockerNodeConfig, load_config
 from pghad.errors import SetupError
 from pghad.nodes.base import NodeDriver, Role
 from pghad.nodes.docker import DockerDriver, docker_client
@@ -34,7 +34,8 @@ def _docker_pair() -> tuple[Config, dict[str, NodeDriver]]:
     if not config_file:
         pytest.skip("docker driver not tested: set PGHAD_COMPOSE_CONFIG to the compose config")
     config = load_config(Path(config_file))
-    return config, {n.name: DockerDriver(n, config.auth, client) for n in config.nodes}
+    nodes = [n for n in config.nodes if isinstance(n, DockerNodeConfig)]
+    return config, {n.name: DockerDriver(n, config.auth, client) for n in nodes}
 
 
 @pytest.fixture(params=["local", "docker"])
@@ -44,7 +45,8 @@ def pair(request: pytest.FixtureRequest) -> tuple[Config, dict[str, NodeDriver]]
     lab: Lab = request.getfixturevalue("lab")
     config = lab.config
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
-    return config, {n.name: LocalDriver(n, config.auth, bin_dir) for n in config.nodes}
+    nodes = [config.local_node(n.name) for n in config.nodes]
+    return config, {n.name: LocalDriver(n, config.auth, bin_dir) for n in nodes}
 
 
 def test_stop_start_and_fence(pair: tuple[Config, dict[str, NodeDriver]]) -> None:

@@ -29,7 +29,7 @@ def _failovers(daemon: DaemonProcess) -> list[dict[str, object]]:
 
 def _driver(lab: Lab, name: str) -> LocalDriver:
     config = lab.config
-    return LocalDriver(config.node(name), config.auth, pgbin.find_bin_dir(config.pg_bin))
+    return LocalDriver(config.local_node(name), config.auth, pgbin.find_bin_dir(config.pg_bin))
 
 
 def test_kill9_of_primary_promotes_standby_without_losing_commits(

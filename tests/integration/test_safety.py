@@ -35,7 +35,7 @@ from ..conftest import DaemonProcess, Lab, RedisServer
 
 def _driver(lab: Lab, name: str) -> LocalDriver:
     config = lab.config
-    return LocalDriver(config.node(name), config.auth, pgbin.find_bin_dir(config.pg_bin))
+    return LocalDriver(config.local_node(name), config.auth, pgbin.find_bin_dir(config.pg_bin))
 
 
 def _raw(daemon: DaemonProcess, method: str, path: str, headers: dict[str, str]) -> int:
@@ -156,7 +156,10 @@ def test_a_lost_data_directory_is_rebuilt(lab: Lab, daemon: DaemonProcess, node:
     shutil.rmtree(lost.data_dir)
     primary = "node2" if node == "node1" else "node1"
     wait_for(
-        lambda: streaming_standbys(config, primary).get(node) is not None,
+        lambda: (
+            is_writable(config, node) is False
+            and streaming_standbys(config, primary).get(node) is not None
+        ),
         timeout=60,
         what=f"{node} rebuilt and streaming from {primary}",
     )

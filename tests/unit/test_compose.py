@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pghad.config import NodeDriverKind, parse_config
+from pghad.config import DockerNodeConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -74,10 +74,11 @@ def test_mounted_config_validates_and_matches_the_containers(
         v for v in SERVICES["pghad"]["volumes"] if v.endswith(":/etc/pghad/config.toml:ro")
     )
     config = parse_config((REPO / mount.split(":")[0]).read_text(), "config/pghad.toml")
-    containers = {n.container for n in config.nodes}
+    assert all(isinstance(n, DockerNodeConfig) for n in config.nodes)
+    docker_nodes = [n for n in config.nodes if isinstance(n, DockerNodeConfig)]
+    containers = {n.container for n in docker_nodes}
     assert containers == {"postgres_master", "postgres_slave"}
-    assert all(n.driver is NodeDriverKind.DOCKER for n in config.nodes)
-    assert all(n.host == n.container for n in config.nodes)  # compose DNS names
+    assert all(n.host == n.container for n in docker_nodes)  # compose DNS names
     assert config.api.port == 8088 and config.api.token == "from-env"
     assert config.redis.url.startswith("redis://redis:")
     assert str(config.backup.dir) in " ".join(SERVICES["pghad"]["volumes"])

@@ -96,12 +96,29 @@ def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
             r"preferred_primary 'gamma' is not one of",
             id="unknown-preferred",
         ),
+        pytest.param(
+            VALID.replace('data_dir = "/srv/alpha"', 'data_dir = "/srv/alpha"\ncontainer = "pg"'),
+            r"c\.toml: nodes\[0\] \(alpha\)\.container: unknown key",
+            id="docker-field-on-a-local-node",
+        ),
+        pytest.param(
+            VALID.replace('data_dir = "/srv/alpha"', 'data_dir = "/srv/alpha"\ndriver = "ssh"'),
+            r"c\.toml: nodes\[0\] \(alpha\): .*'ssh'.*'local', 'docker'",
+            id="unknown-driver",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "c.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+def test_bad_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(VALID.encode() + b"\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid UTF-8"):
         load_config(path)
 
 

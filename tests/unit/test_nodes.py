@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 from pghad.cluster.observation import format_lsn, parse_lsn
-from pghad.config import NodeConfig
+from pghad.config import LocalNodeConfig
 from pghad.conninfo import redacted
 from pghad.nodes import nodeconf, procs
 
 
 def test_node_conf_keeps_port_socket_and_primary_conninfo() -> None:
-    node = NodeConfig(name="n1", port=6000, data_dir=Path("/d"), socket_dir=Path("/s"))
+    node = LocalNodeConfig(name="n1", port=6000, data_dir=Path("/d"), socket_dir=Path("/s"))
     text = nodeconf.render(node, "host=h port=1 application_name=n1 password='it''s'")
     assert "port = 6000" in text
     assert "unix_socket_directories = '/s'" in text

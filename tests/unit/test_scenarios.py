@@ -16,9 +16,11 @@ from pghad.operations import OperationBusy, Switchover
 from pghad.testing import FakeClock, FakeCluster, fake_config_text
 
 
-def make(tmp_path: Path, extra: str = "") -> tuple[Daemon, FakeCluster, FakeClock]:
+def make(
+    tmp_path: Path, extra: str = "", cluster_lines: str = ""
+) -> tuple[Daemon, FakeCluster, FakeClock]:
     path = tmp_path / "config.toml"
-    path.write_text(fake_config_text(tmp_path, extra))
+    path.write_text(fake_config_text(tmp_path, extra, cluster_lines))
     config = load_config(path)
     cluster = FakeCluster.of(config)
     clock = FakeClock()
@@ -221,3 +223,16 @@ def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -
     assert states[0]["state"] == "failing_over" and states[0]["standby_eligible"] is False
     assert states[0]["needs_rejoin"] == ["a"]
     assert not b.in_recovery and a.streaming_to(b)
+
+
+def test_asynchronous_mode_never_promotes_past_an_unfenced_primary(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path, cluster_lines="synchronous = false")
+    asyncio.run(rounds(daemon, clock, 2))
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    a.reachable = a.observable = False  # gone from pghad's sight, maybe still taking writes
+    b.upstream = None  # and the standby no longer hears from it
+    asyncio.run(rounds(daemon, clock, 40, step=0.1))
+    assert b.in_recovery and "promote" not in b.calls
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    refused = [e for e in events if e["event"] == "action" and e["action"] == "promote"]
+    assert refused and not refused[0]["ok"] and "could not be fenced" in refused[0]["detail"]

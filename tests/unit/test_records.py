@@ -1,0 +1,89 @@
+"""Small promises of the recorder, the catalog and reload, on their own."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from pghad.backup.catalog import Catalog
+from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
+from pghad.cluster.executor import Outcome
+from pghad.config import parse_config
+from pghad.errors import ConfigError
+from pghad.event_sink import EventSink
+from pghad.metrics import Metrics
+from pghad.notify import SystemdNotifier
+from pghad.recorder import Recorder
+from pghad.reload import merge_reloaded
+from pghad.state_store import EventJournal
+from pghad.testing import fake_config_text
+
+
+def _recorder(tmp_path: Path) -> Recorder:
+    sink = EventSink(EventJournal(tmp_path / "events.jsonl"), None)
+    return Recorder(sink, Metrics(), SystemdNotifier(address=""))
+
+
+def _fencing(recorder: Recorder, node: str, outcome: str) -> float:
+    value = recorder.metrics.registry.get_sample_value(
+        "pghad_fencing_actions_total", {"node": node, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_fencing_is_counted_on_the_fenced_node_as_it_happened(tmp_path: Path) -> None:
+    recorder = _recorder(tmp_path)
+    fenced = {"node": "a", "fenced": True, "detail": "immediate shutdown"}
+    recorder.outcome(Outcome("promote", "b", True, 0.1, "b promoted", {"fence": fenced}))
+    unfenced = {"node": "a", "fenced": False, "detail": "not fenced: host unreachable"}
+    recorder.outcome(Outcome("promote", "b", True, 0.1, "b promoted", {"fence": unfenced}))
+    assert _fencing(recorder, "a", "ok") == 1 and _fencing(recorder, "a", "failed") == 1
+    assert _fencing(recorder, "b", "ok") == 0
+
+
+def test_an_event_that_cannot_be_written_does_not_raise(tmp_path: Path) -> None:
+    journal = tmp_path / "events.jsonl"
+    journal.mkdir()  # appending to it fails, as a full disk or no descriptors would
+    recorder = _recorder(tmp_path)
+    recorder.event("decision", code="healthy")
+    recorder.event("decision", code="healthy")
+    assert recorder.dropped == 2
+
+
+def _record(ident: str, started_at: str) -> BackupRecord:
+    return BackupRecord(
+        id=ident,
+        kind=BackupKind.FULL,
+        status=BackupStatus.OK,
+        day=date(2026, 3, 1),
+        started_at=started_at,
+        path=f"/b/{ident}",
+    )
+
+
+def test_records_are_ordered_by_instant_and_unknown_fields_are_tolerated(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path, None)
+    later_in_utc = _record("x", "2026-03-01T02:00:00+01:00")  # 01:00 UTC
+    earlier_text = _record("y", "2026-03-01T01:30:00+00:00")  # 01:30 UTC, sorts first as text
+    data = {
+        "records": [
+            {**later_in_utc.to_dict(), "a_field_from_a_newer_pghad": 1},
+            earlier_text.to_dict(),
+        ],
+        "redis_pending": [],
+        "redis_deleted": [],
+    }
+    (tmp_path / "catalog.json").write_text(json.dumps(data))
+    assert [r.id for r in catalog.records()] == ["x", "y"]
+
+
+def test_reload_refuses_a_preferred_primary_that_is_not_running(tmp_path: Path) -> None:
+    running = parse_config(fake_config_text(tmp_path))
+    changed = fake_config_text(tmp_path, cluster='preferred_primary = "c"').replace(
+        'name = "b"', 'name = "c"'
+    )
+    with pytest.raises(ConfigError, match="preferred_primary 'c' is not one of the running"):
+        merge_reloaded(running, parse_config(changed))

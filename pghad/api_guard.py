@@ -1,7 +1,7 @@
 """What stands between the network and the API handlers.
 
-- A connection cap and a deadline for the first request: idle connections cannot use up the
-  daemon's file descriptors.
+- A connection cap and a deadline for the first request's headers: idle or trickling
+  connections cannot use up the daemon's file descriptors.
 - Host and Origin checks: a web page the operator visits cannot drive the API (cross-site
   requests, DNS rebinding), even on loopback without a token.
 - Off loopback, everything but the command list, /health and /metrics needs the token.
@@ -45,18 +45,13 @@ class BoundedH11Protocol(H11Protocol):
             return
         self._idle = self.loop.call_later(FIRST_REQUEST_TIMEOUT_S, self._close_if_idle)
 
-    def data_received(self, data: bytes) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        super().data_received(data)
-
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
         super().connection_lost(exc)
 
     def _close_if_idle(self) -> None:
+        # No complete request (headers included) within the deadline, even if bytes trickled in.
         self._idle = None
         if self.cycle is None and not self.transport.is_closing():
             self.transport.close()

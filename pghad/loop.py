@@ -21,6 +21,7 @@ from pghad.cluster.model import Action, ClusterState, Memory, Promote, action_na
 from pghad.cluster.observation import ClusterView
 from pghad.cluster.observe import observe
 from pghad.cluster.procedures import OperationResult
+from pghad.config import Config
 from pghad.errors import OperationRefused, PghadError
 from pghad.intake import Intake
 from pghad.operations import (
@@ -70,7 +71,7 @@ class Loop:
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.runtime.config
 
     async def tick(self) -> None:
@@ -103,7 +104,7 @@ class Loop:
         self.last_round_at = self.clock()
 
     def interval(self) -> float:
-        probe: float = self.config.cluster.probe_interval
+        probe = self.config.cluster.probe_interval
         if self.memory.state is ClusterState.PRIMARY_DOWN:
             return min(probe, SUSPECT_PROBE_INTERVAL_S)
         return probe
@@ -198,6 +199,10 @@ class Loop:
                 operation=name,
                 error=f"{type(error).__name__}: {error}" if unexpected else str(error),
             )
+            if isinstance(entry.request, Act):  # a bug must not repeat every round: back off
+                for action in entry.request.actions:
+                    key = f"{action_name(action)}:{action_target(action)}"
+                    self.ops.record(key, False, self.clock())
             return
         result = entry.task.result()
         if isinstance(result, tuple):

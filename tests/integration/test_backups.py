@@ -214,6 +214,11 @@ def test_cli_backup_backups_and_restore(lab: Lab) -> None:
     assert "completo" in listing.stdout and "ok" in listing.stdout
     unknown = pghad("restore", "nope", "--target", str(lab.dir / "r"))
     assert unknown.returncode == 1 and "no backup 'nope'" in unknown.stderr
+    a_file = lab.dir / "not-a-directory"
+    a_file.write_text("")
+    backup_id = next(ln.split()[0] for ln in listing.stdout.splitlines() if ln.startswith("compl"))
+    onto_file = pghad("restore", backup_id, "--target", str(a_file))
+    assert onto_file.returncode == 1 and "is a file" in onto_file.stderr, onto_file.stderr
 
 
 def test_gzip_compressed_chain_verifies_and_restores(lab: Lab) -> None:

@@ -39,12 +39,18 @@ def _driver(lab: Lab, name: str) -> LocalDriver:
 
 
 def _raw(daemon: DaemonProcess, method: str, path: str, headers: dict[str, str]) -> int:
+    return _raw_response(daemon, method, path, headers)[0]
+
+
+def _raw_response(
+    daemon: DaemonProcess, method: str, path: str, headers: dict[str, str]
+) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(daemon.api + path, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status)
+            return int(response.status), dict(response.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, dict(exc.headers)
 
 
 def test_a_planted_link_at_the_log_file_is_refused(lab: Lab) -> None:
@@ -75,6 +81,8 @@ def test_foreign_origin_and_host_are_refused_and_change_nothing(
     assert _raw(daemon, "GET", "/status", {"Host": "rebound.example"}) == 403
     assert is_writable(lab.config, "node1") is True
     assert _raw(daemon, "GET", "/", {}) == 200  # the manual's plain curl still works
+    code, headers = _raw_response(daemon, "DELETE", "/status", {})
+    assert code == 405 and headers.get("allow") == "GET"
 
 
 def test_a_flood_of_idle_connections_does_not_stop_the_daemon(

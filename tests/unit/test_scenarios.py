@@ -236,3 +236,20 @@ def test_asynchronous_mode_never_promotes_past_an_unfenced_primary(tmp_path: Pat
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     refused = [e for e in events if e["event"] == "action" and e["action"] == "promote"]
     assert refused and not refused[0]["ok"] and "could not be fenced" in refused[0]["detail"]
+
+
+def test_an_action_that_fails_unexpectedly_is_recorded_and_backs_off(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    b = cluster.nodes["b"]
+    b.running = False
+
+    async def broken(role: object, primary: object = None) -> None:
+        b.calls.append("start")
+        raise RuntimeError("a bug in a driver")
+
+    b.start = broken  # type: ignore[method-assign]
+    asyncio.run(rounds(daemon, clock, 12))
+    assert 2 <= b.calls.count("start") <= 4
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    failed = [e for e in events if e["event"] == "operation_failed"]
+    assert failed and "RuntimeError: a bug in a driver" in failed[0]["error"]

@@ -8,10 +8,16 @@ from pghad.config import AuthConfig, NodeConfig
 
 
 def admin_conninfo(
-    node: NodeConfig, auth: AuthConfig, connect_timeout: int = 3, with_password: bool = True
+    node: NodeConfig,
+    auth: AuthConfig,
+    connect_timeout: int = 3,
+    with_password: bool = True,
+    hostaddr: str | None = None,
 ) -> str:
+    """`hostaddr`: an address already looked up for node.host (libpq then does no lookup)."""
     return make_conninfo(
         host=node.host,
+        hostaddr=hostaddr,
         port=node.port,
         user=node.user,
         dbname=node.dbname,

@@ -10,6 +10,8 @@ from psycopg.rows import dict_row
 
 from pghad.config import AuthConfig, NodeConfig
 from pghad.conninfo import admin_conninfo
+from pghad.errors import NodeError
+from pghad.nodes.resolver import Resolver
 
 from .observation import NodeObservation, ReplicaInfo, parse_lsn
 
@@ -39,9 +41,12 @@ FROM pg_stat_replication
 """
 
 
-async def _query(node: NodeConfig, auth: AuthConfig, timeout: float) -> NodeObservation:
+async def _query(
+    node: NodeConfig, auth: AuthConfig, timeout: float, resolver: Resolver | None
+) -> NodeObservation:
     started = time.monotonic()
-    conninfo = admin_conninfo(node, auth, connect_timeout=max(1, round(timeout)))
+    hostaddr = await resolver.address(timeout) if resolver is not None else None
+    conninfo = admin_conninfo(node, auth, connect_timeout=max(1, round(timeout)), hostaddr=hostaddr)
     options = f"-c statement_timeout={int(timeout * 1000)}"
     async with await psycopg.AsyncConnection.connect(
         conninfo, autocommit=True, options=options, row_factory=dict_row
@@ -80,13 +85,20 @@ async def _query(node: NodeConfig, auth: AuthConfig, timeout: float) -> NodeObse
     )
 
 
-async def probe_node(node: NodeConfig, auth: AuthConfig, timeout: float) -> NodeObservation:
-    """Observe one node; any failure or a reply slower than `timeout` means unreachable."""
+async def probe_node(
+    node: NodeConfig, auth: AuthConfig, timeout: float, resolver: Resolver | None = None
+) -> NodeObservation:
+    """Observe one node; any failure or a reply slower than `timeout` means unreachable.
+
+    The deadline covers the name lookup too (done by `resolver`, in the node's own thread).
+    """
     started = time.monotonic()
     try:
-        return await asyncio.wait_for(_query(node, auth, timeout), timeout)
+        return await asyncio.wait_for(_query(node, auth, timeout, resolver), timeout)
     except TimeoutError:
         error = f"no answer within {timeout:g} s"
+    except NodeError as exc:
+        error = str(exc)
     except psycopg.Error as exc:
         error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     except OSError as exc:

@@ -8,9 +8,11 @@ pg_controldata) run in a one-off container that shares the node's volumes and ne
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shlex
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -52,6 +54,13 @@ class DockerDriver:
     node: DockerNodeConfig
     auth: AuthConfig
     client: Any
+    # Engine calls block: they run in this node's own threads, so a slow engine answer about one
+    # container never holds up the other node, nor asyncio's shared executor.
+    _executor: ThreadPoolExecutor = field(init=False, repr=False)
+    _status: Future[bool] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._executor = ThreadPoolExecutor(2, f"docker-{self.node.name}")
 
     @property
     def container_name(self) -> str:
@@ -65,16 +74,25 @@ class DockerDriver:
         return self.client.containers.get(self.container_name)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def is_running(self) -> bool:
         container = await self._call(self._container)
         await self._call(container.reload)
         return bool(container.status == "running")
 
+    def _read_running(self) -> bool:
+        container = self._container()
+        container.reload()
+        return bool(container.status == "running")
+
     async def server_state(self) -> ServerState:
+        # One status call at a time: a probe whose deadline passed leaves its call to the next.
+        if self._status is None or self._status.done():
+            self._status = self._executor.submit(self._read_running)
         try:
-            running = await self.is_running()
+            running = await asyncio.wrap_future(self._status)
         except Exception:  # the engine or the container cannot be read: say so, do not guess
             return ServerState.UNKNOWN
         return ServerState.RUNNING if running else ServerState.STOPPED

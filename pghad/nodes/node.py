@@ -17,6 +17,7 @@ from pghad.cluster.observation import NodeObservation, ServerState
 from pghad.cluster.probe import probe_node
 from pghad.config import AuthConfig, NodeConfig
 from pghad.nodes.base import NodeDriver
+from pghad.nodes.resolver import Resolver
 
 
 class Node(Protocol):
@@ -51,13 +52,19 @@ class PgNode:
     config: NodeConfig
     auth: AuthConfig
     process: NodeDriver
+    resolver: Resolver | None = None
+
+    def __post_init__(self) -> None:
+        self.resolver = self.resolver or Resolver(self.config.host, self.config.port)
 
     @property
     def name(self) -> str:
         return self.config.name
 
     async def probe(self, timeout: float) -> NodeObservation:
-        sql_probe = asyncio.ensure_future(probe_node(self.config, self.auth, timeout))
+        sql_probe = asyncio.ensure_future(
+            probe_node(self.config, self.auth, timeout, self.resolver)
+        )
         try:
             server = await asyncio.wait_for(self.process.server_state(), timeout)
         except Exception:  # a driver that cannot tell must never cost the SQL probe

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import os
 import shlex
+import struct
+import tarfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pghad.cluster.observation import ServerState
+from pghad.cluster.observation import ServerState, format_lsn
 from pghad.config import AuthConfig, DockerNodeConfig, NodeConfig
 from pghad.conninfo import admin_conninfo, clone_application_name, replication_conninfo
 from pghad.errors import NodeError, SetupError
@@ -47,6 +50,13 @@ def docker_client() -> Any:
             f"cannot reach the Docker engine ({exc}): mount /var/run/docker.sock or set DOCKER_HOST"
         ) from exc
     return client
+
+
+def checkpoint_location(pg_control: bytes) -> int:
+    """ControlFileData.checkPoint: after system_identifier, two versions, the state and the
+    time, at byte 32, in the machine's byte order (little-endian here)."""
+    (location,) = struct.unpack_from("<Q", pg_control, 32)
+    return int(location)
 
 
 @dataclass
@@ -192,8 +202,21 @@ class DockerDriver:
         )
 
     async def checkpoint_lsn(self) -> str:
+        # Copying pg_control out of the stopped container takes milliseconds; a one-off
+        # container running pg_controldata about 0.3 s of a switchover's write pause.
+        try:
+            return format_lsn(await self._call(self._read_checkpoint)) or ""
+        except Exception:  # an engine without the archive API, an unexpected pg_control
+            pass
         output = await self._one_off(f"pg_controldata {shlex.quote(str(self.data_dir))}")
         for line in output.splitlines():
             if line.startswith("Latest checkpoint location:"):
                 return line.split(":", 1)[1].strip()
         raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")
+
+    def _read_checkpoint(self) -> int:
+        stream, _stat = self._container().get_archive(f"{self.data_dir}/global/pg_control")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.extractfile("pg_control")
+            assert member is not None
+            return checkpoint_location(member.read())

@@ -6,8 +6,7 @@ import subprocess
 import time
 
 from tests.support.chaos import Writer, wait_for
-
-from .conftest import API_PORT, Stack, healthy_pair, run
+from tests.support.compose_stack import API_PORT, Stack, healthy_pair, run
 
 
 def test_up_from_nothing_is_healthy_and_lists_the_commands(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -9,8 +10,12 @@ from pathlib import Path
 
 import psycopg
 
+from pghad import pgbin
+from pghad.cluster.observation import format_lsn
 from pghad.lab import lab_destroy, lab_down, lab_status, lab_up
 from pghad.nodes import procs
+from pghad.nodes.docker import checkpoint_location
+from pghad.nodes.local import LocalDriver
 from tests.support.chaos import connect, wait_for
 
 from ..conftest import Lab
@@ -102,3 +107,13 @@ def test_cli_lab_status_and_missing_lab(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert "holds no lab" in result.stderr
+
+
+def test_pg_control_is_read_as_pg_controldata_reads_it(lab: Lab) -> None:
+    """The docker driver reads the checkpoint location from pg_control's bytes itself."""
+    config = lab.config
+    driver = LocalDriver(config.local_node("node1"), config.auth, pgbin.find_bin_dir(config.pg_bin))
+    asyncio.run(driver.stop("fast"))
+    expected = asyncio.run(driver.checkpoint_lsn())
+    control = (driver.data_dir / "global" / "pg_control").read_bytes()
+    assert format_lsn(checkpoint_location(control)) == expected

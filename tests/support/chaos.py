@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from pghad.nodes import procs
 
 WRITER_TABLE = "pghad_writer"
 COMMIT_BOUND_S = 2.0
+OPEN_WAIT_S = 0.25  # how long one round of connection attempts waits for a writable node
 
 
 def connect(config: Config, name: str, timeout: int = 2) -> psycopg.Connection:
@@ -148,19 +149,45 @@ class Writer:
         raise AssertionError("no writable node to create the writer table on")
 
     def _open(self) -> tuple[psycopg.Connection, str] | None:
-        for node in self.config.nodes:
-            try:
-                conn = connect(self.config, node.name, timeout=1)
-            except psycopg.Error:
-                continue
-            try:
-                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            except psycopg.Error:
-                self._drop((conn, node.name))
-                continue
-            if row is not None and not row[0]:
-                return conn, node.name
-            conn.close()
+        """A connection to the writable node; every node is tried at once, as a client with
+        several hosts would, so a node that does not answer (no RST from a stopped container's
+        address) does not delay finding the new primary."""
+        pool = ThreadPoolExecutor(max_workers=len(self.config.nodes))
+        futures = [pool.submit(self._try, node.name) for node in self.config.nodes]
+        pool.shutdown(wait=False)
+        try:
+            for future in as_completed(futures, timeout=OPEN_WAIT_S):
+                found = future.result()
+                if found is not None:
+                    self._release(futures, keep=future)
+                    return found
+        except FutureTimeout:
+            pass  # a node that does not answer yet: try again soon rather than wait for it
+        self._release(futures, keep=None)
+        return None
+
+    def _release(
+        self,
+        futures: list[Future[tuple[psycopg.Connection, str] | None]],
+        keep: Future[tuple[psycopg.Connection, str] | None] | None,
+    ) -> None:
+        for other in futures:
+            if other is not keep:  # answered later, or a second writable node: not ours
+                other.add_done_callback(lambda done: self._drop(done.result()))
+
+    def _try(self, name: str) -> tuple[psycopg.Connection, str] | None:
+        try:
+            conn = connect(self.config, name, timeout=1)
+        except psycopg.Error:
+            return None
+        try:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except psycopg.Error:
+            self._drop((conn, name))
+            return None
+        if row is not None and not row[0]:
+            return conn, name
+        conn.close()
         return None
 
     @staticmethod

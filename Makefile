@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB ?= lab
 
-.PHONY: install test-deps demo test check unit integration bench lab-down lab-destroy clean
+.PHONY: install test-deps demo test check unit integration compose bench lab-down lab-destroy clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,10 +40,14 @@ test: install test-deps check
 	$(VENV)/bin/pytest
 
 unit: install
-	$(VENV)/bin/pytest -m "not integration"
+	$(VENV)/bin/pytest -m "not integration and not compose"
 
 integration: install test-deps
 	$(VENV)/bin/pytest -m integration
+
+# The docker-compose.yml stack on a real engine (prepares the engine and images if missing).
+compose: install
+	$(VENV)/bin/pytest -m compose
 
 bench: install
 	$(PY) bench/failover.py --runs 10 --threshold 2

@@ -17,7 +17,15 @@ from pghad.cluster import results
 from pghad.cluster.decide import decide
 from pghad.cluster.executor import Outcome
 from pghad.cluster.memory_file import load_history, load_memory, save_memory
-from pghad.cluster.model import Action, ClusterState, Memory, Promote, action_name, action_target
+from pghad.cluster.model import (
+    Action,
+    ClusterState,
+    Memory,
+    Promote,
+    action_key,
+    action_name,
+    action_target,
+)
 from pghad.cluster.observation import ClusterView
 from pghad.cluster.observe import observe
 from pghad.cluster.procedures import OperationResult
@@ -129,7 +137,7 @@ class Loop:
         allowed = []
         for action in actions:
             name, node = action_name(action), action_target(action)
-            backoff = self.ops.backoff.get(f"{name}:{node}")
+            backoff = self.ops.backoff.get(action_key(action))
             if backoff is not None and backoff.not_before > now:
                 if not backoff.announced:
                     backoff.announced = True
@@ -201,8 +209,7 @@ class Loop:
             )
             if isinstance(entry.request, Act):  # a bug must not repeat every round: back off
                 for action in entry.request.actions:
-                    key = f"{action_name(action)}:{action_target(action)}"
-                    self.ops.record(key, False, self.clock())
+                    self.ops.record(action_key(action), False, self.clock())
             return
         result = entry.task.result()
         if isinstance(result, tuple):
@@ -230,7 +237,7 @@ class Loop:
         now = self.clock()
         for action, outcome in zip(request.actions, outcomes, strict=True):
             self.recorder.outcome(outcome)
-            key = f"{outcome.action}:{outcome.node}"
+            key = action_key(action)
             delay = self.ops.record(key, outcome.ok, now, always=outcome.action in SETTLING)
             if not outcome.ok and delay:
                 self.recorder.event(

@@ -70,6 +70,11 @@ def action_name(action: Action) -> str:
     }[type(action)]
 
 
+def action_key(action: Action) -> str:
+    """What backoff is counted by: the kind of action and the node it acts on."""
+    return f"{action_name(action)}:{action_target(action)}"
+
+
 @dataclass(frozen=True)
 class Memory:
     """What the daemon carries between rounds (and persists, see memory_file)."""

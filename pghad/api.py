@@ -36,6 +36,8 @@ COMMANDS = (
     ("POST", "/failover", "make the standby the primary (?force=true when it is not eligible)"),
     ("POST", "/switchover", "planned swap, only when both nodes are healthy"),
     ("POST", "/failback", "make the preferred node the primary again"),
+    ("POST", "/pause", "maintenance mode: no automatic action until /resume"),
+    ("POST", "/resume", "end maintenance mode"),
     ("GET", "/backups", "backups with chain, size and status"),
     ("POST", "/backups?kind=auto", "take a backup now (kind: auto, full or incremental)"),
     ("GET", "/docs", "OpenAPI documentation"),
@@ -151,6 +153,27 @@ async def switchover(control: ControlDep) -> dict[str, Any]:
 @router.post("/failback", dependencies=authorized, summary="Return to the preferred primary")
 async def failback(control: ControlDep) -> dict[str, Any]:
     return success_body(await _run(control, ops.Failback()))
+
+
+async def _set_paused(control: Control, paused: bool) -> bool:
+    try:
+        return await control.set_paused(paused)
+    except OSError as exc:
+        raise ApiError(500, str(exc)) from exc
+
+
+@router.post("/pause", dependencies=authorized, summary="Maintenance mode on")
+async def pause(control: ControlDep) -> dict[str, Any]:
+    changed = await _set_paused(control, True)
+    message = "paused: no automatic action until resume" if changed else "already paused"
+    return {"status": "success", "message": message, "paused": True}
+
+
+@router.post("/resume", dependencies=authorized, summary="Maintenance mode off")
+async def resume(control: ControlDep) -> dict[str, Any]:
+    changed = await _set_paused(control, False)
+    message = "resumed: automatic actions again" if changed else "was not paused"
+    return {"status": "success", "message": message, "paused": False}
 
 
 @router.get("/backups", summary="Backups with chain, size and status")

@@ -85,6 +85,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pause(args: argparse.Namespace) -> int:
+    print(_client(args).call("POST", f"/{args.command}")["message"])
+    return 0
+
+
 def _cmd_operation(args: argparse.Namespace) -> int:
     path = f"/{args.command}" + ("?force=true" if getattr(args, "force", False) else "")
     result = _client(args).call("POST", path)
@@ -234,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         _api_options(command)
         command.set_defaults(handler=_cmd_operation)
+
+    for name, text in (
+        ("pause", "maintenance mode: no automatic action until resume (survives a restart)"),
+        ("resume", "end maintenance mode"),
+    ):
+        command = commands.add_parser(name, help=text)
+        _api_options(command)
+        command.set_defaults(handler=_cmd_pause)
 
     events = commands.add_parser("events", help="recent decisions and actions")
     events.add_argument("--limit", type=int, default=20)

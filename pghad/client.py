@@ -51,8 +51,13 @@ def format_status(status: dict[str, Any]) -> str:
         f"Cluster {status['cluster']}: {status['state']} (primary {status['primary']}, "
         f"preferred {status['preferred_primary']})"
     ]
+    if status.get("paused"):
+        lines.append("PAUSED (maintenance mode): no automatic action; `pghad resume` ends it")
     if status.get("operation"):
         lines.append(f"Running: {status['operation']}")
+    lagging = [n["name"] for n in status["nodes"] if n.get("lag_alert")]
+    if lagging:
+        lines.append(f"Lag alert: {', '.join(lagging)} (replay lag above cluster.lag_alert_s)")
     header = ("NODE", "ADDRESS", "ROLE", "TL", "LSN", "LAG_S", "LAG_BYTES", "SYNC")
     rows = [header]
     for node in status["nodes"]:

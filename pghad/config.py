@@ -80,6 +80,8 @@ class ClusterConfig(_Model):
     synchronous: bool = True
     sync_relax_after: Annotated[float, Field(ge=0.5, le=3600)] = 3.0
     max_lag_on_failover: Annotated[int, Field(ge=0)] = 1_048_576
+    # Replay lag (seconds) above which a standby is flagged and a warning event is written.
+    lag_alert_s: Annotated[float, Field(gt=0, le=86400)] = 5.0
     auto_rejoin: bool = True
     preferred_primary: str | None = None
 
@@ -121,6 +123,13 @@ class BackupConfig(_Model):
     logical_dump: bool = True
 
 
+class HooksConfig(_Model):
+    # A program run (no shell) when a node changes role: on promote, demote, fence and rejoin,
+    # with PGHAD_EVENT, PGHAD_NODE, PGHAD_ROLE and PGHAD_CLUSTER in its environment.
+    command: tuple[str, ...] = ()
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+
 class StateConfig(_Model):
     dir: Path = Path("state")
     # A file whose appearance starts a failback (default: failback.trigger in the state dir).
@@ -146,6 +155,7 @@ class Config(_Model):
     backup: BackupConfig = BackupConfig()
     state: StateConfig = StateConfig()
     log: LogConfig = LogConfig()
+    hooks: HooksConfig = HooksConfig()
 
     @field_validator("nodes")
     @classmethod

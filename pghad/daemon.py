@@ -95,7 +95,12 @@ class Daemon:
             decision=self.recorder.last_decision,
             operation=loop.ops.current(Lane.CLUSTER),
             history=loop.history,
+            paused=loop.paused,
+            lagging=self.recorder.lagging,
         )
+
+    async def set_paused(self, paused: bool) -> bool:
+        return await self.loop.set_paused(paused)
 
     def events(self, limit: int) -> list[dict[str, Any]]:
         return self.journal.read(limit)

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.model import BackupRecord
 from pghad.cluster import results
 from pghad.cluster.decide import decide
 from pghad.cluster.executor import Outcome
-from pghad.cluster.memory_file import load_history, load_memory, save_memory
+from pghad.cluster.memory_file import load_history, load_memory, load_paused, save_memory
 from pghad.cluster.model import (
     Action,
     ClusterState,
@@ -26,22 +26,19 @@ from pghad.cluster.model import (
     action_name,
     action_target,
 )
-from pghad.cluster.observation import ClusterView
+from pghad.cluster.observation import ClusterView, lagging
 from pghad.cluster.observe import observe
 from pghad.cluster.procedures import OperationResult
 from pghad.config import Config
 from pghad.errors import OperationRefused, PghadError
+from pghad.hooks import Hooks
 from pghad.intake import Intake
 from pghad.operations import (
     Act,
     Entry,
-    Failback,
-    Failover,
     Lane,
     Operations,
     Request,
-    Switchover,
-    TakeBackup,
     describe,
 )
 from pghad.recorder import Recorder
@@ -72,10 +69,12 @@ class Loop:
         config = runtime.config
         self.memory: Memory = load_memory(config.state.dir, set(runtime.nodes))
         self.history = load_history(config.state.dir)
+        self.paused = load_paused(config.state.dir)
         self.ops = Operations()
         self.view = ClusterView()
         self.last_round_at: float | None = None
         self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
+        self.hooks = Hooks(recorder, self.spawn)
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -85,9 +84,10 @@ class Loop:
     async def tick(self) -> None:
         await self._collect()
         self.view = await observe(self.runtime.nodes, self.config.cluster.probe_timeout)
+        self.recorder.lag(lagging(self.view, self.config.cluster.lag_alert_s), self.view)
         now = self.clock()
         busy = frozenset(self.runtime.nodes) if self.ops.busy(Lane.CLUSTER) else frozenset()
-        decision = decide(self.view, self.memory, self.config, now, busy)
+        decision = decide(self.view, self.memory, self.config, now, busy, paused=self.paused)
         self.recorder.decision(decision)
         changed = decision.memory != self.memory
         self.memory = decision.memory
@@ -111,6 +111,21 @@ class Loop:
         self.recorder.metrics.observe_round(self.view, self.memory, time.time())
         self.last_round_at = self.clock()
 
+    async def set_paused(self, paused: bool) -> bool:
+        """Maintenance mode on or off, on disk before it is answered; False if unchanged."""
+        if paused == self.paused:
+            return False
+        self.paused = paused
+        if not await self._persist():
+            self.paused = not paused
+            raise OSError("the state file could not be written; maintenance mode unchanged")
+        self.recorder.event(
+            "paused" if paused else "resumed", level="warning" if paused else "info"
+        )
+        self.recorder.metrics.paused.set(1 if paused else 0)
+        self.ops.wake.set()
+        return True
+
     def interval(self) -> float:
         probe = self.config.cluster.probe_interval
         if self.memory.state is ClusterState.PRIMARY_DOWN:
@@ -123,7 +138,7 @@ class Loop:
         state_dir = self.config.state.dir
         try:
             await asyncio.wait_for(
-                asyncio.to_thread(save_memory, state_dir, self.memory, self.history),
+                asyncio.to_thread(save_memory, state_dir, self.memory, self.history, self.paused),
                 PERSIST_BOUND_S,
             )
         except (OSError, TimeoutError) as exc:
@@ -149,29 +164,9 @@ class Loop:
 
     # ---- running requests (in their own task) -------------------------------------------------
 
-    async def _execute(self, request: Request) -> Any:
-        runtime = self.runtime  # an operation finishes with the runtime it started with
-        match request:
-            case Act(actions):
-                return tuple([await runtime.executor.run(action) for action in actions])
-            case Failover(force):
-                memory = self.memory
-                return await runtime.procedures.failover(
-                    memory.primary, memory.standby_eligible, force
-                )
-            case Switchover():
-                return await runtime.procedures.switchover()
-            case Failback():
-                preferred = runtime.config.preferred_primary
-                pending = (
-                    runtime.config.cluster.auto_rejoin and preferred in self.memory.needs_rejoin
-                )
-                return await runtime.procedures.failback(pending)
-            case TakeBackup(kind):
-                record = await runtime.backups.run(self.wall_clock(), kind)
-                if record.status is BackupStatus.OK:
-                    await asyncio.to_thread(runtime.backups.apply_retention)
-                return record
+    def _execute(self, request: Request) -> Awaitable[Any]:
+        # An operation finishes with the runtime, memory and time it started with.
+        return self.runtime.execute(request, self.memory, self.wall_clock())
 
     # ---- collecting results (at the start of a round, before observing) --------------------
 
@@ -215,6 +210,7 @@ class Loop:
         if isinstance(result, tuple):
             self._finish_actions(entry.request, result)
         elif isinstance(result, OperationResult):
+            self.hooks.after_operation(self.config, result)
             self._new_primary(
                 result.new_primary,
                 result.old_primary,
@@ -237,6 +233,8 @@ class Loop:
         now = self.clock()
         for action, outcome in zip(request.actions, outcomes, strict=True):
             self.recorder.outcome(outcome)
+            old = action.old_primary if isinstance(action, Promote) else None
+            self.hooks.after_outcome(self.config, outcome, old)
             key = action_key(action)
             delay = self.ops.record(key, outcome.ok, now, always=outcome.action in SETTLING)
             if not outcome.ok and delay:

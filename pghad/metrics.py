@@ -39,6 +39,18 @@ class Metrics:
         self.eligible = Gauge(
             "pghad_standby_eligible", "1 if the standby may be promoted automatically", registry=r
         )
+        self.paused = Gauge(
+            "pghad_paused", "1 while maintenance mode holds every automatic action", registry=r
+        )
+        self.lag_alert = Gauge(
+            "pghad_replication_lag_alert",
+            "1 while the node's replay lag is above cluster.lag_alert_s",
+            ["node"],
+            registry=r,
+        )
+        self.hooks = Counter(
+            "pghad_hooks", "Role-change hook runs by outcome", ["event", "outcome"], registry=r
+        )
         self.failovers = Counter("pghad_failovers", "Promotions by cause", ["cause"], registry=r)
         self.last_failover = Gauge(
             "pghad_last_failover_duration_seconds",

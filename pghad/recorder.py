@@ -14,6 +14,7 @@ import structlog
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.cluster.executor import Outcome
 from pghad.cluster.model import Decision, action_name
+from pghad.cluster.observation import ClusterView
 from pghad.event_sink import EventSink
 from pghad.metrics import Metrics
 from pghad.notify import SystemdNotifier
@@ -27,6 +28,7 @@ class Recorder:
         self.metrics = metrics
         self.notifier = notifier
         self.last_decision: Decision | None = None
+        self.lagging: frozenset[str] = frozenset()
         self.dropped = 0
 
     def event(self, kind: str, /, **fields: Any) -> None:
@@ -57,6 +59,18 @@ class Recorder:
             **decision.details,
         )
         self.notifier.status(f"{decision.memory.state.value}: {decision.reason}")
+
+    def lag(self, lagging: frozenset[str], view: ClusterView) -> None:
+        """A warning when a standby's replay lag crosses cluster.lag_alert_s, a note when it
+        clears; the metric every round."""
+        for node in sorted(lagging - self.lagging):
+            lag = view.nodes[node].replay_lag_s
+            self.event("lag_alert", level="warning", node=node, replay_lag_s=lag)
+        for node in sorted(self.lagging - lagging):
+            self.event("lag_alert_cleared", node=node)
+        for node in view.nodes:
+            self.metrics.lag_alert.labels(node).set(1 if node in lagging else 0)
+        self.lagging = lagging
 
     def outcome(self, outcome: Outcome) -> None:
         self.event(

@@ -6,20 +6,25 @@ operation already running finishes with the Runtime it started with.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pghad import pgbin
 from pghad.backup.catalog import Catalog
+from pghad.backup.model import BackupStatus
 from pghad.backup.runner import BackupRunner
 from pghad.cluster.executor import Executor
+from pghad.cluster.model import Memory
 from pghad.cluster.procedures import Procedures
 from pghad.config import Config, DockerNodeConfig
 from pghad.nodes.base import NodeDriver
 from pghad.nodes.docker import DockerDriver, docker_client
 from pghad.nodes.local import LocalDriver
 from pghad.nodes.node import Node, PgNode
+from pghad.operations import Act, Failback, Failover, Request, Switchover, TakeBackup
 
 
 def make_nodes(config: Config, docker: Any = None) -> dict[str, Node]:
@@ -57,3 +62,25 @@ class Runtime:
             catalog=catalog,
             backups=BackupRunner(config, catalog, pgbin.find_bin_dir(config.pg_bin), nodes),
         )
+
+    async def execute(self, request: Request, memory: Memory, now: datetime) -> Any:
+        """Run one request (in its own task): the actions' outcomes, an operation's result, or a
+        backup record."""
+        match request:
+            case Act(actions):
+                return tuple([await self.executor.run(action) for action in actions])
+            case Failover(force):
+                return await self.procedures.failover(
+                    memory.primary, memory.standby_eligible, force
+                )
+            case Switchover():
+                return await self.procedures.switchover()
+            case Failback():
+                preferred = self.config.preferred_primary
+                pending = self.config.cluster.auto_rejoin and preferred in memory.needs_rejoin
+                return await self.procedures.failback(pending)
+            case TakeBackup(kind):
+                record = await self.backups.run(now, kind)
+                if record.status is BackupStatus.OK:
+                    await asyncio.to_thread(self.backups.apply_retention)
+                return record

@@ -9,7 +9,9 @@ from pghad.cluster.observation import ClusterView, format_lsn
 from pghad.config import Config
 
 
-def node_status(config: Config, memory: Memory, view: ClusterView) -> list[dict[str, Any]]:
+def node_status(
+    config: Config, memory: Memory, view: ClusterView, lagging: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
     nodes = []
     for node in config.nodes:
         obs = view.nodes.get(node.name)
@@ -23,6 +25,7 @@ def node_status(config: Config, memory: Memory, view: ClusterView) -> list[dict[
             "address": node.address,
             "role": role,
             "reachable": reachable,
+            "lag_alert": node.name in lagging,
         }
         if obs is not None and reachable:
             primary = memory.primary if memory.primary in view.nodes else None
@@ -52,6 +55,8 @@ def status_body(
     decision: Decision | None,
     operation: str | None,
     history: list[dict[str, object]],
+    paused: bool = False,
+    lagging: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     return {
         "status": "success",
@@ -60,8 +65,9 @@ def status_body(
         "primary": memory.primary,
         "preferred_primary": config.preferred_primary,
         "standby_eligible": memory.standby_eligible,
+        "paused": paused,
         "decision": {"code": decision.code, "reason": decision.reason} if decision else None,
         "operation": operation,
         "last_failover": history[-1] if history else None,
-        "nodes": node_status(config, memory, view),
+        "nodes": node_status(config, memory, view, lagging),
     }

@@ -45,6 +45,7 @@ class FakeNode:
     sync_names: str = ""
     upstream: str | None = None
     start_fails: bool = False
+    replay_lag_s: float = 0.0
     calls: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +102,7 @@ class FakeNode:
             current_lsn=None if self.in_recovery else self.lsn,
             receive_lsn=self.lsn if self.in_recovery else None,
             replay_lsn=self.lsn if self.in_recovery else None,
+            replay_lag_s=self.replay_lag_s if self.in_recovery else None,
             sync_standby_names=self.sync_names,
             replicas=replicas,
             receiver_status=receiver,

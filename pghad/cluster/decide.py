@@ -44,6 +44,7 @@ DECISION_CODES = (
     "starting_standby",
     "primary_down",
     "failover",
+    "paused",
     "standby_busy",
     "standby_unreachable",
     "standby_not_in_recovery",
@@ -61,14 +62,20 @@ def decide(
     config: Config,
     now: float,
     busy: frozenset[str] = frozenset(),
+    *,
+    paused: bool = False,
 ) -> Decision:
-    """One round: `busy` names nodes a running operation owns (no new action touches them)."""
+    """One round: `busy` names nodes a running operation owns (no new action touches them);
+    `paused` (maintenance mode): every node is left alone and no promotion is made.
+    """
+    if paused:
+        busy = frozenset(node.name for node in config.nodes)
     writable = view.writable()
     if len(writable) == 2:
         return _split_brain(view, memory, busy)
     if len(writable) == 1:
         return _with_primary(view, memory, config, now, primary=writable[0], busy=busy)
-    return _without_primary(view, memory, config, now, busy)
+    return _without_primary(view, memory, config, now, busy, paused=paused)
 
 
 def _split_brain(view: ClusterView, memory: Memory, busy: frozenset[str]) -> Decision:
@@ -201,7 +208,13 @@ def _repair_standby(
 
 
 def _without_primary(
-    view: ClusterView, memory: Memory, config: Config, now: float, busy: frozenset[str]
+    view: ClusterView,
+    memory: Memory,
+    config: Config,
+    now: float,
+    busy: frozenset[str],
+    *,
+    paused: bool,
 ) -> Decision:
     primary = memory.primary
     if primary is None:
@@ -234,7 +247,7 @@ def _without_primary(
             f"{primary} unreachable for {down_for:.1f} s of {threshold:g} s ({error})",
             details,
         )
-    refusal = refuse_promotion(view, memory.standby_eligible, standby, busy)
+    refusal = refuse_promotion(view, memory.standby_eligible, standby, busy, paused=paused)
     if refusal is not None:
         return Decision(base, (), refusal[0], refusal[1], details)
     reason = (
@@ -251,7 +264,12 @@ def _without_primary(
 
 
 def refuse_promotion(
-    view: ClusterView, eligible: bool, standby: str, busy: frozenset[str] = frozenset()
+    view: ClusterView,
+    eligible: bool,
+    standby: str,
+    busy: frozenset[str] = frozenset(),
+    *,
+    paused: bool = False,
 ) -> tuple[str, str] | None:
     """The first reason not to promote `standby` now, as (code, reason), or None.
 
@@ -261,6 +279,7 @@ def refuse_promotion(
     obs = view[standby]
     receiver_age = obs.receiver_msg_age_s or 0.0
     checks = (
+        (paused, "paused", "pghad is paused (maintenance mode): `pghad resume` ends it"),
         (standby in busy, "standby_busy", "an operation is running on it"),
         (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
         (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),

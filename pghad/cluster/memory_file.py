@@ -29,8 +29,11 @@ def load_memory(state_dir: Path, node_names: set[str]) -> Memory:
     )
 
 
-def save_memory(state_dir: Path, memory: Memory, history: list[dict[str, object]]) -> None:
+def save_memory(
+    state_dir: Path, memory: Memory, history: list[dict[str, object]], paused: bool = False
+) -> None:
     data = {
+        "paused": paused,
         "primary": memory.primary,
         "state": memory.state.value,
         "standby_eligible": memory.standby_eligible,
@@ -39,6 +42,11 @@ def save_memory(state_dir: Path, memory: Memory, history: list[dict[str, object]
         "failovers": history[-50:],
     }
     write_atomic(state_dir / STATE_FILE, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def load_paused(state_dir: Path) -> bool:
+    """Maintenance mode survives a restart."""
+    return bool((read_json(state_dir / STATE_FILE) or {}).get("paused", False))
 
 
 def load_history(state_dir: Path) -> list[dict[str, object]]:

@@ -97,3 +97,12 @@ class ClusterView:
         if replica is None or current is None or replica.flush_lsn is None:
             return None
         return max(0, current - replica.flush_lsn)
+
+
+def lagging(view: ClusterView, threshold_s: float) -> frozenset[str]:
+    """Standbys whose replay lag is above `threshold_s` (the lag alert)."""
+    return frozenset(
+        name
+        for name, obs in view.nodes.items()
+        if obs.is_standby and (obs.replay_lag_s or 0.0) > threshold_s
+    )

@@ -259,3 +259,26 @@ def test_non_loopback_api_without_token_refuses_to_start(lab: Lab) -> None:
     )
     assert result.returncode == 3
     assert "api.token is empty" in result.stderr
+
+
+def test_paused_a_killed_primary_is_not_failed_over_and_resumed_it_is(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    config = lab.config
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/pause")
+    assert code == 200 and body["paused"] is True
+    assert daemon.http("GET", "/status")[1]["paused"] is True
+    kill9(config.node("node1"))
+    daemon.wait_event(lambda e: e.get("code") == "paused", 10, "the paused decision")
+    time.sleep(2.5)  # past the 2 s threshold
+    assert _roles(lab) == [None, False]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pghad", "resume", "--config", str(lab.config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr
+    wait_for(lambda: is_writable(config, "node2") is True, timeout=10, what="failover on resume")

@@ -40,6 +40,7 @@ class Row:
     now: float = 0.0
     sync: bool = True
     busy: frozenset[str] = frozenset()
+    paused: bool = False
 
 
 ROWS = {
@@ -78,6 +79,7 @@ ROWS = {
     ),
     "primary_down": Row(view(down("a"), standby()), HEALTHY, now=1.0),
     "failover": Row(view(down("a"), standby()), DOWN_PAST, (Promote,), now=50.0),
+    "paused": Row(view(down("a"), standby()), DOWN_PAST, now=50.0, paused=True),
     "standby_busy": Row(
         view(down("a"), standby()), DOWN_PAST, now=50.0, busy=frozenset({"a", "b"})
     ),
@@ -103,7 +105,12 @@ ROWS = {
 def test_every_decision_code_has_a_row_that_produces_it(code: str) -> None:
     row = ROWS[code]
     decision = decide(
-        row.cluster, row.memory, config(threshold=10, sync=row.sync), row.now, row.busy
+        row.cluster,
+        row.memory,
+        config(threshold=10, sync=row.sync),
+        row.now,
+        row.busy,
+        paused=row.paused,
     )
     assert decision.code == code, decision.reason
     assert tuple(type(a) for a in decision.actions) == row.actions

@@ -253,3 +253,78 @@ def test_an_action_that_fails_unexpectedly_is_recorded_and_backs_off(tmp_path: P
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     failed = [e for e in events if e["event"] == "operation_failed"]
     assert failed and "RuntimeError: a bug in a driver" in failed[0]["error"]
+
+
+def _events(tmp_path: Path) -> list[dict[str, object]]:
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_paused_nothing_is_done_automatically_until_resumed_even_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+
+    async def pause() -> None:
+        await rounds(daemon, clock, 2)
+        assert await daemon.set_paused(True)
+
+    asyncio.run(pause())
+    restarted = Daemon(
+        daemon.config, tmp_path / "config.toml", node_factory=cluster.nodes_for, clock=clock
+    )
+    restarted.loop.intake.next_schedule_check = float("inf")
+    assert restarted.loop.paused and restarted.status()["paused"]
+    a.running = False
+    asyncio.run(rounds(restarted, clock, 40, step=0.1))
+    assert b.in_recovery and "promote" not in b.calls
+    assert restarted.recorder.last_decision is not None
+    assert restarted.recorder.last_decision.code == "paused"
+
+    async def resume() -> None:
+        assert await restarted.set_paused(False)
+        await rounds(restarted, clock, 5, step=0.1)
+
+    asyncio.run(resume())
+    assert not b.in_recovery and a.streaming_to(b)
+
+
+def test_a_hook_runs_with_the_role_change_in_its_environment(tmp_path: Path) -> None:
+    out = tmp_path / "hook.out"
+    hook = f'\n[hooks]\ncommand = ["/bin/sh", "-c", "env | grep ^PGHAD_ | sort >> {out}"]\n'
+    daemon, cluster, clock = make(tmp_path, extra=hook)
+    asyncio.run(rounds(daemon, clock, 2))
+    cluster.nodes["a"].running = False
+
+    async def fail_over() -> None:
+        await rounds(daemon, clock, 30, step=0.1)
+        for _ in range(100):
+            if out.exists() and out.read_text().count("PGHAD_EVENT") >= 2:
+                break
+            await asyncio.sleep(0.02)
+
+    asyncio.run(fail_over())
+    text = out.read_text()
+    assert "PGHAD_EVENT=promote\nPGHAD_NODE=b\nPGHAD_ROLE=primary" in text.replace(
+        "PGHAD_CLUSTER=pghad\n", ""
+    )
+    assert "PGHAD_EVENT=demote" in text and "PGHAD_NODE=a" in text
+    hooks = [e for e in _events(tmp_path) if e["event"] == "hook"]
+    assert hooks and all(e["returncode"] == 0 for e in hooks)
+
+
+def test_the_lag_alert_is_raised_and_cleared(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    b = cluster.nodes["b"]
+    asyncio.run(rounds(daemon, clock, 2))
+    b.replay_lag_s = 7.5
+    asyncio.run(rounds(daemon, clock, 2))
+    assert daemon.status()["nodes"][1]["lag_alert"] is True
+    metric = daemon.metrics.registry.get_sample_value("pghad_replication_lag_alert", {"node": "b"})
+    assert metric == 1
+    b.replay_lag_s = 0.2
+    asyncio.run(rounds(daemon, clock, 2))
+    kinds = [e["event"] for e in _events(tmp_path) if str(e["event"]).startswith("lag_alert")]
+    assert kinds == ["lag_alert", "lag_alert_cleared"]
+    assert daemon.status()["nodes"][1]["lag_alert"] is False

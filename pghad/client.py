@@ -20,8 +20,12 @@ class ApiUnreachable(ApiCallFailed):
 
 
 class ApiClient:
-    def __init__(self, base_url: str, token: str = "", timeout: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str, token: str = "", timeout: float = 300.0, source: str | None = None
+    ) -> None:
+        """`source`: the config file the address and token came from (named in errors)."""
         self.base_url = base_url.rstrip("/")
+        self.source = f" (address and token from {source})" if source else ""
         self.token = token or os.environ.get("PGHAD_API_TOKEN", "")
         self.timeout = timeout
 
@@ -38,11 +42,14 @@ class ApiClient:
                 message = json.loads(exc.read()).get("message", exc.reason)
             except (json.JSONDecodeError, AttributeError):
                 message = exc.reason
-            raise ApiCallFailed(f"{method} {path}: HTTP {exc.code}: {message}") from exc
+            raise ApiCallFailed(
+                f"{method} {path}: HTTP {exc.code}: {message}{self.source}"
+            ) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiUnreachable(
-                f"cannot reach the pghad API at {self.base_url} ({reason}): is `pghad run` up?"
+                f"cannot reach the pghad API at {self.base_url}{self.source} ({reason}): "
+                "is `pghad run` up?"
             ) from exc
 
 
@@ -51,6 +58,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"Cluster {status['cluster']}: {status['state']} (primary {status['primary']}, "
         f"preferred {status['preferred_primary']})"
     ]
+    if status.get("standby_streaming") is False:
+        lines.append("Standby: NOT streaming from the primary (see the node table and events)")
     if status.get("paused"):
         lines.append("PAUSED (maintenance mode): no automatic action; `pghad resume` ends it")
     if status.get("operation"):

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from pghad import logs
+from pghad.api_guard import is_loopback
 from pghad.backup.model import BackupRecord
 from pghad.config import Config, load_config
 from pghad.errors import ConfigError
@@ -233,6 +234,11 @@ def raise_descriptor_limit() -> None:
 
 def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
+    if not is_loopback(config.api.bind) and not config.api.token:
+        raise ConfigError(
+            f"{config_path}: api.bind = {config.api.bind!r} is not a loopback address and "
+            "api.token is empty: set a token (or PGHAD_API_TOKEN) before exposing the API"
+        )
     raise_descriptor_limit()
     logs.configure(config.log.format, config.log.level, config_secrets(config))
     daemon = Daemon(config, config_path)

@@ -59,6 +59,7 @@ class Intake:
         """Queue the scheduled backup when it is due; otherwise bring Redis up to date."""
         backup = runtime.config.backup
         records = await asyncio.to_thread(runtime.catalog.records)
+        self.recorder.last_backups(records)  # a restarted daemon knows its last backups
         due = backup.schedule and is_due(records, self.wall_clock(), backup.time_of_day)
         if due and not self.ops.busy(Lane.BACKUP):
             self.ops.submit(TakeBackup(scheduled=True))

@@ -108,7 +108,8 @@ class Loop:
             self.spawn(self.intake.schedule(self.runtime))
         for request in self.ops.start_queued(self._execute):
             self.recorder.event("operation_started", operation=describe(request))
-        self.recorder.metrics.observe_round(self.view, self.memory, time.time())
+        metrics = self.recorder.metrics
+        metrics.observe_round(self.view, self.memory, time.time(), self.config.cluster.synchronous)
         self.last_round_at = self.clock()
 
     async def set_paused(self, paused: bool) -> bool:

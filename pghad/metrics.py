@@ -39,6 +39,16 @@ class Metrics:
         self.eligible = Gauge(
             "pghad_standby_eligible", "1 if the standby may be promoted automatically", registry=r
         )
+        self.standby_streaming = Gauge(
+            "pghad_standby_streaming",
+            "1 while the primary sees its standby streaming (0 also when no primary is known)",
+            registry=r,
+        )
+        self.sync_relaxed = Gauge(
+            "pghad_sync_relaxed",
+            "1 while synchronous mode is configured but the primary names no synchronous standby",
+            registry=r,
+        )
         self.paused = Gauge(
             "pghad_paused", "1 while maintenance mode holds every automatic action", registry=r
         )
@@ -99,7 +109,16 @@ class Metrics:
         for cause in ("automatic", "manual", "switchover", "failback"):
             self.failovers.labels(cause)
 
-    def observe_round(self, view: ClusterView, memory: Memory, wall_time: float) -> None:
+    def observe_round(
+        self, view: ClusterView, memory: Memory, wall_time: float, synchronous: bool = True
+    ) -> None:
+        primary = view.nodes.get(memory.primary) if memory.primary else None
+        streaming = relaxed = False
+        if primary is not None and primary.writable:
+            streaming = any(r.state == "streaming" for r in primary.replicas)
+            relaxed = synchronous and not primary.sync_standby_names.strip()
+        self.standby_streaming.set(1 if streaming else 0)
+        self.sync_relaxed.set(1 if relaxed else 0)
         for name, obs in view.nodes.items():
             self.node_up.labels(name).set(1 if obs.reachable else 0)
             self.probe.labels(name).observe(obs.probe_duration_s)

@@ -90,6 +90,16 @@ class Recorder:
             fenced = "ok" if fence.get("fenced") else "failed"
             self.metrics.fencing.labels(str(fence.get("node")), fenced).inc()
 
+    def last_backups(self, records: list[BackupRecord]) -> None:
+        """Set the last-success gauges from the catalog (after a restart, before any backup)."""
+        latest: dict[str, float] = {}
+        for record in records:
+            if record.status is BackupStatus.OK and record.finished_at:
+                finished = datetime.fromisoformat(record.finished_at).timestamp()
+                latest[record.kind.value] = max(finished, latest.get(record.kind.value, 0.0))
+        for kind, finished in latest.items():
+            self.metrics.backup_last_success.labels(kind).set(finished)
+
     def backup(self, record: BackupRecord) -> None:
         ok = record.status is BackupStatus.OK
         self.event(

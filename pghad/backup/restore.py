@@ -40,6 +40,7 @@ class Restored:
     target: Path
     chain: tuple[str, ...]
     port: int | None
+    owner: str | None = None  # the OS user a started copy runs as
 
 
 def find(catalog: Catalog, backup_id: str) -> BackupRecord:
@@ -151,10 +152,11 @@ async def restore(
         raise StepFailed("verify-restored", result.stderr.strip()[-800:])
     _detach(target)
     target.chmod(0o700)
+    user = None
     if port is not None:
         user = owner or runas.ensure_lab_user()
         _chown_tree(target, user)
         node = LocalNodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
         driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user)
         await driver.start(Role.PRIMARY)
-    return Restored(record, target, record.chain, port)
+    return Restored(record, target, record.chain, port, user)

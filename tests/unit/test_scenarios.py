@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pghad.client import format_status
 from pghad.cluster.model import ClusterState, Memory
 from pghad.config import load_config
 from pghad.daemon import Daemon
@@ -328,3 +329,14 @@ def test_the_lag_alert_is_raised_and_cleared(tmp_path: Path) -> None:
     kinds = [e["event"] for e in _events(tmp_path) if str(e["event"]).startswith("lag_alert")]
     assert kinds == ["lag_alert", "lag_alert_cleared"]
     assert daemon.status()["nodes"][1]["lag_alert"] is False
+
+
+def test_status_shows_a_missing_standby_at_once(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    asyncio.run(rounds(daemon, clock, 2))
+    assert daemon.status()["standby_streaming"] is True
+    cluster.nodes["b"].running = cluster.nodes["b"].observable = False
+    asyncio.run(rounds(daemon, clock, 1))
+    status = daemon.status()
+    assert status["standby_eligible"] and status["standby_streaming"] is False
+    assert "NOT streaming" in format_status(status)

@@ -1,0 +1,76 @@
+"""Subcommands that need neither a daemon nor backups: check, and the lab."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from pghad.check import Level, run_checks
+from pghad.cli import common
+from pghad.config import Config, load_config
+from pghad.errors import ConfigError
+from pghad.loop import local_now
+
+MARKS = {Level.OK: "ok  ", Level.WARN: "warn", Level.FAIL: "FAIL"}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = common.config_path(args)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(
+            json.dumps([{"name": "config", "level": "fail", "detail": str(exc)}])
+            if args.json
+            else f"FAIL  config  {exc}"
+        )
+        return int(Level.FAIL)
+    checks = asyncio.run(run_checks(config, local_now()))
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        print(f"ok    config  {path}")
+        for check in checks:
+            todo = f"  -> {check.todo}" if check.todo and check.level else ""
+            print(f"{MARKS[check.level]}  {check.name}: {check.detail}{todo}")
+    return int(max((c.level for c in checks), default=Level.OK))
+
+
+def _print_lab(config: Config, lab_dir: Path) -> None:
+    print(f"lab {config.cluster.name} is up in {lab_dir.resolve()}")
+    for node in config.nodes:
+        # Over the node's socket the lab trusts local connections: no password on the screen.
+        host = getattr(node, "socket_dir", None) or node.host
+        print(f'  {node.name}: psql "host={host} port={node.port} user={node.user}"')
+    config_path = lab_dir / "config.toml"
+    pghad = common.pghad_command()
+    print("next:")
+    print(
+        f"  {pghad} run --config {config_path}        # the daemon, API on "
+        f"http://{config.api.bind}:{config.api.port}/"
+    )
+    print(f"  {pghad} lab status --dir {lab_dir}")
+    print(f"  {pghad} lab down --dir {lab_dir}          # stop, keep data")
+    print(f"  {pghad} lab destroy --dir {lab_dir}       # stop and remove everything")
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from pghad import lab
+
+    lab_dir: Path = args.dir
+    if args.action == "up":
+        config = lab.lab_up(lab_dir, args.port, args.api_port)
+        _print_lab(config, lab_dir)
+    elif args.action == "status":
+        for status in lab.lab_status(lab_dir):
+            state = "running" if status.running else "stopped"
+            print(f"{status.name:<8} port {status.port:<6} {status.role.value:<8} {state}")
+    elif args.action == "down":
+        lab.lab_down(lab_dir)
+        print(f"lab in {lab_dir} stopped; data kept (start it again with `pghad lab up`)")
+    else:
+        lab.lab_destroy(lab_dir)
+        print(f"lab in {lab_dir} destroyed")
+    return 0

@@ -266,7 +266,8 @@ def load_config(path: Path | str) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"{path}: no such config file (pass --config FILE, or run `pghad lab up` to get one)"
+            f"{path}: no such config file (pass --config FILE; `pghad lab up` writes "
+            "lab/config.toml for a local lab)"
         ) from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc

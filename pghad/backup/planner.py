@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from .model import BackupKind, BackupRecord, BackupStatus
@@ -43,27 +43,42 @@ def choose(
     requested: Requested,
     cycle_days: int,
     timeline: int | None,
+    *,
+    today: date | None = None,
+    promotion: str | None = None,
 ) -> Plan:
-    """Day 1 of a cycle is full, the next cycle_days - 1 are incremental on the one before."""
+    """Day 1 of a cycle (by calendar day) is full; the next cycle_days - 1 days are incremental,
+    each on the backup before. A second backup on the same day keeps that day's number.
+
+    `promotion`: what made a new primary since the last backup (switchover, failover, ...), for
+    the reason when the timeline changed.
+    """
     if requested is Requested.FULL:
         return Plan(BackupKind.FULL, None, "full backup requested")
     ok = sorted((r for r in records if r.status is BackupStatus.OK), key=lambda r: r.started)
     if not ok:
         return Plan(BackupKind.FULL, None, "no earlier backup to base an incremental on")
     last = ok[-1]
-    ok_ids = {r.id for r in ok}
-    missing = [i for i in last.chain if i not in ok_ids]
+    by_id = {r.id: r for r in ok}
+    missing = [i for i in last.chain if i not in by_id]
     if missing:
         return Plan(BackupKind.FULL, None, f"chain broken: {', '.join(missing)} is missing")
     if last.timeline != timeline:
+        why = promotion or "a promotion"
         return Plan(
             BackupKind.FULL,
             None,
-            f"timeline changed from {last.timeline} to {timeline} since {last.id} (failover)",
+            f"timeline changed from {last.timeline} to {timeline} since {last.id} ({why})",
         )
-    if requested is Requested.AUTO and len(last.chain) >= cycle_days:
-        return Plan(BackupKind.FULL, None, f"day 1 of a new {cycle_days}-day cycle")
-    day = len(last.chain) + 1
+    first = by_id[last.chain[0]]
+    day = ((today or last.day) - first.day).days + 1
+    if requested is Requested.AUTO and day > cycle_days:
+        return Plan(
+            BackupKind.FULL,
+            None,
+            f"day 1 of a new {cycle_days}-day cycle (the last began on {first.day.isoformat()})",
+        )
+    day = max(day, 1)  # a clock set back does not make day 0
     return Plan(BackupKind.INCREMENTAL, last, f"day {day} of {cycle_days}, on top of {last.id}")
 
 

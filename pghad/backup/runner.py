@@ -36,6 +36,7 @@ from .steps import (
     dump_path,
     manifest_wal_range,
     pick_source,
+    promotion_since,
     remove_partial,
     summaries_gap,
     unwritable,
@@ -97,7 +98,7 @@ class BackupRunner:
         self, now: datetime, requested: Requested, problem: str
     ) -> BackupRecord:
         records = await self._records()
-        plan = choose(records, requested, self.config.backup.cycle_days, None)
+        plan = choose(records, requested, self.config.backup.cycle_days, None, today=now.date())
         directory = self.config.backup.dir
         record = self._new_record(
             plan,
@@ -118,7 +119,9 @@ class BackupRunner:
         view = await self._observe()
         source = pick_source(view, self.config.backup.source)
         timeline = source.timeline if source else None
-        plan = choose(records, requested, self.config.backup.cycle_days, timeline)
+        promotion = await asyncio.to_thread(promotion_since, self.config.state.dir, records)
+        cycle = self.config.backup.cycle_days
+        plan = choose(records, requested, cycle, timeline, today=now.date(), promotion=promotion)
         if why_full is not None:
             plan = Plan(BackupKind.FULL, None, why_full)
         if source is not None and plan.kind is BackupKind.INCREMENTAL:

@@ -8,9 +8,10 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
+from pghad.cluster.memory_file import load_history
 from pghad.cluster.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
 from pghad.errors import OperationRefused, PghadError
 
@@ -120,3 +121,22 @@ def manifest_wal_range(path: Path) -> tuple[str, str, int]:
     manifest = json.loads((path / "backup_manifest").read_text())
     ranges = manifest["WAL-Ranges"]
     return ranges[0]["Start-LSN"], ranges[-1]["End-LSN"], int(ranges[-1]["Timeline"])
+
+
+CAUSES = {"automatic": "failover", "manual": "manual failover"}
+
+
+def promotion_since(state_dir: Path, records: list[BackupRecord]) -> str | None:
+    """What made the latest new primary after the last good backup: failover, switchover, ...
+    (from the daemon's history in state.json), or None."""
+    ok = [r for r in records if r.status.value == "ok"]
+    if not ok:
+        return None
+    since = max(r.started for r in ok)
+    history = load_history(state_dir)
+    latest = history[-1] if history else {}
+    at = latest.get("at")
+    if not isinstance(at, str) or datetime.fromisoformat(at) <= since:
+        return None
+    cause = str(latest.get("cause", ""))
+    return CAUSES.get(cause, cause) or None

@@ -195,8 +195,9 @@ def _backups(config: Config, now: datetime) -> list[Check]:
 def _redis(config: Config) -> Check:
     client = redis.Redis.from_url(config.redis.url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        records = Catalog(config.backup.dir, None).records()
-        missing = [r.id for r in records if not client.exists(r.redis_key)]
+        catalog = Catalog.of(config)
+        records = catalog.records()
+        missing = [r.id for r in records if not client.exists(catalog.key(r))]
     except (RedisError, OSError) as exc:
         return Check(
             "redis",

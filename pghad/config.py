@@ -108,6 +108,9 @@ class ApiConfig(_Model):
 
 class RedisConfig(_Model):
     url: str = "redis://127.0.0.1:6379/0"
+    # Put before every key pghad writes, for clusters sharing a Redis ("prod:" gives
+    # prod:backup:completo:<date> and prod:pghad:events). Empty: the manual's key names.
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]*$")] = ""
 
 
 class BackupConfig(_Model):

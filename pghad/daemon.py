@@ -55,7 +55,9 @@ class Daemon:
         self.config_path = config_path
         self.notifier = notifier or SystemdNotifier()
         self.metrics = Metrics()
-        self.redis_stream = RedisEventStream(config.redis.url)
+        self.redis_stream = RedisEventStream(
+            config.redis.url, config.redis.key_prefix, config.cluster.name
+        )
         self.journal = EventJournal(config.state.dir / "events.jsonl")
         self.recorder = Recorder(
             EventSink(self.journal, self.redis_stream), self.metrics, self.notifier

@@ -27,8 +27,11 @@ log = structlog.get_logger("pghad")
 
 
 class RedisEventStream:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key_prefix: str = "", cluster: str = "") -> None:
+        """Events go to `<key_prefix>pghad:events`, each with its cluster's name."""
         self.client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.stream = key_prefix + STREAM
+        self.cluster = cluster
         self.pending: deque[dict[str, Any]] = deque(maxlen=QUEUE_LIMIT)
         self.wake = asyncio.Event()
         self.up: bool | None = None
@@ -45,8 +48,8 @@ class RedisEventStream:
                 event = self.pending[0]
                 try:
                     await self.client.xadd(
-                        STREAM,
-                        {"event": json.dumps(event, default=str)},
+                        self.stream,
+                        {"event": json.dumps(event, default=str), "cluster": self.cluster},
                         maxlen=STREAM_MAXLEN,
                         approximate=True,
                     )

@@ -13,6 +13,8 @@ RESTART_ONLY = (
     ("api", "port"),
     ("state", "dir"),
     ("redis", "url"),
+    ("redis", "key_prefix"),
+    ("cluster", "name"),  # every Redis hash carries it: a new name would disown the old ones
 )
 
 
@@ -33,6 +35,7 @@ def merge_reloaded(running: Config, new: Config) -> tuple[Config, list[str]]:
             "api": new.api.model_copy(update={"bind": running.api.bind, "port": running.api.port}),
             "state": new.state.model_copy(update={"dir": running.state.dir}),
             "redis": running.redis,
+            "cluster": new.cluster.model_copy(update={"name": running.cluster.name}),
         }
     )
     names = [node.name for node in running.nodes]

@@ -53,7 +53,7 @@ class Runtime:
     def build(cls, config: Config, nodes: Mapping[str, Node] | None = None) -> Runtime:
         nodes = nodes if nodes is not None else make_nodes(config)
         executor = Executor(nodes, config.cluster.synchronous)
-        catalog = Catalog(config.backup.dir, config.redis.url)
+        catalog = Catalog.of(config)
         return cls(
             config=config,
             nodes=nodes,

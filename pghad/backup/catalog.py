@@ -10,20 +10,51 @@ import json
 from pathlib import Path
 
 import redis
+import structlog
 from redis.exceptions import RedisError
 
+from pghad.config import Config
 from pghad.state_store import read_json, write_atomic
 
 from .model import BackupRecord
 
 MANIFEST = "catalog.json"
+log = structlog.get_logger("pghad")
 
 
 class Catalog:
-    def __init__(self, backup_dir: Path, redis_url: str | None) -> None:
+    def __init__(
+        self, backup_dir: Path, redis_url: str | None, key_prefix: str = "", cluster: str = ""
+    ) -> None:
+        """`key_prefix` goes before the manual's key names (clusters sharing a Redis); every
+        hash carries `cluster`, and a hash another cluster wrote is never overwritten."""
         self.dir = backup_dir
         self.path = backup_dir / MANIFEST
         self.redis_url = redis_url
+        self.key_prefix = key_prefix
+        self.cluster = cluster
+
+    @classmethod
+    def of(cls, config: Config) -> Catalog:
+        redis_config = config.redis
+        return cls(
+            config.backup.dir, redis_config.url, redis_config.key_prefix, config.cluster.name
+        )
+
+    def key(self, record: BackupRecord) -> str:
+        return self.key_prefix + record.redis_key
+
+    def _fields(self, record: BackupRecord) -> dict[str, str]:
+        return {**record.redis_fields(), "cluster": self.cluster}
+
+    def _ours(self, client: redis.Redis, key: str) -> bool:
+        """Whether `key` is free or this cluster's; another cluster's hash is left alone."""
+        raw = client.hget(key, "cluster")
+        owner = raw.decode() if isinstance(raw, bytes) else raw
+        if owner is None or owner == self.cluster:
+            return True
+        log.warning("redis_key_conflict", key=key, owner=owner, cluster=self.cluster)
+        return False
 
     def _load(self) -> dict[str, object]:
         return read_json(self.path) or {"records": [], "redis_pending": [], "redis_deleted": []}
@@ -71,17 +102,26 @@ class Catalog:
         )
         try:
             for record in records:
-                # redis stubs type the mapping key invariantly; str keys are accepted.
-                client.hset(record.redis_key, mapping=record.redis_fields())  # type: ignore[arg-type]
+                self._write_hash(client, record)
         except (RedisError, OSError):
             pass
         finally:
             client.close()
 
+    def _write_hash(self, client: redis.Redis, record: BackupRecord) -> None:
+        key = self.key(record)
+        if not self._ours(client, key):
+            return
+        pipe = client.pipeline()
+        pipe.delete(key)
+        # redis stubs type the mapping key invariantly; str keys are accepted.
+        pipe.hset(key, mapping=self._fields(record))  # type: ignore[arg-type]
+        pipe.execute()
+
     def delete(self, record: BackupRecord) -> None:
         records = [r for r in self.records() if r.id != record.id]
         pending, deleted = self._lists()
-        self._write(records, [p for p in pending if p != record.id], [*deleted, record.redis_key])
+        self._write(records, [p for p in pending if p != record.id], [*deleted, self.key(record)])
         self.flush()
 
     def flush(self) -> int:
@@ -98,21 +138,18 @@ class Catalog:
         try:
             probe = client.pipeline()
             for record in by_id.values():
-                probe.exists(record.redis_key)
+                probe.exists(self.key(record))
             present = probe.execute()
             missing = [r.id for r, found in zip(by_id.values(), present, strict=True) if not found]
             for record_id in dict.fromkeys([*pending, *missing]):
                 found = by_id.get(record_id)
                 if found is not None:
-                    pipe = client.pipeline()
-                    pipe.delete(found.redis_key)
-                    # redis stubs type the mapping key invariantly; str keys are accepted.
-                    pipe.hset(found.redis_key, mapping=found.redis_fields())  # type: ignore[arg-type]
-                    pipe.execute()
+                    self._write_hash(client, found)
                 if record_id in pending:
                     pending.remove(record_id)
             for key in list(deleted):
-                client.delete(key)
+                if self._ours(client, key):
+                    client.delete(key)
                 deleted.remove(key)
         except (RedisError, OSError):
             pass

@@ -22,7 +22,7 @@ from pghad.pgbin import find_bin_dir
 
 def _parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
     config = common.config(args)
-    return config, Catalog(config.backup.dir, config.redis.url), find_bin_dir(config.pg_bin)
+    return config, Catalog.of(config), find_bin_dir(config.pg_bin)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

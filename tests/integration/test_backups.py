@@ -51,7 +51,7 @@ def write_day(config: Config, primary: str, day: int) -> str:
 
 def runner_for(lab: Lab) -> tuple[Config, BackupRunner]:
     config = lab.config
-    catalog = Catalog(config.backup.dir, config.redis.url)
+    catalog = Catalog.of(config)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
     return config, BackupRunner(config, catalog, bin_dir, make_nodes(config))
 
@@ -315,3 +315,24 @@ def test_a_full_disk_during_the_dump_fails_cleanly_and_the_next_backup_works(lab
         assert ok.id != failed.id and ok.logical_dump and Path(ok.logical_dump).exists()
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_two_clusters_share_a_redis_without_overwriting_each_other(
+    lab: Lab, private_redis: RedisServer
+) -> None:
+    lab.set("redis", "url", f'"{private_redis.url}"')
+    config, runner = runner_for(lab)
+    record = asyncio.run(runner.run(DAY1, Requested.FULL))
+    assert record.status is BackupStatus.OK, record.error
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    assert client.hget(record.redis_key, "cluster") == config.cluster.name
+    # Another cluster, same default key names, a backup the same day: it must not take the key.
+    other = Catalog(config.backup.dir.parent / "other", private_redis.url, "", "other-cluster")
+    assert other.save(record.with_(path="/elsewhere")) is True
+    assert client.hget(record.redis_key, "path") == record.path
+    assert client.hget(record.redis_key, "cluster") == config.cluster.name
+    # With a prefix of its own, it has its own keys.
+    prefixed = Catalog(config.backup.dir.parent / "other2", private_redis.url, "b:", "b")
+    prefixed.save(record.with_(path="/elsewhere"))
+    assert client.hget(f"b:{record.redis_key}", "path") == "/elsewhere"
+    client.close()

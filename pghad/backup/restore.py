@@ -157,6 +157,8 @@ async def restore(
         user = owner or runas.ensure_lab_user()
         _chown_tree(target, user)
         node = LocalNodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
-        driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user)
+        # The restored server's log stays inside what was restored, not beside it.
+        log = target / "restore-postgresql.log"
+        driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user, log_path=log)
         await driver.start(Role.PRIMARY)
     return Restored(record, target, record.chain, port, user)

@@ -42,6 +42,7 @@ class LocalDriver:
     auth: AuthConfig
     bin_dir: Path
     os_user: str | None = field(default=None)
+    log_path: Path | None = field(default=None)  # default: beside the data directory
 
     @property
     def data_dir(self) -> Path:
@@ -49,7 +50,7 @@ class LocalDriver:
 
     @property
     def log_file(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}-postgresql.log"
+        return self.log_path or self.data_dir.parent / f"{self.data_dir.name}-postgresql.log"
 
     def _user(self) -> str:
         if self.os_user:

@@ -61,6 +61,7 @@ def restored_checksum(config: Config, runner: BackupRunner, record: BackupRecord
     target = config.backup.dir.parent / f"restore-{record.id}"
     port = free_port(30000)
     asyncio.run(restore(runner.catalog, runner.bin_dir, record.id, target, port=port))
+    assert (target / "restore-postgresql.log").exists()  # the log stays with what was restored
     node = config.local_node(config.nodes[0].name).model_copy(
         update={"name": "restored", "port": port, "data_dir": target, "socket_dir": None}
     )

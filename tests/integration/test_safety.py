@@ -173,7 +173,9 @@ def test_a_lost_data_directory_is_rebuilt(lab: Lab, daemon: DaemonProcess, node:
     )
     with connect(config, node) as conn:
         assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1,)
-    assert any(e.get("method", "").startswith("pg_basebackup") for e in daemon.events())
+    daemon.wait_event(  # recorded when the loop collects the finished action
+        lambda e: str(e.get("method", "")).startswith("pg_basebackup"), 10, "the copy recorded"
+    )
 
 
 def _sync_names(lab: Lab) -> str | None:

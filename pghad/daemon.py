@@ -24,7 +24,7 @@ from pghad.metrics import Metrics
 from pghad.nodes import procs
 from pghad.nodes.node import Node, PgNode
 from pghad.notify import SystemdNotifier
-from pghad.operations import Failback, Lane, Request
+from pghad.operations import Act, Failback, Lane, Request
 from pghad.recorder import Recorder
 from pghad.reload import merge_reloaded
 from pghad.runtime import Runtime, make_nodes
@@ -84,8 +84,8 @@ class Daemon:
     async def _let_rejoin_finish(self) -> None:
         # Right after a failover the preferred node may still be rejoining: wait for that.
         deadline = time.monotonic() + REJOIN_WAIT_S
-        while (running := self.loop.ops.current(Lane.CLUSTER)) and time.monotonic() < deadline:
-            if not running.startswith(("rejoin", "start_standby", "set_synchronous")):
+        while isinstance(self.loop.ops.owner(Lane.CLUSTER), Act):  # automatic actions only
+            if time.monotonic() > deadline:
                 return
             await asyncio.sleep(0.1)
 

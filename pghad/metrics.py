@@ -113,11 +113,13 @@ class Metrics:
         self, view: ClusterView, memory: Memory, wall_time: float, synchronous: bool = True
     ) -> None:
         primary = view.nodes.get(memory.primary) if memory.primary else None
-        streaming = relaxed = False
-        if primary is not None and primary.writable:
-            streaming = any(r.state == "streaming" for r in primary.replicas)
-            relaxed = synchronous and not primary.sync_standby_names.strip()
-        self.standby_streaming.set(1 if streaming else 0)
+        relaxed = bool(
+            synchronous
+            and primary is not None
+            and primary.writable
+            and not primary.sync_standby_names.strip()
+        )
+        self.standby_streaming.set(1 if view.standby_streaming(memory.primary) else 0)
         self.sync_relaxed.set(1 if relaxed else 0)
         for name, obs in view.nodes.items():
             self.node_up.labels(name).set(1 if obs.reachable else 0)

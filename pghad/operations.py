@@ -97,12 +97,17 @@ class Operations:
     backoff: dict[str, Backoff] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def current(self, lane: Lane = Lane.CLUSTER) -> str | None:
-        """The operation that owns `lane` (running, or queued to run), by name."""
+    def owner(self, lane: Lane = Lane.CLUSTER) -> Request | None:
+        """The request that owns `lane`: running, or queued to run."""
         entry = self.running.get(lane) or next(
             (e for e in self.queue if lane_of(e.request) is lane), None
         )
-        return describe(entry.request) if entry else None
+        return entry.request if entry else None
+
+    def current(self, lane: Lane = Lane.CLUSTER) -> str | None:
+        """The operation that owns `lane`, by name."""
+        request = self.owner(lane)
+        return describe(request) if request is not None else None
 
     def busy(self, lane: Lane = Lane.CLUSTER) -> bool:
         return self.current(lane) is not None

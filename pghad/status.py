@@ -58,17 +58,11 @@ def status_body(
     paused: bool = False,
     lagging: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    primary = view.nodes.get(memory.primary) if memory.primary else None
-    streaming = bool(
-        primary is not None
-        and primary.writable
-        and any(r.state == "streaming" for r in primary.replicas)
-    )
     return {
         "status": "success",
         "cluster": config.cluster.name,
         # At once, even while the standby still counts as eligible (sync_relax_after).
-        "standby_streaming": streaming,
+        "standby_streaming": view.standby_streaming(memory.primary),
         "state": memory.state.value,
         "primary": memory.primary,
         "preferred_primary": config.preferred_primary,

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pghad.backup import restore as restore_mod
 from pghad.backup.catalog import Catalog
@@ -33,13 +34,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
     except ApiUnreachable as exc:
         print(f"{exc}; taking the backup here instead", file=sys.stderr)
         return _backup_here(args)
-    record = answer["backup"]
-    size_mb = (record.get("size_bytes") or 0) / 1e6
-    print(
-        f"{record['id']}: {record['kind']}, {size_mb:.1f} MB, {record['duration_s']} s, "
-        f"from {record['source_node']} ({record['reason']}; taken by the daemon)"
-    )
+    print(_summary(answer["backup"], "; taken by the daemon"))
     return 0
+
+
+def _summary(record: dict[str, Any], note: str = "") -> str:
+    size_mb = (record.get("size_bytes") or 0) / 1e6
+    return (
+        f"{record['id']}: {record['kind']}, {size_mb:.1f} MB, {record['duration_s']} s, "
+        f"from {record['source_node']} ({record['reason']}{note})"
+    )
 
 
 def _backup_here(args: argparse.Namespace) -> int:
@@ -54,11 +58,7 @@ def _backup_here(args: argparse.Namespace) -> int:
         print(f"pghad: error: backup {record.id} failed: {record.error}", file=sys.stderr)
         return 1
     deleted = runner.apply_retention()
-    size_mb = (record.size_bytes or 0) / 1e6
-    print(
-        f"{record.id}: {record.kind.value}, {size_mb:.1f} MB, {record.duration_s} s, "
-        f"from {record.source_node} ({record.reason})"
-    )
+    print(_summary(record.to_dict()))
     for old in deleted:
         print(f"retention: removed {old.id}")
     return 0

@@ -90,6 +90,13 @@ class ClusterView:
     def writable(self) -> list[str]:
         return [name for name, obs in self.nodes.items() if obs.writable]
 
+    def standby_streaming(self, primary: str | None) -> bool:
+        """Whether `primary` is writable and sees a standby streaming from it."""
+        obs = self.nodes.get(primary) if primary else None
+        return bool(
+            obs is not None and obs.writable and any(r.state == "streaming" for r in obs.replicas)
+        )
+
     def lag_bytes(self, primary: str, standby: str) -> int | None:
         """How far the standby's received WAL trails the primary, from the primary's view."""
         replica = self.nodes[primary].replica(standby)

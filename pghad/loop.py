@@ -76,6 +76,7 @@ class Loop:
         self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
         self.hooks = Hooks(recorder, self.spawn)
         self._background: set[asyncio.Task[Any]] = set()
+        self._persisting = asyncio.Lock()  # a round and a pause request may both write state.json
 
     @property
     def config(self) -> Config:
@@ -138,10 +139,13 @@ class Loop:
     async def _persist(self) -> bool:
         state_dir = self.config.state.dir
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(save_memory, state_dir, self.memory, self.history, self.paused),
-                PERSIST_BOUND_S,
-            )
+            async with self._persisting:
+                await asyncio.wait_for(
+                    asyncio.to_thread(
+                        save_memory, state_dir, self.memory, self.history, self.paused
+                    ),
+                    PERSIST_BOUND_S,
+                )
         except (OSError, TimeoutError) as exc:
             self.recorder.event("state_not_saved", level="error", error=str(exc) or "timeout")
             return False

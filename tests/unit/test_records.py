@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from pghad.metrics import Metrics
 from pghad.notify import SystemdNotifier
 from pghad.recorder import Recorder
 from pghad.reload import merge_reloaded
-from pghad.state_store import EventJournal
+from pghad.state_store import EventJournal, read_json, write_atomic
 from pghad.testing import fake_config_text
 
 
@@ -87,3 +89,17 @@ def test_reload_refuses_a_preferred_primary_that_is_not_running(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match="preferred_primary 'c' is not one of the running"):
         merge_reloaded(running, parse_config(changed))
+
+
+def test_two_writers_of_one_state_file_at_once_both_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+
+    def write_many(writer: int) -> None:
+        for round_ in range(200):
+            write_atomic(path, json.dumps({"writer": writer, "round": round_}))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write_many, range(4)))  # re-raises a writer's error
+    assert read_json(path) is not None
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]

@@ -126,6 +126,20 @@ class BackupConfig(_Model):
     logical_dump: bool = True
 
 
+class ArchiveConfig(_Model):
+    # Stream every WAL record into an archive on this host, for point-in-time restore.
+    enabled: bool = False
+    dir: Path | None = None  # default: <backup.dir>/wal
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+    # Count the archive as a synchronous standby too: a commit is acknowledged only when it is
+    # archived (and, while the standby streams, on the standby as well).
+    synchronous: bool = False
+    slot: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,63}$")] = "pghad_archive"
+
+    def path(self, backup_dir: Path) -> Path:
+        return self.dir or backup_dir / "wal"
+
+
 class HooksConfig(_Model):
     # A program run (no shell) when a node changes role: on promote, demote, fence and rejoin,
     # with PGHAD_EVENT, PGHAD_NODE, PGHAD_ROLE and PGHAD_CLUSTER in its environment.
@@ -156,6 +170,7 @@ class Config(_Model):
     api: ApiConfig = ApiConfig()
     redis: RedisConfig = RedisConfig()
     backup: BackupConfig = BackupConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     state: StateConfig = StateConfig()
     log: LogConfig = LogConfig()
     hooks: HooksConfig = HooksConfig()

@@ -100,6 +100,7 @@ class Daemon:
             history=loop.history,
             paused=loop.paused,
             lagging=self.recorder.lagging,
+            archive=loop.archiver.status(),
         )
 
     async def set_paused(self, paused: bool) -> bool:

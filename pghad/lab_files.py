@@ -20,6 +20,7 @@ hot_standby = on
 hot_standby_feedback = on
 max_wal_senders = 8
 wal_keep_size = '512MB'
+max_slot_wal_keep_size = '4GB'
 wal_sender_timeout = '10s'
 wal_receiver_timeout = '10s'
 wal_receiver_status_interval = '1s'
@@ -92,6 +93,11 @@ keep_cycles = 2
 source = "standby"
 compression = "none"
 logical_dump = true
+
+[archive]
+enabled = true
+compression = "zstd"
+synchronous = false
 
 [state]
 dir = "state"

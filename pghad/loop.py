@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pghad.archive.archiver import Archiver
 from pghad.backup.model import BackupRecord
 from pghad.cluster import results
 from pghad.cluster.decide import decide
@@ -33,14 +34,7 @@ from pghad.config import Config
 from pghad.errors import OperationRefused, PghadError
 from pghad.hooks import Hooks
 from pghad.intake import Intake
-from pghad.operations import (
-    Act,
-    Entry,
-    Lane,
-    Operations,
-    Request,
-    describe,
-)
+from pghad.operations import Act, Entry, Lane, Operations, Request, describe
 from pghad.recorder import Recorder
 from pghad.runtime import Runtime
 
@@ -75,6 +69,7 @@ class Loop:
         self.last_round_at: float | None = None
         self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
         self.hooks = Hooks(recorder, self.spawn)
+        self.archiver = Archiver(lambda: self.config, runtime.backups.bin_dir, recorder.event)
         self._background: set[asyncio.Task[Any]] = set()
         self._persisting = asyncio.Lock()  # a round and a pause request may both write state.json
 
@@ -104,6 +99,7 @@ class Loop:
             actions = ()
         if actions and not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
             self.ops.submit(Act(actions))
+        self.archiver.follow(self.view, self.memory.primary, now)
         self.intake.check_trigger()
         if self.intake.schedule_due(now):
             self.spawn(self.intake.schedule(self.runtime))
@@ -111,6 +107,7 @@ class Loop:
             self.recorder.event("operation_started", operation=describe(request))
         metrics = self.recorder.metrics
         metrics.observe_round(self.view, self.memory, time.time(), self.config.cluster.synchronous)
+        metrics.observe_archive(self.archiver.state if self.archiver.enabled else None)
         self.last_round_at = self.clock()
 
     async def set_paused(self, paused: bool) -> bool:
@@ -289,6 +286,7 @@ class Loop:
             self.recorder.event("background_failed", level="error", error=str(task.exception()))
 
     async def stop(self) -> None:
+        await self.archiver.stop()
         await self.ops.cancel_all()
         for task in list(self._background):
             task.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pghad.archive.archiver import ArchiveState
 from pghad.cluster.model import ClusterState, Memory
 from pghad.cluster.observation import ClusterView
 
@@ -51,6 +52,26 @@ class Metrics:
         )
         self.paused = Gauge(
             "pghad_paused", "1 while maintenance mode holds every automatic action", registry=r
+        )
+        self.archive_streaming = Gauge(
+            "pghad_archive_streaming", "1 while the WAL archive streams", registry=r
+        )
+        self.archive_flushed_lsn = Gauge(
+            "pghad_archive_flushed_lsn", "The last WAL position the archive has on disk", registry=r
+        )
+        self.archive_lag_bytes = Gauge(
+            "pghad_archive_lag_bytes", "Bytes of WAL the archive does not have yet", registry=r
+        )
+        self.archive_lag_seconds = Gauge(
+            "pghad_archive_lag_seconds",
+            "Seconds since the archive last had every WAL byte of the primary",
+            registry=r,
+        )
+        self.archive_segments = Gauge(
+            "pghad_archive_segments", "Finished WAL segments in the archive", registry=r
+        )
+        self.archive_stored_bytes = Gauge(
+            "pghad_archive_stored_bytes", "Bytes the archive takes on disk", registry=r
         )
         self.lag_alert = Gauge(
             "pghad_replication_lag_alert",
@@ -141,6 +162,17 @@ class Metrics:
             self.state.labels(state.value).set(1 if state is memory.state else 0)
         self.eligible.set(1 if memory.standby_eligible else 0)
         self.last_round.set(wall_time)
+
+    def observe_archive(self, state: ArchiveState | None) -> None:
+        if state is None:
+            return
+        self.archive_streaming.set(1 if state.streaming else 0)
+        if state.flushed_lsn is not None:
+            self.archive_flushed_lsn.set(state.flushed_lsn)
+        self.archive_lag_bytes.set(state.lag_bytes if state.lag_bytes is not None else float("nan"))
+        self.archive_lag_seconds.set(state.lag_s if state.lag_s is not None else float("nan"))
+        self.archive_segments.set(state.segments)
+        self.archive_stored_bytes.set(state.stored_bytes)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

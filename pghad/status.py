@@ -57,6 +57,7 @@ def status_body(
     history: list[dict[str, object]],
     paused: bool = False,
     lagging: frozenset[str] = frozenset(),
+    archive: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "status": "success",
@@ -72,4 +73,5 @@ def status_body(
         "operation": operation,
         "last_failover": history[-1] if history else None,
         "nodes": node_status(config, memory, view, lagging),
+        "archive": archive,
     }

@@ -100,7 +100,7 @@ def _detach(target: Path) -> None:
         )
 
 
-def _chown_tree(target: Path, user: str) -> None:
+def chown_tree(target: Path, user: str) -> None:
     if not runas.is_root():
         return
     for root, dirs, files in os.walk(target):
@@ -155,7 +155,7 @@ async def restore(
     user = None
     if port is not None:
         user = owner or runas.ensure_lab_user()
-        _chown_tree(target, user)
+        chown_tree(target, user)
         node = LocalNodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
         # The restored server's log stays inside what was restored, not beside it.
         log = target / "restore-postgresql.log"

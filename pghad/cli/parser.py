@@ -149,12 +149,25 @@ def _backup_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "restore",
         "rebuild a backup's data directory",
         "Verify the chain, combine it with pg_combinebackup, verify the result, "
-        "detach it from the cluster; optionally start it.",
+        "detach it from the cluster; optionally start it. With --to, --to-lsn or --latest: "
+        "the newest backup before that point, then WAL from the archive up to it "
+        "(point-in-time recovery), promoted.",
         backups.cmd_restore,
     )
-    restore.add_argument("id", help="a backup id, as `pghad backups` lists them")
+    restore.add_argument(
+        "id", nargs="?", help="a backup id, as `pghad backups` lists them (or a point below)"
+    )
     restore.add_argument("--target", type=Path, required=True, help="a new, empty directory")
     restore.add_argument("--port", type=int, help="also start it on 127.0.0.1:PORT")
+    point = restore.add_mutually_exclusive_group()
+    point.add_argument(
+        "--to",
+        metavar="TIME",
+        help="recover from the WAL archive to this moment (ISO 8601, e.g. "
+        "'2026-11-26 14:05:00'; without a zone: this machine's local time)",
+    )
+    point.add_argument("--to-lsn", metavar="LSN", help="recover to this WAL position (0/3000060)")
+    point.add_argument("--latest", action="store_true", help="recover every commit the archive has")
     add_config_option(restore)
 
 

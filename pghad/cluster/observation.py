@@ -91,10 +91,13 @@ class ClusterView:
         return [name for name, obs in self.nodes.items() if obs.writable]
 
     def standby_streaming(self, primary: str | None) -> bool:
-        """Whether `primary` is writable and sees a standby streaming from it."""
+        """Whether `primary` is writable and sees a standby streaming from it (one of the nodes:
+        not the WAL archive, nor a backup's WAL stream)."""
         obs = self.nodes.get(primary) if primary else None
         return bool(
-            obs is not None and obs.writable and any(r.state == "streaming" for r in obs.replicas)
+            obs is not None
+            and obs.writable
+            and any(r.state == "streaming" and r.name in self.nodes for r in obs.replicas)
         )
 
     def lag_bytes(self, primary: str, standby: str) -> int | None:

@@ -1,0 +1,1 @@
+"""The continuous WAL archive and point-in-time restore."""

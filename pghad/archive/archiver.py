@@ -78,6 +78,8 @@ class Archiver:
         self.state = ArchiveState()
         self._task: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None
+        self._slot_checked: set[str] = set()  # standbys known to hold no archive slot
+        self._chores: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._not_before = 0.0
 
@@ -114,11 +116,20 @@ class Archiver:
         if not running and wanted is not None and time.monotonic() >= self._not_before:
             self.state.source = wanted
             self._task = asyncio.create_task(self._stream(self.config.node(wanted)))
+        for name, obs in view.nodes.items():
+            if name != wanted and obs.is_standby and name not in self._slot_checked:
+                self._slot_checked.add(name)
+                chore = asyncio.create_task(self._drop_slot(name))
+                self._chores.add(chore)
+                chore.add_done_callback(self._chores.discard)
+        for name, obs in view.nodes.items():
+            if obs.writable:
+                self._slot_checked.discard(name)  # a primary again: check when it is a standby
         if self._storing is None or self._storing.done():
             self._storing = asyncio.create_task(self._store())
 
     async def stop(self) -> None:
-        for task in (self._task, self._storing):
+        for task in (self._task, self._storing, *self._chores):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -216,8 +227,7 @@ class Archiver:
         return " / ".join(lines[-3:])
 
     async def _ensure_slot(self, node: NodeConfig) -> None:
-        """The slot on the primary (reserving WAL from now on), and none on other nodes: a slot
-        left on a standby would keep its WAL forever."""
+        """The slot on the primary, reserving WAL from now on."""
         slot = self.config.archive.slot
         conninfo = admin_conninfo(node, self.config.auth)
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
@@ -226,19 +236,22 @@ class Archiver:
                 "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %(s)s)",
                 {"s": slot},
             )
-        for other in self.config.nodes:
-            if other.name != node.name:
-                with contextlib.suppress(psycopg.Error, OSError):
-                    await self._drop_slot(other, slot)
 
-    async def _drop_slot(self, node: NodeConfig, slot: str) -> None:
-        conninfo = admin_conninfo(node, self.config.auth, connect_timeout=2)
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-            await conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE slot_name = %s AND NOT active",
-                (slot,),
-            )
+    async def _drop_slot(self, name: str) -> None:
+        """A slot left on a standby (a former primary) would keep its WAL forever: drop it."""
+        slot = self.config.archive.slot
+        conninfo = admin_conninfo(self.config.node(name), self.config.auth, connect_timeout=2)
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                cursor = await conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND NOT active",
+                    (slot,),
+                )
+                if cursor.rowcount:
+                    self.emit("archive_slot_dropped", node=name, slot=slot)
+        except (psycopg.Error, OSError):
+            self._slot_checked.discard(name)  # try again next round
 
     def _set_aside_partials(self) -> None:
         """Move partial segments out of pg_receivewal's way, so it starts from the slot."""

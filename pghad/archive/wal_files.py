@@ -69,7 +69,8 @@ def _fsync_dir(directory: Path) -> None:
 def compress_file(source: Path, target: Path, compression: str) -> int:
     """Write `source` compressed to `target` (temp file, fsync, rename); returns its size."""
     tmp = target.with_name(f".{target.name}.tmp")
-    with source.open("rb") as src, tmp.open("wb") as dst:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
         if compression == "zstd":
             writer = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(dst)
             shutil.copyfileobj(src, writer, 1 << 20)
@@ -120,6 +121,13 @@ def archived(archive_dir: Path) -> dict[str, Path]:
         if path.is_file() and (SEGMENT.match(path.name) or HISTORY.match(name)):
             found[name] = path
     return found
+
+
+def segment_size(archive_dir: Path) -> int:
+    """pg_receivewal pads a partial segment to the full size: the server's wal_segment_size."""
+    for partial in incoming_dir(archive_dir).glob("*.partial"):
+        return partial.stat().st_size
+    return DEFAULT_SEGMENT_SIZE
 
 
 def prunable(archive_dir: Path, oldest_start_lsn: int, segment_size: int) -> list[Path]:

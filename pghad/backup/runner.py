@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pghad.archive.wal_files import prunable, segment_size
 from pghad.cluster import sqlops
 from pghad.cluster.observation import ClusterView, NodeObservation, parse_lsn
 from pghad.cluster.observe import observe
@@ -270,10 +271,25 @@ class BackupRunner:
         return result.stdout
 
     def apply_retention(self) -> list[BackupRecord]:
-        deleted = to_delete(self.catalog.records(), self.config.backup.keep_cycles)
+        records = self.catalog.records()
+        deleted = to_delete(records, self.config.backup.keep_cycles)
         for record in deleted:
             shutil.rmtree(record.path, ignore_errors=True)
             if record.logical_dump:
                 Path(record.logical_dump).unlink(missing_ok=True)
             self.catalog.delete(record)
+        gone = {r.id for r in deleted}
+        kept = [r for r in records if r.id not in gone and r.status is BackupStatus.OK]
+        self.prune_archive(kept)
         return deleted
+
+    def prune_archive(self, kept: list[BackupRecord]) -> list[Path]:
+        """Archived WAL older than the oldest kept backup's start: nothing can replay it."""
+        archive = self.config.archive.path(self.config.backup.dir)
+        starts = [parse_lsn(r.start_lsn) for r in kept if r.start_lsn]
+        if not archive.is_dir() or not starts:
+            return []
+        old = prunable(archive, min(s for s in starts if s is not None), segment_size(archive))
+        for path in old:
+            path.unlink(missing_ok=True)
+        return old

@@ -101,6 +101,7 @@ class Commit:
     id: int
     node: str
     at: float
+    wall: float = 0.0  # time.time() when COMMIT returned
 
 
 @dataclass
@@ -231,7 +232,7 @@ class Writer:
                 self.errors += 1
                 self._next_id += 1
                 continue
-            self.acked.append(Commit(row_id, name, time.monotonic()))
+            self.acked.append(Commit(row_id, name, time.monotonic(), time.time()))
             self._next_id += 1
             time.sleep(self.pause_s)
         pool.shutdown(wait=False)

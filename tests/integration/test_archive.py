@@ -1,0 +1,171 @@
+"""The continuous WAL archive and point-in-time restore, on the real lab with a real Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pghad import pgbin, runas
+from pghad.config import Config
+from pghad.lab import free_port
+from pghad.nodes import procs
+from tests.support.chaos import WRITER_TABLE, Writer, connect, kill9
+
+from ..conftest import DaemonProcess, Lab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def archive_caught_up(daemon: DaemonProcess, timeout: float = 20) -> dict[str, Any]:
+    """Wait until the archive streams from the primary and has all of its WAL."""
+    deadline = time.monotonic() + timeout
+    archive: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        code, body = daemon.http("GET", "/status", token=daemon.lab.config.api.token)
+        archive = body.get("archive") or {} if code == 200 else {}
+        if archive.get("streaming") and archive.get("lag_bytes") == 0:
+            return archive
+        time.sleep(0.2)
+    raise AssertionError(f"the archive did not catch up in {timeout} s: {archive}")
+
+
+def restore_cli(lab: Lab, target: Path, *point: str) -> subprocess.CompletedProcess[str]:
+    port = free_port(31000)
+    argv = [sys.executable, "-m", "pghad", "restore", "--config", str(lab.config_path)]
+    result = subprocess.run(
+        [*argv, "--target", str(target), *point, "--port", str(port)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def stop_restored(bin_dir: Path, target: Path) -> None:
+    argv = [str(bin_dir / "pg_ctl"), "stop", "-D", str(target), "-m", "fast", "-s"]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", runas.owner_of(target), "--", *argv]
+    subprocess.run(argv, capture_output=True, check=False, timeout=60)
+
+
+def restored_rows(config: Config, target: Path, port: int) -> tuple[set[int], int]:
+    node = config.local_node(config.nodes[0].name).model_copy(
+        update={"name": "restored", "port": port, "data_dir": target, "socket_dir": None}
+    )
+    probe = config.model_copy(update={"nodes": (node, config.nodes[1])})
+    try:
+        with connect(probe, "restored") as conn:
+            ids = {int(r[0]) for r in conn.execute(f"SELECT id FROM {WRITER_TABLE}").fetchall()}
+            row = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    finally:
+        stop_restored(pgbin.find_bin_dir(config.pg_bin), target)
+    assert row is not None
+    return ids, int(row[0])
+
+
+def port_of(result: subprocess.CompletedProcess[str]) -> int:
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("started on"))
+    return int(line.split(":")[1].split(";")[0])
+
+
+def test_restore_to_a_time_after_a_failover_has_exactly_the_rows_committed_before_it(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    config = lab.config
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200 and body["backup"]["status"] == "ok", body
+    archive_caught_up(daemon)
+    writer = Writer(config, pause_s=0.05).start()
+    time.sleep(2)
+    kill9(config.node("node1"))
+    daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+    daemon.wait_event(
+        lambda e: e.get("event") == "archive_started" and e.get("node") == "node2", 20, "archive"
+    )
+    time.sleep(3)
+    writer.stop()
+    archive_caught_up(daemon)
+    after = [c for c in writer.acked if c.node == "node2"]
+    assert len(after) > 20, f"too few commits on the new primary: {len(after)}"
+    chosen = after[len(after) // 2]
+    # The next insert starts at least pause_s after this ack: the point falls between the two.
+    point = datetime.fromtimestamp(chosen.wall + 0.005).astimezone()
+    with connect(config, "node2") as conn:
+        live = {int(r[0]) for r in conn.execute(f"SELECT id FROM {WRITER_TABLE}").fetchall()}
+
+    target = lab.dir / "pitr"
+    result = restore_cli(lab, target, "--to", point.isoformat())
+    ids, timeline = restored_rows(config, target, port_of(result))
+
+    assert ids == {i for i in live if i <= chosen.id}
+    assert timeline >= 3  # the failover's timeline (2), then the restore's own promotion
+    assert "MB/s" in result.stdout
+
+
+def test_both_nodes_lost_restore_latest_loses_at_most_the_last_second(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    config = lab.config
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200 and body["backup"]["status"] == "ok", body
+    archive_caught_up(daemon)
+    writer = Writer(config, pause_s=0.01).start()
+    time.sleep(3)
+    lost_at = time.time()
+    for node in config.nodes:
+        kill9(node)
+    writer.stop()
+    daemon.stop()
+    procs.reap_postgres_zombies()
+    for node in config.nodes:
+        shutil.rmtree(config.local_node(node.name).data_dir)
+
+    target = lab.dir / "after-loss"
+    result = restore_cli(lab, target, "--latest")
+    ids, _timeline = restored_rows(config, target, port_of(result))
+
+    acked = [c for c in writer.acked if c.wall < lost_at]
+    assert len(acked) > 50
+    missing = [c for c in acked if c.id not in ids]
+    assert all(c.wall > lost_at - 1.0 for c in missing), (
+        f"{len(missing)} acknowledged commits older than a second are missing"
+    )
+    print(f"missing after --latest: {len(missing)} of {len(acked)}")
+
+
+def test_the_archive_keeps_no_slot_on_a_standby_and_follows_a_switchover(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    config = lab.config
+    daemon.start().wait_healthy()
+    archive_caught_up(daemon)
+    code, body = daemon.post("/switchover")
+    assert code == 200, body
+    daemon.wait_event(
+        lambda e: e.get("event") == "archive_started" and e.get("node") == "node2", 20, "archive"
+    )
+    archive = archive_caught_up(daemon)
+    assert archive["source"] == "node2"
+
+    def slots(node: str) -> list[Any]:
+        with connect(config, node) as conn:
+            return conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
+
+    deadline = time.monotonic() + 15
+    while slots("node1") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert slots("node1") == []  # a slot on the standby would pin its WAL forever
+    assert slots("node2") == [("pghad_archive",)]
+    assert (config.archive.path(config.backup.dir) / "00000002.history").exists()

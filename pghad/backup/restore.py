@@ -19,6 +19,7 @@ from pghad.nodes.local import LocalDriver
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus
 from .steps import StepFailed, verify_args
+from .zstd_tar import ARCHIVE, unpack_archive, verify_archive
 
 TIMEOUT_S = 6 * 3600
 # Settings copied from the node the backup was taken on that would tie a restored, independent
@@ -54,6 +55,12 @@ def find(catalog: Catalog, backup_id: str) -> BackupRecord:
 async def verify(bin_dir: Path, record: BackupRecord) -> None:
     if not Path(record.path).is_dir():
         raise StepFailed("verify", f"{record.id}: {record.path} is missing")
+    if record.compression == "zstd":
+        try:
+            await asyncio.to_thread(verify_archive, Path(record.path))
+        except StepFailed as exc:
+            raise StepFailed("verify", f"{record.id} is damaged: {exc}") from exc
+        return
     result = await run_command([str(bin_dir / "pg_verifybackup"), *verify_args(record)], TIMEOUT_S)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
@@ -75,6 +82,9 @@ async def _plain_dir(record: BackupRecord, scratch: Path) -> Path:
     if not record.is_tar:
         return Path(record.path)
     unpacked = scratch / record.id
+    if record.compression == "zstd":
+        await asyncio.to_thread(unpack_archive, Path(record.path) / ARCHIVE, unpacked)
+        return unpacked
     (unpacked / "pg_wal").mkdir(parents=True)
     source = Path(record.path)
     for archive, into in (("base", unpacked), ("pg_wal", unpacked / "pg_wal")):
@@ -138,8 +148,12 @@ async def restore(
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         inputs = [await _plain_dir(member, scratch) for member in chain]
+        # Unpacked copies are ours to give away: link their files rather than copy them again.
+        # (Never the backups' own files: the restored server would change them in place.)
+        link = ["--link"] if all(p.is_relative_to(scratch) for p in inputs) else []
         result = await run_command(
-            [str(bin_dir / "pg_combinebackup"), *map(str, inputs), "-o", str(target)], TIMEOUT_S
+            [str(bin_dir / "pg_combinebackup"), *link, *map(str, inputs), "-o", str(target)],
+            TIMEOUT_S,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -6,7 +6,6 @@ The record is saved as running before any work starts; a failure records which s
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pghad.archive.wal_files import prunable, segment_size
 from pghad.cluster import sqlops
 from pghad.cluster.observation import ClusterView, NodeObservation, parse_lsn
 from pghad.cluster.observe import observe
@@ -28,8 +26,9 @@ from pghad.errors import PghadError
 from .catalog import Catalog
 from .dump import logical_dump
 from .model import BackupKind, BackupRecord, BackupStatus, backup_id
-from .planner import Plan, Requested, choose, to_delete
+from .planner import Plan, Requested, choose
 from .restartpoint import advance_restartpoint
+from .retention import apply_retention
 from .steps import (
     StepFailed,
     backup_lock,
@@ -43,6 +42,7 @@ from .steps import (
     unwritable,
     verify_args,
 )
+from .zstd_tar import basebackup_to_zstd, verify_archive
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
@@ -215,22 +215,31 @@ class BackupRunner:
             primary = next((o.name for o in view.nodes.values() if o.writable), None)
             if primary is not None:
                 await advance_restartpoint(self.config.node(primary), source, self.config.auth)
-        args = ["-D", str(path), "-c", "fast", "-X", "stream", "--no-password"]
+        zstd = record.compression == "zstd"
+        # zstd: the tar stream on stdout (WAL fetched at the end), compressed here as it comes.
+        args = ["-D", "-" if zstd else str(path), "-c", "fast", "--no-password"]
+        args += ["-Ft", "-X", "fetch"] if zstd else ["-X", "stream"]
         if plan.parent is not None:
             args.append(f"--incremental={Path(plan.parent.path) / 'backup_manifest'}")
-        if self.progress:
+        if self.progress and not zstd:
             args.append("--progress")
-        if record.is_tar:
+        if record.is_tar and not zstd:
             args += ["-Ft", "-Z", record.compression]
-        conninfo = replication_conninfo(
-            source, self.config.auth, "pghad_backup", with_password=False
-        )
+        args += ["-d", replication_conninfo(source, self.config.auth, "pghad_backup", False)]
         started = time.monotonic()
         self._step = "pg_basebackup"
-        await self._program("pg_basebackup", [*args, "-d", conninfo], step="pg_basebackup")
+        if zstd:
+            path.mkdir(mode=0o700)
+            password = self.config.auth.replication_password
+            await basebackup_to_zstd([str(self.bin_dir / "pg_basebackup"), *args], password, path)
+        else:
+            await self._program("pg_basebackup", args, step="pg_basebackup")
         copied = time.monotonic()
         self._step = "verify"
-        await self._program("pg_verifybackup", verify_args(record), step="verify")
+        if zstd:
+            await asyncio.to_thread(verify_archive, path)
+        else:
+            await self._program("pg_verifybackup", verify_args(record), step="verify")
         steps = {
             "basebackup_s": round(copied - started, 3),
             "verify_s": round(time.monotonic() - copied, 3),
@@ -271,25 +280,4 @@ class BackupRunner:
         return result.stdout
 
     def apply_retention(self) -> list[BackupRecord]:
-        records = self.catalog.records()
-        deleted = to_delete(records, self.config.backup.keep_cycles)
-        for record in deleted:
-            shutil.rmtree(record.path, ignore_errors=True)
-            if record.logical_dump:
-                Path(record.logical_dump).unlink(missing_ok=True)
-            self.catalog.delete(record)
-        gone = {r.id for r in deleted}
-        kept = [r for r in records if r.id not in gone and r.status is BackupStatus.OK]
-        self.prune_archive(kept)
-        return deleted
-
-    def prune_archive(self, kept: list[BackupRecord]) -> list[Path]:
-        """Archived WAL older than the oldest kept backup's start: nothing can replay it."""
-        archive = self.config.archive.path(self.config.backup.dir)
-        starts = [parse_lsn(r.start_lsn) for r in kept if r.start_lsn]
-        if not archive.is_dir() or not starts:
-            return []
-        old = prunable(archive, min(s for s in starts if s is not None), segment_size(archive))
-        for path in old:
-            path.unlink(missing_ok=True)
-        return old
+        return apply_retention(self.config, self.catalog)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+import zstandard
 
 from pghad import pgbin
 from pghad.backup.catalog import Catalog
@@ -20,6 +23,7 @@ from pghad.backup.planner import Requested, is_due
 from pghad.backup.restore import restore, verify
 from pghad.backup.runner import BackupRunner
 from pghad.backup.steps import StepFailed
+from pghad.backup.zstd_tar import ARCHIVE
 from pghad.cluster import sqlops
 from pghad.config import Config
 from pghad.lab import free_port
@@ -222,18 +226,37 @@ def test_cli_backup_backups_and_restore(lab: Lab) -> None:
     assert onto_file.returncode == 1 and "is a file" in onto_file.stderr, onto_file.stderr
 
 
-def test_gzip_compressed_chain_verifies_and_restores(lab: Lab) -> None:
-    lab.set("backup", "compression", '"gzip"')
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_chain_verifies_and_restores(lab: Lab, compression: str) -> None:
+    lab.set("backup", "compression", f'"{compression}"')
     config, runner = runner_for(lab)
     write_day(config, "node1", 1)
     full = asyncio.run(runner.run(DAY1))
     checksum = write_day(config, "node1", 2)
     incremental = asyncio.run(runner.run(DAY1 + timedelta(days=1)))
     assert [full.status, incremental.status] == [BackupStatus.OK, BackupStatus.OK]
-    assert incremental.kind is BackupKind.INCREMENTAL and incremental.compression == "gzip"
-    assert (Path(full.path) / "base.tar.gz").exists()
+    assert incremental.kind is BackupKind.INCREMENTAL and incremental.compression == compression
+    assert (Path(full.path) / ("base.tar.gz" if compression == "gzip" else ARCHIVE)).exists()
     asyncio.run(verify(runner.bin_dir, incremental))
     assert restored_checksum(config, runner, incremental) == checksum
+
+
+def test_a_changed_file_inside_a_zstd_backup_is_caught_by_verify(lab: Lab) -> None:
+    lab.set("backup", "compression", '"zstd"')
+    _config, runner = runner_for(lab)
+    record = asyncio.run(runner.run(DAY1))
+    archive = Path(record.path) / ARCHIVE
+    raw = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(archive.read_bytes()))
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        files = [m for m in tar if m.isfile() and not m.name.startswith("pg_wal/")]
+        victim = max(files, key=lambda m: m.size)
+    raw[victim.offset_data + 100 : victim.offset_data + 108] = b"CORRUPT!"
+    archive.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    with pytest.raises(StepFailed, match=rf"{record.id} is damaged: .*{victim.name}"):
+        asyncio.run(verify(runner.bin_dir, record))
+    archive.write_bytes(archive.read_bytes()[:-1000])  # cut short
+    with pytest.raises(StepFailed, match="damaged"):
+        asyncio.run(verify(runner.bin_dir, record))
 
 
 def test_three_fulls_in_one_day_keep_their_own_dumps_and_redis_refills(

@@ -6,10 +6,13 @@ On a lab database of about 1.1 GB (pgbench scale 70), in one run on the same dat
 - incremental after changing 1% of the rows (a contiguous range, then spread evenly);
 - restore: `pghad restore` (verify the chain, combine, verify the result) vs plain
   `pg_combinebackup`, medians of 3 alternating runs;
-- a gzip-compressed full backup (`compression = "gzip"`): time and bytes.
-Usage, from the repository root:
+- a gzip-compressed full backup (`compression = "gzip"`): time and bytes;
+- an incremental from the standby on a quiet cluster (the summarizer's wait);
+- point-in-time recovery: WAL written by pgbench for --pitr-seconds, archived by pghad's archiver,
+  replayed by `restore --latest` (MB of WAL per second of recovery).
+pghad's backups use --compression (default zstd). Usage, from the repository root:
 
-    .venv/bin/python bench/backup.py [--scale 70] [--source standby|primary]
+    .venv/bin/python bench/backup.py [--scale 70] [--source standby|primary] [--compression zstd]
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ from pathlib import Path
 from common import save_result
 
 from pghad import pgbin
+from pghad.archive.archiver import Archiver
+from pghad.archive.pitr import PointTarget, restore_to_point
 from pghad.backup.catalog import Catalog
 from pghad.backup.planner import Requested
 from pghad.backup.restore import restore
 from pghad.backup.runner import BackupRunner
 from pghad.backup.steps import directory_size
+from pghad.cluster.observe import observe
 from pghad.config import Config, load_config
 from pghad.lab import lab_destroy
 from pghad.runtime import make_nodes
@@ -74,22 +80,76 @@ def plain_basebackup(config: Config, bin_dir: Path, node: str, target: Path) -> 
     )
 
 
+async def pitr_phase(
+    config: Config, runner: BackupRunner, root: Path, seconds: int
+) -> dict[str, object]:
+    """A full backup, pgbench for `seconds` with the archiver running, then restore --latest."""
+    archiver = Archiver(lambda: config, runner.bin_dir, lambda *_a, **_k: None)
+    stop = asyncio.Event()
+
+    async def follow() -> None:
+        while not stop.is_set():
+            view = await observe(runner.nodes, 1.0)
+            archiver.follow(view, "node1", time.monotonic())
+            await asyncio.sleep(0.5)
+
+    following = asyncio.create_task(follow())
+    base = await runner.run(datetime(2026, 4, 1, 2, 0, tzinfo=UTC), Requested.FULL)
+    assert base.status.value == "ok", base.error
+    n1 = config.node("node1")
+    pgbench = await asyncio.create_subprocess_exec(
+        str(runner.bin_dir / "pgbench"),
+        *("-T", str(seconds), "-c", "2", "-h", n1.host, "-p", str(n1.port), "-U", n1.user),
+        n1.dbname,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PGPASSWORD": config.auth.password},
+    )
+    await pgbench.wait()
+    deadline = time.monotonic() + 120
+    while archiver.state.lag_bytes != 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(archiver.store_finished)
+    stop.set()
+    await following
+    await archiver.stop()
+    archive = config.archive.path(config.backup.dir)
+    started = time.monotonic()
+    done = await restore_to_point(
+        runner.catalog, runner.bin_dir, archive, root / "pitr", PointTarget()
+    )
+    return {
+        "pitr_wal_bytes": done.wal_bytes,
+        "pitr_archive_stored_bytes": archiver.state.stored_bytes,
+        "pitr_replay_s": done.replay_s,
+        "pitr_replay_mb_s": round(done.replay_mb_s, 1),
+        "pitr_total_s": round(time.monotonic() - started, 3),
+    }
+
+
 def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best top to bottom
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=70)
     parser.add_argument("--source", choices=["standby", "primary"], default="standby")
+    parser.add_argument("--compression", choices=["zstd", "none", "gzip"], default="zstd")
+    parser.add_argument("--pitr-seconds", type=int, default=20)
     args = parser.parse_args()
 
     root, config_path = scratch_lab(first_port=29432, api_port=28091)
     lab_dir = config_path.parent
     set_config_value(config_path, "backup", "logical_dump", "false")
     set_config_value(config_path, "backup", "source", f'"{args.source}"')
+    set_config_value(config_path, "backup", "compression", f'"{args.compression}"')
     config = load_config(config_path)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
     runner = BackupRunner(config, Catalog(config.backup.dir, None), bin_dir, make_nodes(config))
     node = "node2" if args.source == "standby" else "node1"
     n1 = config.node("node1")
-    result: dict[str, object] = {"scale": args.scale, "source": args.source}
+    result: dict[str, object] = {
+        "scale": args.scale,
+        "source": args.source,
+        "compression": args.compression,
+    }
     try:
         started = time.monotonic()
         subprocess.run(
@@ -119,7 +179,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
         wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
 
         # Alternate plain and pghad runs so neither always gets the warmer page cache.
-        plain_times, pghad_times = [], []
+        plain_times, pghad_times, fulls = [], [], []
         now = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
         for attempt in range(REPEATS):
             plain_dir = root / f"plain-full-{attempt}"
@@ -130,10 +190,13 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             os.sync()
             full = asyncio.run(runner.run(now + timedelta(minutes=attempt), Requested.FULL))
             assert full.status.value == "ok", full.error
+            fulls.append(full)
             pghad_times.append(full.duration_s or 0.0)
         result["plain_full_s"] = round(statistics.median(plain_times), 3)
         result["pghad_full_s"] = round(statistics.median(pghad_times), 3)
         result["pghad_full_steps"] = full.extra
+        steps = [r.extra.get("basebackup_s", 0.0) for r in fulls]
+        result["pghad_full_copy_s"] = round(statistics.median(steps), 3)
         result["per_run_full_s"] = {"plain": plain_times, "pghad": pghad_times}
         result["pghad_full_bytes"] = full.size_bytes
 
@@ -186,6 +249,12 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
         result["pghad_full_gzip_bytes"] = gzipped.size_bytes
         result["plain_combine_s"] = round(statistics.median(combines), 3)
         result["pghad_restore_s"] = round(statistics.median(restores), 3)
+        wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
+        time.sleep(10)  # a quiet cluster: nothing written for a while
+        quiet = asyncio.run(runner.run(now + timedelta(days=10), Requested.INCREMENTAL))
+        assert quiet.status.value == "ok", quiet.error
+        result["incremental_quiet_standby_s"] = quiet.duration_s
+        result.update(asyncio.run(pitr_phase(config, runner, root, args.pitr_seconds)))
     finally:
         lab_destroy(lab_dir)
         shutil.rmtree(root, ignore_errors=True)

@@ -41,6 +41,7 @@ RECOVERY_SETTINGS = (
 )
 RECOVERY_TIMEOUT_S = 6 * 3600
 LAST_COMMIT = re.compile(r"last completed transaction was at log time (.+)$", re.M)
+REDO = re.compile(r"redo (starts|done) at ([0-9A-F]+/[0-9A-F]+)")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class PointRestored:
     backup: BackupRecord
     target: Path
     point: PointTarget
-    wal_bytes: int
+    wal_bytes: int  # replayed, from the server's "redo starts at" and "redo done at"
     replay_s: float
     last_commit: str | None
     port: int | None
@@ -89,7 +90,7 @@ def choose_backup(records: list[BackupRecord], point: PointTarget) -> BackupReco
 
 
 def stage_wal(archive_dir: Path, target: Path, start_lsn: int) -> int:
-    """Expand what recovery from `start_lsn` may ask for; returns the bytes of WAL staged."""
+    """Expand what recovery from `start_lsn` may ask for; returns the bytes staged."""
     staging = target / STAGING
     staging.mkdir(mode=0o700)
     first = segment_of(start_lsn)
@@ -178,7 +179,7 @@ async def restore_to_point(
     backup = choose_backup(await asyncio.to_thread(catalog.records), point)
     restored = await backup_restore.restore(catalog, bin_dir, backup.id, target)
     start = parse_lsn(backup.start_lsn) or 0
-    wal_bytes = await asyncio.to_thread(stage_wal, archive_dir, target, start)
+    await asyncio.to_thread(stage_wal, archive_dir, target, start)
     _rewrite_auto_conf(target, recovery_settings(target, point))
     (target / "recovery.signal").write_text("")
     user = owner or (runas.ensure_lab_user() if runas.is_root() else None)
@@ -199,14 +200,16 @@ async def restore_to_point(
     replay_s = time.monotonic() - started
     shutil.rmtree(target / STAGING, ignore_errors=True)
     _rewrite_auto_conf(target, "")
-    found = LAST_COMMIT.findall(log.read_text(errors="replace"))
+    text = log.read_text(errors="replace")
+    found = LAST_COMMIT.findall(text)
+    redo = {kind: parse_lsn(lsn) or 0 for kind, lsn in REDO.findall(text)}
     if port is None:
         await driver.stop("fast")
     return PointRestored(
         backup=restored.record,
         target=target,
         point=point,
-        wal_bytes=wal_bytes,
+        wal_bytes=max(0, redo.get("done", 0) - redo.get("starts", 0)),
         replay_s=round(replay_s, 3),
         last_commit=found[-1].strip() if found else None,
         port=port,

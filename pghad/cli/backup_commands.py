@@ -155,7 +155,7 @@ def _restore_to_point(
     print(
         f"restored {done.backup.id} (chain {' + '.join(done.backup.chain)}) into {done.target}, "
         f"recovered from the archive to {point.describe()} and promoted: "
-        f"{done.wal_bytes / 1e6:.0f} MB of WAL in {done.replay_s} s "
+        f"{done.wal_bytes / 1e6:.1f} MB of WAL replayed in {done.replay_s} s "
         f"({done.replay_mb_s:.0f} MB/s); last commit {done.last_commit or 'not reported'}"
     )
     if done.port is not None:

@@ -61,7 +61,7 @@ def caught_up(config: Config) -> bool:
     return bool(row and row[0])
 
 
-def plain_basebackup(config: Config, bin_dir: Path, node: str, target: Path) -> float:
+def plain_basebackup(config: Config, bin_dir: Path, node: str, target: Path, *extra: str) -> float:
     n = config.node(node)
     conninfo = f"host={n.host} port={n.port} user={config.auth.replication_user}"
     return timed(
@@ -75,6 +75,7 @@ def plain_basebackup(config: Config, bin_dir: Path, node: str, target: Path) -> 
             "fast",
             "-X",
             "stream",
+            *extra,
         ],
         {"PGPASSWORD": config.auth.replication_password},
     )
@@ -186,7 +187,8 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             os.sync()  # start every timed run with no dirty pages left by the one before
             plain_times.append(plain_basebackup(config, bin_dir, node, plain_dir))
             result["plain_full_bytes"] = directory_size(plain_dir)
-            shutil.rmtree(plain_dir)
+            if attempt < REPEATS - 1:
+                shutil.rmtree(plain_dir)  # the last one is the base of a plain chain below
             os.sync()
             full = asyncio.run(runner.run(now + timedelta(minutes=attempt), Requested.FULL))
             assert full.status.value == "ok", full.error
@@ -221,9 +223,12 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             )
             if last is full:
                 first_incremental = incremental
+                plain_incremental = root / "plain-incremental"
+                manifest = f"--incremental={plain_dir / 'backup_manifest'}"
+                plain_basebackup(config, bin_dir, node, plain_incremental, manifest)
             last = incremental
 
-        chain = [Path(full.path), Path(first_incremental.path)]
+        chain = [plain_dir, plain_incremental]  # the same data as pghad's chain, plain files
         combines, restores = [], []
         for attempt in range(REPEATS):
             plain_out = root / f"plain-combined-{attempt}"

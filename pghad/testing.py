@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 
 from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState
+from pghad.cluster.sync_names import render, waited_for
 from pghad.config import AuthConfig, Config, NodeConfig
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
@@ -84,7 +85,7 @@ class FakeNode:
                 ReplicaInfo(
                     s.name,
                     "streaming",
-                    "sync" if self.sync_names.strip('"') == s.name else "async",
+                    "sync" if s.name in waited_for(self.sync_names) else "async",
                     s.lsn,
                     s.lsn,
                     0.0,
@@ -123,9 +124,9 @@ class FakeNode:
         self.timeline += 1
         return True
 
-    async def set_synchronous(self, standby: str | None) -> None:
-        self._sql(f"set_synchronous {standby}")
-        self.sync_names = f'"{standby}"' if standby else ""
+    async def set_synchronous(self, standby: str | None, archive: bool = False) -> None:
+        self._sql(f"set_synchronous {standby}" + (" +archive" if archive else ""))
+        self.sync_names = render(standby, archive)
 
     async def make_read_only(self) -> None:
         self._sql("make_read_only")

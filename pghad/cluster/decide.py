@@ -18,11 +18,11 @@ from .model import (
     Fence,
     Memory,
     Promote,
-    Rejoin,
-    StartStandby,
     action_target,
 )
-from .observation import ClusterView, NodeObservation, ServerState
+from .observation import ClusterView
+from .repair import repair_standby
+from .sync_archive import archive_member, compose
 
 # How long the standby may have heard nothing from the primary's walsender before pghad believes
 # the primary is really gone rather than unreachable from pghad alone.
@@ -140,7 +140,9 @@ def _with_primary(
         verdict = synchronous(link, config.cluster.sync_relax_after)
     else:
         verdict = asynchronous(link, config.cluster.max_lag_on_failover, obs.sync_standby_names)
-    actions: list[Action] = [verdict.action] if verdict.action else []
+    archive = archive_member(config, obs, memory.archive_down_since, now)
+    sync_change = compose(obs, standby, verdict.action, archive)
+    actions: list[Action] = [sync_change] if sync_change else []
 
     needs_rejoin = memory.needs_rejoin - {primary}
     changed_primary = memory.primary is not None and memory.primary != primary
@@ -150,7 +152,7 @@ def _with_primary(
     if streaming or view[standby].is_standby:
         needs_rejoin -= {standby}
     code, reason = verdict.code, verdict.reason
-    repair = _repair_standby(view[standby], primary, standby in needs_rejoin, config)
+    repair = repair_standby(view[standby], primary, standby in needs_rejoin, config)
     if repair is not None:
         if verdict.action is None:
             code, reason = repair[0], repair[1]
@@ -166,45 +168,17 @@ def _with_primary(
         needs_rejoin=frozenset(needs_rejoin),
         timeline=obs.timeline,
         sync_watermark=verdict.watermark,
+        archive_down_since=archive.down_since if archive else None,
     )
     details: dict[str, object] = {
         "primary": primary,
         "standby": standby,
         "lag_bytes": link.lag,
         "eligible": verdict.eligible,
+        **({"archive_sync": archive.member} if archive else {}),
     }
     allowed = tuple(a for a in actions if action_target(a) not in busy)
     return Decision(new, allowed, code, reason, details)
-
-
-def _repair_standby(
-    obs: NodeObservation, primary: str, former_primary: bool, config: Config
-) -> tuple[str, str, Action | None] | None:
-    """Bring back a standby that is not running: rejoin a former primary, start a plain one.
-
-    Only a node whose driver says its server is down is touched: a node pghad cannot observe
-    (unreachable host, driver timeout) or that runs without answering is left alone.
-    """
-    node = obs.name
-    if obs.reachable or not config.cluster.auto_rejoin:
-        return None
-    if not obs.known_down:
-        if not former_primary:
-            return None
-        return (
-            "rejoin_waiting",
-            f"{node} is a former primary but its server is {obs.server.value} and does not "
-            "answer: not rejoining a node pghad cannot observe",
-            None,
-        )
-    rebuild = (
-        " (its data directory is gone: a fresh copy)" if obs.server is ServerState.NO_DATA else ""
-    )
-    if former_primary:
-        reason = f"{node} is a former primary and is down: rejoining it under {primary}{rebuild}"
-        return "rejoining", reason, Rejoin(node, primary, reason)
-    reason = f"the standby {node} is down: starting it under {primary}{rebuild}"
-    return "starting_standby", reason, StartStandby(node, primary, reason)
 
 
 def _without_primary(

@@ -13,6 +13,7 @@ import psycopg
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
 
+from . import sync_names
 from .model import Action, Fence, Promote, Rejoin, SetSynchronous, StartStandby, action_name
 from .observation import ServerState
 
@@ -75,8 +76,9 @@ class Executor:
                 method = await start_standby(self.nodes[action.node], self.nodes[action.primary])
                 return f"{action.node} started as a standby of {action.primary}", {"method": method}
             case SetSynchronous():
-                await self.nodes[action.primary].set_synchronous(action.standby)
-                return f"synchronous_standby_names = {action.standby or 'empty'}", {}
+                await self.nodes[action.primary].set_synchronous(action.standby, action.archive)
+                value = sync_names.render(action.standby, action.archive)
+                return f"synchronous_standby_names = {value or 'empty'}", {}
 
     async def fence(self, name: str) -> FenceResult:
         """Stop the node through its driver; fall back to SQL read-only if the driver fails."""

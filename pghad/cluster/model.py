@@ -49,6 +49,7 @@ class SetSynchronous:
     primary: str
     standby: str | None
     reason: str
+    archive: bool = False  # commits also wait for the WAL archive
 
 
 Action = Promote | Fence | Rejoin | StartStandby | SetSynchronous
@@ -89,6 +90,7 @@ class Memory:
     # The primary's WAL position when the standby was first seen synchronous: commits before it
     # may have been acknowledged asynchronously, so the standby is eligible once it has that much.
     sync_watermark: int | None = None
+    archive_down_since: float | None = None  # a synchronous archive not streaming since
 
 
 @dataclass(frozen=True)

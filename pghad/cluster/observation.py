@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .sync_names import waited_for
+
 
 def parse_lsn(text: str | None) -> int | None:
     """'16/B374D848' -> byte position."""
@@ -76,8 +78,8 @@ class NodeObservation:
         return next((r for r in self.replicas if r.name == name), None)
 
     def names_sync_standby(self, name: str) -> bool:
-        """Whether synchronous_standby_names lists `name` (as pghad writes it: one quoted name)."""
-        return self.sync_standby_names.strip().strip('"') == name
+        """Whether every commit waits for `name` (synchronous_standby_names as pghad writes it)."""
+        return name in waited_for(self.sync_standby_names)
 
 
 @dataclass(frozen=True)

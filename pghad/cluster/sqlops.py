@@ -10,6 +10,8 @@ from psycopg import sql
 from pghad.config import AuthConfig, NodeConfig
 from pghad.conninfo import admin_conninfo
 
+from . import sync_names
+
 PROMOTE_POLL_S = 0.01
 
 
@@ -22,9 +24,13 @@ async def connect(
 
 
 async def set_synchronous_standby(
-    node: NodeConfig, auth: AuthConfig, standby: str | None, timeout: float = 5.0
+    node: NodeConfig,
+    auth: AuthConfig,
+    standby: str | None,
+    archive: bool = False,
+    timeout: float = 5.0,
 ) -> None:
-    value = "" if standby is None else f'"{standby}"'
+    value = sync_names.render(standby, archive)
     async with await connect(node, auth, timeout) as conn:
         await conn.execute(
             sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(value))

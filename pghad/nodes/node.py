@@ -38,7 +38,7 @@ class Node(Protocol):
         """End recovery; True once the node is writable."""
         ...
 
-    async def set_synchronous(self, standby: str | None) -> None: ...
+    async def set_synchronous(self, standby: str | None, archive: bool = False) -> None: ...
 
     async def make_read_only(self) -> None:
         """Refuse writes and end client sessions (the fence when the driver cannot stop it)."""
@@ -74,8 +74,8 @@ class PgNode:
     async def promote(self) -> bool:
         return await sqlops.promote(self.config, self.auth)
 
-    async def set_synchronous(self, standby: str | None) -> None:
-        await sqlops.set_synchronous_standby(self.config, self.auth, standby)
+    async def set_synchronous(self, standby: str | None, archive: bool = False) -> None:
+        await sqlops.set_synchronous_standby(self.config, self.auth, standby, archive)
 
     async def make_read_only(self) -> None:
         await sqlops.make_read_only(self.config, self.auth)

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pghad import pgbin, runas
+from pghad.cluster.sync_names import ARCHIVE
 from pghad.config import Config
 from pghad.lab import free_port
 from pghad.nodes import procs
-from tests.support.chaos import WRITER_TABLE, Writer, connect, kill9
+from tests.support.chaos import WRITER_TABLE, Writer, connect, kill9, streaming_standbys, wait_for
 
 from ..conftest import DaemonProcess, Lab
 
@@ -169,3 +170,51 @@ def test_the_archive_keeps_no_slot_on_a_standby_and_follows_a_switchover(
     assert slots("node1") == []  # a slot on the standby would pin its WAL forever
     assert slots("node2") == [("pghad_archive",)]
     assert (config.archive.path(config.backup.dir) / "00000002.history").exists()
+
+
+def test_synchronous_archive_standby_down_then_both_lost_loses_nothing(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    lab.set("archive", "synchronous", "true")
+    lab.set("cluster", "auto_rejoin", "false")  # the standby stays down
+    config = lab.config
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200 and body["backup"]["status"] == "ok", body
+    archive_caught_up(daemon)
+    wait_for(
+        lambda: streaming_standbys(config, "node1") == {"node2": "sync", ARCHIVE: "sync"},
+        timeout=15,
+        what="commits to wait for the standby and the archive",
+    )
+    writer = Writer(config, pause_s=0.01).start()
+    time.sleep(1)
+    kill9(config.node("node2"))  # the standby is gone: the archive alone holds commits
+    wait_for(
+        lambda: primary_waits_for(config) == f'"{ARCHIVE}"',
+        timeout=15,
+        what="synchronous replication relaxed to the archive",
+    )
+    time.sleep(2)
+    lost_at = time.time()
+    kill9(config.node("node1"))
+    writer.stop()
+    daemon.stop()
+    procs.reap_postgres_zombies()
+    for node in config.nodes:
+        shutil.rmtree(config.local_node(node.name).data_dir)
+
+    target = lab.dir / "after-loss"
+    result = restore_cli(lab, target, "--latest")
+    ids, _timeline = restored_rows(config, target, port_of(result))
+
+    acked = [c for c in writer.acked if c.wall < lost_at + 1]
+    standby_gone = [c for c in acked if c.node == "node1"]
+    assert len(standby_gone) > 50
+    assert [c.id for c in acked if c.id not in ids] == []  # not one acknowledged commit lost
+
+
+def primary_waits_for(config: Config) -> str:
+    with connect(config, "node1") as conn:
+        row = conn.execute("SHOW synchronous_standby_names").fetchone()
+    return str(row[0]) if row else ""

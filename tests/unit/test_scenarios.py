@@ -127,10 +127,10 @@ def test_sync_is_relaxed_only_after_the_state_file_says_ineligible(tmp_path: Pat
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     original = a.set_synchronous
 
-    async def checking(standby: str | None) -> None:
+    async def checking(standby: str | None, archive: bool = False) -> None:
         state = json.loads((tmp_path / "state.json").read_text())
         seen.append(state["standby_eligible"])
-        await original(standby)
+        await original(standby, archive)
 
     a.set_synchronous = checking  # type: ignore[method-assign]
     asyncio.run(rounds(daemon, clock, 2))

@@ -9,6 +9,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import IntEnum
+from typing import Any
 
 import psycopg
 import redis
@@ -23,6 +24,8 @@ from pghad.cluster import sqlops
 from pghad.cluster.observation import ClusterView
 from pghad.cluster.probe import probe_node
 from pghad.config import Config
+
+ARCHIVE_LAG_WARN_S = 60.0
 
 
 class Level(IntEnum):
@@ -52,7 +55,7 @@ async def run_checks(config: Config, now: datetime) -> list[Check]:
     checks += await asyncio.to_thread(_backups, config, now)
     checks.append(await asyncio.to_thread(_redis, config))
     checks.append(_api(config))
-    checks.append(await asyncio.to_thread(_daemon, config))
+    checks += await asyncio.to_thread(_daemon, config)
     return checks
 
 
@@ -228,12 +231,16 @@ def _api(config: Config) -> Check:
     return Check("api token", Level.OK, "set" if config.api.token else "loopback only, no token")
 
 
-def _daemon(config: Config) -> Check:
+def _daemon(config: Config) -> list[Check]:
     client = ApiClient(f"http://{config.api.bind}:{config.api.port}", config.api.token, 3.0)
     try:
         status = client.call("GET", "/status")
     except ApiCallFailed as exc:
-        return Check("daemon", Level.FAIL, str(exc), "start it: `pghad run` or the systemd unit")
+        return [Check("daemon", Level.FAIL, str(exc), "start it: `pghad run` or the systemd unit")]
+    return [_daemon_state(status), _archive(status.get("archive"))]
+
+
+def _daemon_state(status: dict[str, Any]) -> Check:
     if status.get("paused"):
         return Check("daemon", Level.WARN, "paused: no automatic failover", "`pghad resume`")
     if not status.get("standby_eligible"):
@@ -244,3 +251,19 @@ def _daemon(config: Config) -> Check:
             "see `pghad status` and `pghad events`",
         )
     return Check("daemon", Level.OK, f"{status['state']}, the standby is eligible")
+
+
+def _archive(archive: dict[str, Any] | None) -> Check:
+    if archive is None:
+        return Check("wal archive", Level.OK, "off: restores go back to a backup, not to a moment")
+    if not archive.get("streaming"):
+        return Check(
+            "wal archive",
+            Level.WARN,
+            f"not streaming: {archive.get('last_error') or 'not started yet'}",
+            "see `pghad events` (archive_stopped); the archive follows the primary by itself",
+        )
+    lag = archive.get("lag_s") or 0.0
+    if lag > ARCHIVE_LAG_WARN_S:
+        return Check("wal archive", Level.WARN, f"{lag:.0f} s behind the primary")
+    return Check("wal archive", Level.OK, f"streaming from {archive['source']}, {lag:.1f} s behind")

@@ -96,7 +96,22 @@ def format_status(status: dict[str, Any]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+    archive = status.get("archive")
+    if archive:
+        lines.append(_archive_line(archive))
     decision = status.get("decision")
     if decision:
         lines.append(f"Last decision: {decision['code']}: {decision['reason']}")
     return "\n".join(lines)
+
+
+def _archive_line(archive: dict[str, Any]) -> str:
+    if not archive.get("streaming"):
+        why = archive.get("last_error") or "not started yet"
+        return f"WAL archive: NOT streaming ({why}); {archive['segments']} segments stored"
+    lag = archive.get("lag_s")
+    return (
+        f"WAL archive: streaming from {archive['source']}, at {archive['flushed_lsn']}, "
+        f"{archive['lag_bytes']} B behind ({lag if lag is not None else '-'} s), "
+        f"{archive['segments']} segments, {archive['stored_bytes'] / 1e6:.1f} MB"
+    )

@@ -53,6 +53,9 @@ class Metrics:
         self.paused = Gauge(
             "pghad_paused", "1 while maintenance mode holds every automatic action", registry=r
         )
+        self.archive_enabled = Gauge(
+            "pghad_archive_enabled", "1 when [archive] enabled = true", registry=r
+        )
         self.archive_streaming = Gauge(
             "pghad_archive_streaming", "1 while the WAL archive streams", registry=r
         )
@@ -164,6 +167,7 @@ class Metrics:
         self.last_round.set(wall_time)
 
     def observe_archive(self, state: ArchiveState | None) -> None:
+        self.archive_enabled.set(0 if state is None else 1)
         if state is None:
             return
         self.archive_streaming.set(1 if state.streaming else 0)

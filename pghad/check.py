@@ -201,6 +201,7 @@ def _redis(config: Config) -> Check:
         catalog = Catalog.of(config)
         records = catalog.records()
         missing = [r.id for r in records if not client.exists(catalog.key(r))]
+        others = catalog.other_clusters()
     except (RedisError, OSError) as exc:
         return Check(
             "redis",
@@ -210,6 +211,15 @@ def _redis(config: Config) -> Check:
         )
     finally:
         client.close()
+    if others:
+        return Check(
+            "redis",
+            Level.FAIL,
+            f"backups of another cluster ({', '.join(sorted(others))}) use the same key names "
+            f"(prefix {config.redis.key_prefix!r}): pghad will not overwrite them",
+            'give each cluster its own [redis] key_prefix, e.g. key_prefix = "'
+            f'{config.cluster.name}:"',
+        )
     if missing:
         return Check(
             "redis",

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+from redis.exceptions import RedisError
+
 from pghad.backup.planner import is_due
 from pghad.config import Config
 from pghad.operations import Failback, Lane, Operations, TakeBackup
@@ -31,6 +33,7 @@ class Intake:
         self.wall_clock = wall_clock
         self.next_schedule_check = 0.0
         self._trigger_problem: str | None = None
+        self._prefix_checked = False  # another cluster under the same Redis key names?
 
     def check_trigger(self) -> None:
         """A trigger file asks for a failback; it is taken only when no operation runs."""
@@ -55,11 +58,28 @@ class Intake:
         self.next_schedule_check = now + SCHEDULE_CHECK_S
         return True
 
+    async def _check_prefix(self, runtime: Runtime) -> None:
+        try:
+            others = await asyncio.to_thread(runtime.catalog.other_clusters)
+        except (RedisError, OSError):
+            return  # Redis is away: ask again next time
+        self._prefix_checked = True
+        if others:
+            self.recorder.event(
+                "redis_prefix_shared",
+                level="error",
+                clusters=sorted(others),
+                error="backups of another cluster use the same Redis key names; pghad will "
+                "not overwrite them: give each cluster its own [redis] key_prefix",
+            )
+
     async def schedule(self, runtime: Runtime) -> None:
         """Queue the scheduled backup when it is due; otherwise bring Redis up to date."""
         backup = runtime.config.backup
         records = await asyncio.to_thread(runtime.catalog.records)
         self.recorder.last_backups(records)  # a restarted daemon knows its last backups
+        if not self._prefix_checked:
+            await self._check_prefix(runtime)
         due = backup.schedule and is_due(records, self.wall_clock(), backup.time_of_day)
         if due and not self.ops.busy(Lane.BACKUP):
             self.ops.submit(TakeBackup(scheduled=True))

@@ -56,6 +56,19 @@ class Catalog:
         log.warning("redis_key_conflict", key=key, owner=owner, cluster=self.cluster)
         return False
 
+    def other_clusters(self) -> set[str]:
+        """Clusters whose backup hashes live under this catalog's key names (same prefix)."""
+        client = redis.Redis.from_url(self.redis_url or "", socket_timeout=2)
+        try:
+            owners = {
+                raw.decode() if isinstance(raw, bytes) else str(raw)
+                for key in client.scan_iter(match=f"{self.key_prefix}backup:*", count=500)
+                if (raw := client.hget(key, "cluster")) is not None
+            }
+        finally:
+            client.close()
+        return owners - {self.cluster}
+
     def _load(self) -> dict[str, object]:
         return read_json(self.path) or {"records": [], "redis_pending": [], "redis_deleted": []}
 

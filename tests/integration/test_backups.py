@@ -359,4 +359,7 @@ def test_two_clusters_share_a_redis_without_overwriting_each_other(
     prefixed = Catalog(config.backup.dir.parent / "other2", private_redis.url, "b:", "b")
     prefixed.save(record.with_(path="/elsewhere"))
     assert client.hget(f"b:{record.redis_key}", "path") == "/elsewhere"
+    # The same key names for two clusters are found and named (pghad check, a startup event).
+    assert other.other_clusters() == {config.cluster.name}
+    assert prefixed.other_clusters() == set()
     client.close()

@@ -66,11 +66,22 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _crc32c_hex(handle: IO[bytes]) -> tuple[str, int]:
+def _copy_checked(handle: IO[bytes], target: Path | None) -> tuple[str, int]:
+    """CRC32C and size of a member, written to `target` on the way when given."""
     crc, size = 0, 0
-    while block := handle.read(CHUNK):
-        crc = int(google_crc32c.extend(crc, block))
-        size += len(block)
+    out = None
+    if target is not None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.fdopen(os.open(target, flags, 0o600), "wb")
+    try:
+        while block := handle.read(CHUNK):
+            crc = int(google_crc32c.extend(crc, block))
+            size += len(block)
+            if out is not None:
+                out.write(block)
+    finally:
+        if out is not None:
+            out.close()
     return crc.to_bytes(4, "little").hex(), size  # as PostgreSQL writes it in the manifest
 
 
@@ -83,29 +94,43 @@ def _check_manifest(manifest: bytes) -> dict[str, Any]:
     return parsed
 
 
-def verify_archive(directory: Path) -> None:
-    """Check every file in ARCHIVE against its manifest; write the manifest out beside it."""
-    seen: dict[str, tuple[str, int]] = {}
-    manifest: bytes | None = None
-    try:
-        with (
-            (directory / ARCHIVE).open("rb") as raw,
-            zstandard.ZstdDecompressor().stream_reader(raw) as stream,
-            tarfile.open(fileobj=stream, mode="r|") as tar,
-        ):
-            for member in tar:
-                if not member.isfile():
-                    continue
-                handle = tar.extractfile(member)
-                assert handle is not None
-                if member.name == "backup_manifest":
-                    manifest = handle.read()
-                else:
-                    seen[member.name] = _crc32c_hex(handle)
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise StepFailed("verify", f"{directory / ARCHIVE} is damaged: {exc}") from exc
-    if manifest is None:
-        raise StepFailed("verify", f"{directory / ARCHIVE} holds no backup_manifest")
+def _inside(into: Path, name: str) -> Path:
+    parts = Path(name).parts
+    if Path(name).is_absolute() or ".." in parts:
+        raise StepFailed("verify", f"the archive names a path outside the backup: {name}")
+    return into.joinpath(*parts)
+
+
+def _take(
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    into: Path | None,
+    seen: dict[str, tuple[str, int]],
+) -> bytes | None:
+    """Write one member under `into` (when given) and note a file's checksum and size in
+    `seen`; returns the content of the manifest, None for any other member."""
+    target = _inside(into, member.name) if into is not None else None
+    if target is not None and member.isdir():
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return None
+    if target is not None:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if member.issym():
+            target.symlink_to(member.linkname)
+    if not member.isfile():
+        return None
+    handle = tar.extractfile(member)
+    assert handle is not None
+    if member.name != "backup_manifest":
+        seen[member.name] = _copy_checked(handle, target)
+        return None
+    manifest = handle.read()
+    if target is not None:
+        target.write_bytes(manifest)
+    return manifest
+
+
+def _compare(manifest: bytes, seen: dict[str, tuple[str, int]]) -> None:
     problems = []
     for entry in _check_manifest(manifest)["Files"]:
         path, found = entry["Path"], seen.get(entry["Path"])
@@ -117,16 +142,37 @@ def verify_archive(directory: Path) -> None:
             problems.append(f"{path} does not match its checksum")
     if problems:
         raise StepFailed("verify", f"{len(problems)} problem(s): {'; '.join(problems[:5])}")
+
+
+def _read_archive(archive: Path, into: Path | None) -> bytes:
+    """Read `archive` once: every file is checked against the manifest (the stream's last
+    member) and, with `into`, written there as it is read. Returns the manifest."""
+    manifest: bytes | None = None
+    seen: dict[str, tuple[str, int]] = {}
+    try:
+        with (
+            archive.open("rb") as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
+            for member in tar:
+                manifest = _take(tar, member, into, seen) or manifest
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise StepFailed("verify", f"{archive} is damaged: {exc}") from exc
+    if manifest is None:
+        raise StepFailed("verify", f"{archive} holds no backup_manifest")
+    _compare(manifest, seen)
+    return manifest
+
+
+def verify_archive(directory: Path) -> None:
+    """Check every file in ARCHIVE against its manifest; write the manifest out beside it."""
+    manifest = _read_archive(directory / ARCHIVE, None)
     with create_private(directory / "backup_manifest") as out:
         out.write(manifest)
 
 
 def unpack_archive(archive: Path, into: Path) -> None:
-    """Expand ARCHIVE into `into` (a new directory), streaming."""
+    """Expand `archive` into `into` (a new directory), checking every file as it is written."""
     into.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with (
-        archive.open("rb") as raw,
-        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
-        tarfile.open(fileobj=stream, mode="r|") as tar,
-    ):
-        tar.extractall(into, filter="tar")
+    _read_archive(archive, into)

@@ -254,6 +254,10 @@ def test_a_changed_file_inside_a_zstd_backup_is_caught_by_verify(lab: Lab) -> No
     archive.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
     with pytest.raises(StepFailed, match=rf"{record.id} is damaged: .*{victim.name}"):
         asyncio.run(verify(runner.bin_dir, record))
+    target = Path(record.path).parent / "restored"
+    with pytest.raises(StepFailed, match=rf"{record.id} is damaged: .*{victim.name}"):
+        asyncio.run(restore(runner.catalog, runner.bin_dir, record.id, target))
+    assert not target.exists()
     archive.write_bytes(archive.read_bytes()[:-1000])  # cut short
     with pytest.raises(StepFailed, match="damaged"):
         asyncio.run(verify(runner.bin_dir, record))

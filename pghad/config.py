@@ -9,67 +9,39 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from pghad.config_base import Model as _Model
+from pghad.config_nodes import AgentNodeConfig, DockerNodeConfig, LocalNodeConfig, NodeConfig
+from pghad.config_sections import AgentConfig, ArchiveConfig, HooksConfig, LogConfig, StateConfig
 from pghad.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "AgentNodeConfig",
+    "ArchiveConfig",
+    "Config",
+    "ConfigError",
+    "DockerNodeConfig",
+    "HooksConfig",
+    "LocalNodeConfig",
+    "LogConfig",
+    "NodeConfig",
+    "StateConfig",
+    "load_config",
+    "parse_config",
+]
 
 SECRET_ENV = {
     ("auth", "password"): "PGHAD_PG_PASSWORD",
     ("auth", "replication_password"): "PGHAD_REPLICATION_PASSWORD",
     ("api", "token"): "PGHAD_API_TOKEN",
+    ("agent", "token"): "PGHAD_AGENT_TOKEN",
 }
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _NodeBase(_Model):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 5432
-    user: str = "postgres"
-    dbname: str = "postgres"
-    data_dir: Path
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-class LocalNodeConfig(_NodeBase):
-    """A server on pghad's own host: pg_ctl, pg_rewind and pg_basebackup run here."""
-
-    driver: Literal["local"] = "local"
-    socket_dir: Path | None = None
-
-
-class DockerNodeConfig(_NodeBase):
-    """A server that is a container's main process, reached through the Docker engine."""
-
-    driver: Literal["docker"]
-    container: str | None = None  # default: the node's name
-
-
-def _driver_of(value: object) -> str:
-    if isinstance(value, dict):
-        return str(value.get("driver", "local"))
-    return str(getattr(value, "driver", "local"))
-
-
-# Each driver's node has only its own fields: `container` on a local node is an unknown key.
-NodeConfig = Annotated[
-    Annotated[LocalNodeConfig, Tag("local")] | Annotated[DockerNodeConfig, Tag("docker")],
-    Discriminator(_driver_of),
-]
 
 
 class ClusterConfig(_Model):
@@ -127,42 +99,6 @@ class BackupConfig(_Model):
     logical_dump: bool = True
 
 
-class ArchiveConfig(_Model):
-    # Stream every WAL record into an archive on this host, for point-in-time restore.
-    enabled: bool = False
-    dir: Path | None = None  # default: <backup.dir>/wal
-    compression: Literal["zstd", "gzip", "none"] = "zstd"
-    # Count the archive as a synchronous standby too: a commit is acknowledged only when it is
-    # archived (and, while the standby streams, on the standby as well).
-    synchronous: bool = False
-    slot: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,63}$")] = "pghad_archive"
-
-    def path(self, backup_dir: Path) -> Path:
-        return self.dir or backup_dir / "wal"
-
-
-class HooksConfig(_Model):
-    # A program run (no shell) when a node changes role: on promote, demote, fence and rejoin,
-    # with PGHAD_EVENT, PGHAD_NODE, PGHAD_ROLE and PGHAD_CLUSTER in its environment.
-    command: tuple[str, ...] = ()
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-
-
-class StateConfig(_Model):
-    dir: Path = Path("state")
-    # A file whose appearance starts a failback (default: failback.trigger in the state dir).
-    failback_trigger: Path | None = None
-
-    @property
-    def trigger_path(self) -> Path:
-        return self.failback_trigger or self.dir / "failback.trigger"
-
-
-class LogConfig(_Model):
-    format: Literal["auto", "json", "console"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
 class Config(_Model):
     cluster: ClusterConfig = ClusterConfig()
     auth: AuthConfig = AuthConfig()
@@ -175,6 +111,7 @@ class Config(_Model):
     state: StateConfig = StateConfig()
     log: LogConfig = LogConfig()
     hooks: HooksConfig = HooksConfig()
+    agent: AgentConfig = AgentConfig()
 
     @field_validator("nodes")
     @classmethod
@@ -186,6 +123,21 @@ class Config(_Model):
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"two nodes share the address {addresses[0]}")
         return nodes
+
+    @model_validator(mode="after")
+    def _self_fence_first(self) -> Self:
+        if self.self_fence_after >= self.cluster.failover_threshold:
+            raise ValueError(
+                f"agent.self_fence_after ({self.self_fence_after:g} s) must be below "
+                f"cluster.failover_threshold ({self.cluster.failover_threshold:g} s): an "
+                "unreachable primary must have fenced itself before its standby is promoted"
+            )
+        return self
+
+    @property
+    def self_fence_after(self) -> float:
+        configured = self.agent.self_fence_after
+        return configured if configured is not None else 0.75 * self.cluster.failover_threshold
 
     @model_validator(mode="after")
     def _known_preferred(self) -> Self:
@@ -225,7 +177,7 @@ def _location(loc: tuple[int | str, ...], raw: dict[str, object]) -> str:
             if isinstance(nodes, list) and part < len(nodes) and isinstance(nodes[part], dict):
                 name = nodes[part].get("name")
             parts[-1] = f"nodes[{part}]" + (f" ({name})" if name else "")
-        elif isinstance(part, str) and part in ("local", "docker") and index > 0:
+        elif isinstance(part, str) and part in ("local", "docker", "agent") and index > 0:
             continue  # the driver's tag pydantic puts in the location: not a key in the file
         elif isinstance(part, str) and not (index == len(loc) - 1 and part.startswith("_")):
             parts.append(part)
@@ -243,7 +195,15 @@ def _apply_secret_env(raw: dict[str, object]) -> None:
 
 def _resolve_paths(raw: dict[str, object], base: Path) -> None:
     """Relative paths in the file are relative to the file's directory, not the caller's cwd."""
-    for section, key in (("backup", "dir"), ("state", "dir"), ("state", "failback_trigger")):
+    for section, key in (
+        ("backup", "dir"),
+        ("state", "dir"),
+        ("state", "failback_trigger"),
+        ("archive", "dir"),
+        ("agent", "tls_cert"),
+        ("agent", "tls_key"),
+        ("agent", "ca_file"),
+    ):
         table = raw.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str):
             table[key] = str(base / table[key])

@@ -1,0 +1,1 @@
+"""`pghad agent`: the process work on a database host, and its own view of the other node."""

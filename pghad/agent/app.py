@@ -1,0 +1,188 @@
+"""The agent's HTTP API: health checks for load balancers, and the node's process work for the
+daemon holding the lease.
+
+Open: GET /health, /primary, /replica (200 or 503, for HAProxy). Everything else needs the
+token; changes also need the lease holder's id in X-Pghad-Holder while a lease is live.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from pghad.errors import NodeError, PghadError
+from pghad.nodes.base import Role
+
+from .service import AgentService
+
+router = APIRouter()
+
+
+def _service(request: Request) -> AgentService:
+    service: AgentService = request.app.state.service
+    return service
+
+
+Service = Annotated[AgentService, Depends(_service)]
+
+
+class AgentError(Exception):
+    def __init__(self, status: int, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.details = status, details
+
+
+def require_token(service: Service, authorization: Annotated[str, Header()] = "") -> None:
+    token = service.config.agent.token
+    if token and not hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+        raise AgentError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+
+
+def require_lease(service: Service, x_pghad_holder: Annotated[str | None, Header()] = None) -> None:
+    lease = service.lease
+    if not lease.allows(x_pghad_holder, time.monotonic()):
+        raise AgentError(
+            409,
+            f"another pghad (on {lease.host}) holds this agent's lease: only it may change "
+            f"{service.node.name}",
+            holder=lease.holder,
+            host=lease.host,
+        )
+
+
+authorized = [Depends(require_token)]
+changes = [Depends(require_token), Depends(require_lease)]
+
+
+@router.get("/health")
+async def health(service: Service) -> dict[str, Any]:
+    return {"status": "ok", "node": service.node.name}
+
+
+@router.get("/primary")
+async def primary(service: Service) -> JSONResponse:
+    """200 while this node is a writable primary (HAProxy: option httpchk GET /primary)."""
+    ok = service.writable and service.self_fenced is None
+    return JSONResponse({"node": service.node.name, "primary": ok}, status_code=200 if ok else 503)
+
+
+@router.get("/replica")
+async def replica(service: Service) -> JSONResponse:
+    ok = service.streaming_replica
+    return JSONResponse({"node": service.node.name, "replica": ok}, status_code=200 if ok else 503)
+
+
+class Beat(BaseModel):
+    holder: str
+    host: str
+    ttl: float = 10.0
+
+
+@router.post("/heartbeat", dependencies=authorized)
+async def heartbeat(service: Service, beat: Beat) -> dict[str, Any]:
+    """The daemon's round: renew its lease; answer the server's state and the other node as
+    this host sees it (the daemon's second witness)."""
+    now = time.monotonic()
+    if not service.lease.renew(beat.holder, beat.host, now, beat.ttl):
+        lease = service.lease
+        raise AgentError(
+            409,
+            f"another pghad (on {lease.host}) holds this agent's lease",
+            holder=lease.holder,
+            host=lease.host,
+        )
+    return {
+        "node": service.node.name,
+        "server": (await service.server_state()).value,
+        "writable": service.writable,
+        "self_fenced": service.self_fenced,
+        "peer": service.peer_view(now),
+    }
+
+
+@router.get("/process", dependencies=authorized)
+async def process(service: Service) -> dict[str, Any]:
+    return {
+        "running": await service.driver.is_running(),
+        "server": (await service.server_state()).value,
+    }
+
+
+class Start(BaseModel):
+    role: Role
+    primary: str | None = None
+
+
+@router.post("/start", dependencies=changes)
+async def start(service: Service, body: Start) -> dict[str, Any]:
+    primary = service.config.node(body.primary) if body.primary else None
+    await service.driver.start(body.role, primary)
+    return {"status": "success"}
+
+
+class Stop(BaseModel):
+    mode: str = "fast"
+
+
+@router.post("/stop", dependencies=changes)
+async def stop(service: Service, body: Stop) -> dict[str, Any]:
+    await service.driver.stop(body.mode)
+    return {"status": "success"}
+
+
+@router.post("/fence", dependencies=changes)
+async def fence(service: Service) -> dict[str, Any]:
+    return {"status": "success", "detail": await service.driver.fence()}
+
+
+class Source(BaseModel):
+    source: str
+
+
+@router.post("/rewind", dependencies=changes)
+async def rewind(service: Service, body: Source) -> dict[str, Any]:
+    await service.driver.rewind(service.config.node(body.source))
+    return {"status": "success"}
+
+
+@router.post("/clone", dependencies=changes)
+async def clone(service: Service, body: Source) -> dict[str, Any]:
+    await service.driver.clone(service.config.node(body.source))
+    return {"status": "success"}
+
+
+@router.get("/checkpoint_lsn", dependencies=authorized)
+async def checkpoint_lsn(service: Service) -> dict[str, Any]:
+    return {"lsn": await service.driver.checkpoint_lsn()}
+
+
+async def _agent_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AgentError)
+    body = {"status": "error", "message": str(exc), **exc.details}
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def _node_error(_request: Request, exc: Exception) -> JSONResponse:
+    status = 502 if isinstance(exc, NodeError) else 500
+    return JSONResponse({"status": "error", "message": str(exc)}, status_code=status)
+
+
+def build_agent_app(service: AgentService) -> FastAPI:
+    app = FastAPI(title="pghad agent", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    app.include_router(router)
+    app.add_exception_handler(AgentError, _agent_error)
+    app.add_exception_handler(PghadError, _node_error)
+
+    @app.middleware("http")
+    async def no_browsers(request: Request, call_next: Any) -> Any:
+        if request.headers.get("origin") is not None:  # a web page the operator visits
+            return JSONResponse({"status": "error", "message": "refused"}, status_code=403)
+        return await call_next(request)
+
+    return app

@@ -1,0 +1,88 @@
+"""What an agent watches with its own connections: its own server, and the other node.
+
+Each watch keeps one connection and runs a small query every interval. A query that completes
+late still counts as an answer: "down for" is the time since the last answer, so a slow or lossy
+link reads as late, not as down, until no answer has come for a whole threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pghad.config import AuthConfig, NodeConfig
+from pghad.conninfo import admin_conninfo
+
+LOCAL_QUERY = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       current_setting('default_transaction_read_only') = 'on' AS read_only,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status
+"""
+PEER_QUERY = "SELECT pg_is_in_recovery() AS in_recovery"
+
+
+@dataclass
+class Answer:
+    row: dict[str, Any] | None = None
+    answered_at: float | None = None  # monotonic time of the last answer
+    ever: bool = False
+    error: str | None = None
+
+    def silent_for(self, now: float) -> float | None:
+        """Seconds since the last answer; None while answering (or before the first)."""
+        if self.answered_at is None or self.error is None:
+            return None
+        return now - self.answered_at
+
+
+class Watch:
+    def __init__(
+        self, node: NodeConfig, auth: AuthConfig, query: str, interval: float, timeout: float
+    ) -> None:
+        self.node = node
+        self.auth = auth
+        self.query = query
+        self.interval = interval
+        self.timeout = timeout
+        self.answer = Answer()
+        self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+
+    async def run(self) -> None:
+        while True:
+            await self._once()
+            await asyncio.sleep(self.interval)
+
+    async def _once(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    admin_conninfo(
+                        self.node, self.auth, connect_timeout=max(1, round(self.timeout))
+                    ),
+                    autocommit=True,
+                    row_factory=dict_row,
+                )
+            # A late answer still counts (it is late, not down): wait well past the timeout.
+            cursor = await asyncio.wait_for(
+                self._conn.execute(self.query), max(5.0, 4 * self.timeout)
+            )
+            row = await cursor.fetchone()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._drop()
+            self.answer.error = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            if self.answer.answered_at is None:
+                self.answer.answered_at = time.monotonic()  # silent since we started
+            return
+        self.answer = Answer(row=row, answered_at=time.monotonic(), ever=True)
+
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn = None

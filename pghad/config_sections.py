@@ -1,0 +1,61 @@
+"""Config tables of the archive, the agents, hooks, state and logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from pghad.config_base import Model as _Model
+
+
+class ArchiveConfig(_Model):
+    # Stream every WAL record into an archive on this host, for point-in-time restore.
+    enabled: bool = False
+    dir: Path | None = None  # default: <backup.dir>/wal
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+    # Count the archive as a synchronous standby too: a commit is acknowledged only when it is
+    # archived (and, while the standby streams, on the standby as well).
+    synchronous: bool = False
+    slot: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,63}$")] = "pghad_archive"
+
+    def path(self, backup_dir: Path) -> Path:
+        return self.dir or backup_dir / "wal"
+
+
+class AgentConfig(_Model):
+    # `pghad agent` on a database host, and how the daemon reaches agents (driver = "agent").
+    node: str | None = None  # this host's [[nodes]] name (or `pghad agent --node NAME`)
+    bind: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8089
+    token: str = ""
+    tls_cert: Path | None = None  # the agent serves HTTPS with these two
+    tls_key: Path | None = None
+    ca_file: Path | None = None  # the daemon verifies agents' certificates with this
+    # A primary's agent that has heard neither the daemon nor its standby for this long stops
+    # its server (below cluster.failover_threshold, so it is fenced before any promotion).
+    self_fence_after: Annotated[float, Field(gt=0, le=3600)] | None = None
+    peer_interval: Annotated[float, Field(ge=0.05, le=10)] = 0.2  # its check of the other node
+
+
+class HooksConfig(_Model):
+    # A program run (no shell) when a node changes role: on promote, demote, fence and rejoin,
+    # with PGHAD_EVENT, PGHAD_NODE, PGHAD_ROLE and PGHAD_CLUSTER in its environment.
+    command: tuple[str, ...] = ()
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+
+class StateConfig(_Model):
+    dir: Path = Path("state")
+    # A file whose appearance starts a failback (default: failback.trigger in the state dir).
+    failback_trigger: Path | None = None
+
+    @property
+    def trigger_path(self) -> Path:
+        return self.failback_trigger or self.dir / "failback.trigger"
+
+
+class LogConfig(_Model):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"

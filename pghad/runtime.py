@@ -19,7 +19,8 @@ from pghad.backup.runner import BackupRunner
 from pghad.cluster.executor import Executor
 from pghad.cluster.model import Memory
 from pghad.cluster.procedures import Procedures
-from pghad.config import Config, DockerNodeConfig
+from pghad.config import AgentNodeConfig, Config, DockerNodeConfig
+from pghad.nodes.agent import AgentDriver
 from pghad.nodes.base import NodeDriver
 from pghad.nodes.docker import DockerDriver, docker_client
 from pghad.nodes.local import LocalDriver
@@ -34,6 +35,8 @@ def make_nodes(config: Config, docker: Any = None) -> dict[str, Node]:
         if isinstance(node, DockerNodeConfig):
             docker = docker or docker_client()
             driver = DockerDriver(node, config.auth, docker)
+        elif isinstance(node, AgentNodeConfig):
+            driver = AgentDriver(node, config)
         else:
             driver = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
         nodes[node.name] = PgNode(node, config.auth, driver)

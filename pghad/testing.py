@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState
+from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState, Witness
 from pghad.cluster.sync_names import render, waited_for
 from pghad.config import AuthConfig, Config, NodeConfig
 from pghad.errors import NodeError
@@ -47,6 +47,7 @@ class FakeNode:
     upstream: str | None = None
     start_fails: bool = False
     replay_lag_s: float = 0.0
+    witness_view: Witness | None = None  # an agent's view of the other node (None: no agent)
     calls: list[str] = field(default_factory=list)
 
     @property
@@ -109,6 +110,7 @@ class FakeNode:
             receiver_status=receiver,
             receiver_msg_age_s=5.0 if receiver else None,
             server=server,
+            witness=self.witness_view,
         )
 
     # ---- SQL actions ------------------------------------------------------------------------
@@ -141,6 +143,9 @@ class FakeNode:
         self.calls.append(call)
         if not self.observable:
             raise NodeError(f"{self.name}: host unreachable")
+
+    def witness(self) -> Witness | None:
+        return self.witness_view
 
     async def server_state(self) -> ServerState:
         if not self.observable:

@@ -77,7 +77,7 @@ def _chain(catalog: Catalog, record: BackupRecord) -> list[BackupRecord]:
     return chain
 
 
-async def _plain_dir(record: BackupRecord, scratch: Path) -> Path:
+async def _plain_dir(bin_dir: Path, record: BackupRecord, scratch: Path) -> Path:
     """pg_combinebackup reads plain directories: unpack a tar-format backup first."""
     if not record.is_tar:
         return Path(record.path)
@@ -87,6 +87,8 @@ async def _plain_dir(record: BackupRecord, scratch: Path) -> Path:
             await asyncio.to_thread(unpack_archive, Path(record.path) / ARCHIVE, unpacked)
         except StepFailed as exc:
             raise StepFailed("verify", f"{record.id} is damaged: {exc}") from exc
+        # Checked once unpacked: every file against the manifest, and the WAL parsed.
+        await verify(bin_dir, record.with_(path=str(unpacked), compression="none"))
         return unpacked
     (unpacked / "pg_wal").mkdir(parents=True)
     source = Path(record.path)
@@ -151,7 +153,7 @@ async def restore(
     # A private directory of our own (mode 0700, a name nobody can guess) for unpacked tar files.
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        inputs = [await _plain_dir(member, scratch) for member in chain]
+        inputs = [await _plain_dir(bin_dir, member, scratch) for member in chain]
         # Unpacked copies are ours to give away: link their files rather than copy them again.
         # (Never the backups' own files: the restored server would change them in place.)
         link = ["--link"] if all(p.is_relative_to(scratch) for p in inputs) else []

@@ -31,6 +31,16 @@ class ServerState(StrEnum):
 
 
 @dataclass(frozen=True)
+class Witness:
+    """What a node's own host (its agent) sees of the other node: the second witness before a
+    failover. Drivers without an agent report none."""
+
+    available: bool  # the agent answered this round
+    primary_down_for_s: float | None  # None: it reaches the other node now
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
 class ReplicaInfo:
     """A row of pg_stat_replication on the primary."""
 
@@ -60,6 +70,7 @@ class NodeObservation:
     receiver_msg_age_s: float | None = None
     probe_duration_s: float = 0.0
     server: ServerState = ServerState.UNKNOWN
+    witness: Witness | None = None
 
     @property
     def writable(self) -> bool:

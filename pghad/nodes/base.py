@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from pghad.cluster.observation import ServerState
+from pghad.cluster.observation import ServerState, Witness
 from pghad.config import NodeConfig
 
 
@@ -50,4 +50,8 @@ class NodeDriver(Protocol):
 
     async def checkpoint_lsn(self) -> str:
         """The stopped server's latest checkpoint location (pg_controldata)."""
+        ...
+
+    def witness(self) -> Witness | None:
+        """The node's host's own view of the other node (an agent), or None."""
         ...

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pghad.cluster.observation import ServerState, format_lsn
+from pghad.cluster.observation import ServerState, Witness, format_lsn
 from pghad.config import AuthConfig, DockerNodeConfig, NodeConfig
 from pghad.conninfo import admin_conninfo, clone_application_name, replication_conninfo
 from pghad.errors import NodeError, SetupError
@@ -96,6 +96,9 @@ class DockerDriver:
         container = self._container()
         container.reload()
         return bool(container.status == "running")
+
+    def witness(self) -> Witness | None:
+        return None  # no agent: pghad's host is the only observer
 
     async def server_state(self) -> ServerState:
         # One status call at a time: a probe whose deadline passed leaves its call to the next.

@@ -14,7 +14,7 @@ from pathlib import Path
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from pghad import files
-from pghad.cluster.observation import ServerState
+from pghad.cluster.observation import ServerState, Witness
 from pghad.commands import CommandResult, run_command
 from pghad.config import AuthConfig, LocalNodeConfig, NodeConfig
 from pghad.conninfo import admin_conninfo, clone_application_name, redacted, replication_conninfo
@@ -79,6 +79,9 @@ class LocalDriver:
 
     async def is_running(self) -> bool:
         return procs.live_postmaster(self.data_dir) is not None
+
+    def witness(self) -> Witness | None:
+        return None  # no agent: pghad's host is the only observer
 
     async def server_state(self) -> ServerState:
         if procs.live_postmaster(self.data_dir) is not None:

@@ -69,7 +69,8 @@ class PgNode:
             server = await asyncio.wait_for(self.process.server_state(), timeout)
         except Exception:  # a driver that cannot tell must never cost the SQL probe
             server = ServerState.UNKNOWN
-        return dataclasses.replace(await sql_probe, server=server)
+        observed = await sql_probe
+        return dataclasses.replace(observed, server=server, witness=self.process.witness())
 
     async def promote(self) -> bool:
         return await sqlops.promote(self.config, self.auth)

@@ -1,0 +1,135 @@
+"""The agent node driver: the node's process work is done by `pghad agent` on its own host.
+
+Every round's heartbeat renews this daemon's lease on the agent and brings back the server's
+state and the agent's own view of the other node: the second witness of a failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pghad.cluster.observation import ServerState, Witness
+from pghad.config import AgentNodeConfig, Config, NodeConfig
+from pghad.errors import NodeError
+
+HEARTBEAT_TIMEOUT_S = 2.0
+LONG_OPERATION_S = 6 * 3600.0  # rewind and clone copy data
+
+
+class LeaseRefused(NodeError):
+    def __init__(self, url: str, host: str | None) -> None:
+        super().__init__(
+            f"the agent at {url} takes changes from another pghad (on {host}): stop that daemon "
+            "first, or wait for its lease to lapse (10 s after it stopped)"
+        )
+        self.host = host
+
+
+def holder_id(config: Config) -> str:
+    """This daemon as agents know it: host and state directory (a restart is the same holder)."""
+    return f"{socket.gethostname()}:{config.state.dir}"
+
+
+class AgentClient:
+    def __init__(self, url: str, token: str, ca_file: Path | None, holder: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.holder = holder
+        self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        request.add_header("X-Pghad-Holder", self.holder)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        context = self.context if self.url.startswith("https") else None
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+                return json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read() or b"{}")
+            except json.JSONDecodeError:
+                detail = {}
+            if exc.code == 409 and "holder" in detail:
+                raise LeaseRefused(self.url, detail.get("host")) from exc
+            message = detail.get("message") or exc.reason
+            raise NodeError(f"agent {self.url}{path}: {exc.code} {message}") from exc
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise NodeError(f"agent {self.url} unreachable: {reason}") from exc
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> Any:
+        return await asyncio.to_thread(self._call, method, path, body, timeout)
+
+
+class AgentDriver:
+    def __init__(self, node: AgentNodeConfig, config: Config) -> None:
+        self._node = node
+        agent = config.agent
+        self.client = AgentClient(node.agent_url, agent.token, agent.ca_file, holder_id(config))
+        self._witness: Witness | None = None
+        self._host = socket.gethostname()
+
+    @property
+    def node(self) -> NodeConfig:
+        return self._node
+
+    async def heartbeat(self) -> dict[str, Any]:
+        beat = {"holder": self.client.holder, "host": self._host, "ttl": 10.0}
+        try:
+            answer: dict[str, Any] = await self.client.call(
+                "POST", "/heartbeat", beat, HEARTBEAT_TIMEOUT_S
+            )
+        except NodeError:
+            self._witness = Witness(available=False, primary_down_for_s=None, at=time.monotonic())
+            raise
+        peer = answer.get("peer") or {}
+        down = peer.get("down_for_s")
+        self._witness = Witness(
+            available=True,
+            primary_down_for_s=float(down) if down is not None else None,
+            at=time.monotonic(),
+        )
+        return answer
+
+    def witness(self) -> Witness | None:
+        return self._witness or Witness(available=False, primary_down_for_s=None, at=0.0)
+
+    async def is_running(self) -> bool:
+        answer = await self.client.call("GET", "/process")
+        return bool(answer["running"])
+
+    async def server_state(self) -> ServerState:
+        return ServerState((await self.heartbeat())["server"])
+
+    async def start(self, role: Any, primary: NodeConfig | None = None) -> None:
+        body = {"role": str(role), "primary": primary.name if primary else None}
+        await self.client.call("POST", "/start", body, 120.0)
+
+    async def stop(self, mode: str = "fast") -> None:
+        await self.client.call("POST", "/stop", {"mode": mode}, 60.0)
+
+    async def fence(self) -> str:
+        return str((await self.client.call("POST", "/fence", {}, 30.0))["detail"])
+
+    async def rewind(self, source: NodeConfig) -> None:
+        await self.client.call("POST", "/rewind", {"source": source.name}, LONG_OPERATION_S)
+
+    async def clone(self, source: NodeConfig) -> None:
+        await self.client.call("POST", "/clone", {"source": source.name}, LONG_OPERATION_S)
+
+    async def checkpoint_lsn(self) -> str:
+        return str((await self.client.call("GET", "/checkpoint_lsn"))["lsn"])

@@ -27,6 +27,9 @@ from .sync_archive import archive_member, compose
 # How long the standby may have heard nothing from the primary's walsender before pghad believes
 # the primary is really gone rather than unreachable from pghad alone.
 RECEIVER_SILENCE_S = 2.0
+# The standby's agent checks the primary every agent.peer_interval (0.2 s): its silence may have
+# begun a little after pghad's own.
+WITNESS_SLACK_S = 0.5
 
 DECISION_CODES = (
     "healthy",
@@ -50,6 +53,7 @@ DECISION_CODES = (
     "standby_not_in_recovery",
     "standby_ineligible",
     "primary_alive_for_standby",
+    "standby_witness_unknown",
     "split_brain_fence",
     "split_brain_unresolved",
     "no_primary_known",
@@ -221,7 +225,9 @@ def _without_primary(
             f"{primary} unreachable for {down_for:.1f} s of {threshold:g} s ({error})",
             details,
         )
-    refusal = refuse_promotion(view, memory.standby_eligible, standby, busy, paused=paused)
+    refusal = refuse_promotion(
+        view, memory.standby_eligible, standby, busy, paused=paused, threshold=threshold
+    )
     if refusal is not None:
         return Decision(base, (), refusal[0], refusal[1], details)
     reason = (
@@ -244,14 +250,19 @@ def refuse_promotion(
     busy: frozenset[str] = frozenset(),
     *,
     paused: bool = False,
+    threshold: float | None = None,
 ) -> tuple[str, str] | None:
     """The first reason not to promote `standby` now, as (code, reason), or None.
 
     The one promotion policy: automatic failover and the operator's failover both ask it (the
-    operator may override only `standby_ineligible`, with force).
+    operator may override only `standby_ineligible`, with force). With `threshold` (automatic
+    failover), a standby with an agent also needs that agent's word that the primary has been
+    unreachable from its own host as long: the second witness.
     """
     obs = view[standby]
     receiver_age = obs.receiver_msg_age_s or 0.0
+    witness = obs.witness if threshold is not None else None
+    seen = witness.primary_down_for_s if witness is not None else None
     checks = (
         (paused, "paused", "pghad is paused (maintenance mode): `pghad resume` ends it"),
         (standby in busy, "standby_busy", "an operation is running on it"),
@@ -264,6 +275,19 @@ def refuse_promotion(
             "lagging or not streaming), so it may lack acknowledged commits; retry with "
             "force=true to promote it anyway (commits the old primary acknowledged after the "
             "standby fell behind are then lost)",
+        ),
+        (
+            witness is not None and not witness.available,
+            "standby_witness_unknown",
+            "its agent did not answer, so nothing confirms from the standby's host that the "
+            "primary is down (that host may be cut off too)",
+        ),
+        (
+            witness is not None and (seen is None or seen < (threshold or 0) - WITNESS_SLACK_S),
+            "primary_alive_for_standby",
+            "its host still reaches the primary"
+            + (f" (silent from there for only {seen:.1f} s)" if seen is not None else "")
+            + ", so only pghad cannot reach it",
         ),
         (
             obs.receiver_status == "streaming" and receiver_age < RECEIVER_SILENCE_S,

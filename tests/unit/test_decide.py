@@ -16,7 +16,13 @@ from pghad.cluster.model import (
     Rejoin,
     SetSynchronous,
 )
-from pghad.cluster.observation import ClusterView, NodeObservation, ReplicaInfo, ServerState
+from pghad.cluster.observation import (
+    ClusterView,
+    NodeObservation,
+    ReplicaInfo,
+    ServerState,
+    Witness,
+)
 from pghad.config import Config, parse_config
 
 CONFIG_TEXT = """
@@ -67,11 +73,15 @@ def primary(
 
 
 def standby(
-    name: str = "b", receiver: str | None = None, age: float | None = None
+    name: str = "b",
+    receiver: str | None = None,
+    age: float | None = None,
+    witness: Witness | None = None,
 ) -> NodeObservation:
     return NodeObservation(
         name,
         True,
+        witness=witness,
         in_recovery=True,
         timeline=1,
         receive_lsn=1000,
@@ -290,3 +300,18 @@ def test_missing_standby_keeps_only_the_eligibility_it_had() -> None:
     never = Memory(primary="a", standby_eligible=False)
     d = decide(view(primary(streaming=False), down("b", ServerState.UNKNOWN)), never, config(), 0)
     assert d.code == "standby_missing" and not d.memory.standby_eligible
+
+
+def test_with_an_agent_a_failover_needs_its_word_that_the_primary_is_down_too() -> None:
+    memory = Memory(
+        state=ClusterState.PRIMARY_DOWN, primary="a", standby_eligible=True, primary_down_since=0.0
+    )
+    cfg = config(threshold=2)
+
+    def decided(witness: Witness) -> str:
+        return decide(view(down("a"), standby(witness=witness)), memory, cfg, now=2.1).code
+
+    assert decided(Witness(True, None)) == "primary_alive_for_standby"  # its host reaches it
+    assert decided(Witness(True, 0.8)) == "primary_alive_for_standby"  # lost there only lately
+    assert decided(Witness(False, None)) == "standby_witness_unknown"
+    assert decided(Witness(True, 1.9)) == "failover"  # within the agent's checking slack

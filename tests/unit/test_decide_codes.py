@@ -22,7 +22,7 @@ from pghad.cluster.model import (
     SetSynchronous,
     StartStandby,
 )
-from pghad.cluster.observation import ClusterView, NodeObservation, ServerState
+from pghad.cluster.observation import ClusterView, NodeObservation, ServerState, Witness
 
 from .test_decide import HEALTHY, config, down, primary, standby, view
 
@@ -92,6 +92,9 @@ ROWS = {
     ),
     "primary_alive_for_standby": Row(
         view(down("a"), standby(receiver="streaming", age=0.2)), DOWN_PAST, now=50.0
+    ),
+    "standby_witness_unknown": Row(
+        view(down("a"), standby(witness=Witness(False, None))), DOWN_PAST, now=50.0
     ),
     "split_brain_fence": Row(
         view(primary("a", "b", tl=1), primary("b", "a", tl=2)), HEALTHY, (Fence,)

@@ -17,18 +17,19 @@ from pghad import logs
 from pghad.api_guard import is_loopback
 from pghad.backup.model import BackupRecord
 from pghad.config import Config, load_config
-from pghad.errors import ConfigError
+from pghad.errors import ConfigError, NodeError, SetupError
 from pghad.event_sink import EventSink, RedisEventStream
 from pghad.loop import Loop
 from pghad.metrics import Metrics
 from pghad.nodes import procs
+from pghad.nodes.agent import AgentDriver, LeaseRefused
 from pghad.nodes.node import Node, PgNode
 from pghad.notify import SystemdNotifier
 from pghad.operations import Act, Failback, Lane, Request
 from pghad.recorder import Recorder
 from pghad.reload import merge_reloaded
 from pghad.runtime import Runtime, make_nodes
-from pghad.state_store import EventJournal
+from pghad.state_store import EventJournal, hold_daemon_lock
 from pghad.status import status_body
 from pghad.watch import PrimaryWatch
 
@@ -38,7 +39,25 @@ REJOIN_WAIT_S = 120.0
 
 
 def config_secrets(config: Config) -> list[str]:
-    return [config.auth.password, config.auth.replication_password, config.api.token]
+    return [
+        config.auth.password,
+        config.auth.replication_password,
+        config.api.token,
+        config.agent.token,
+    ]
+
+
+async def take_leases(nodes: Mapping[str, Node]) -> None:
+    """Agents take changes from one daemon: refuse to start while another holds them."""
+    for node in nodes.values():
+        driver = node.process
+        if isinstance(driver, AgentDriver):
+            try:
+                await driver.heartbeat()
+            except LeaseRefused as exc:
+                raise SetupError(str(exc)) from exc
+            except NodeError:
+                continue  # an agent that does not answer yet: its heartbeat is retried each round
 
 
 class Daemon:
@@ -134,6 +153,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         procs.become_subreaper()
+        await take_leases(self.loop.runtime.nodes)
         server = None
         server_task: asyncio.Task[None] | None = None
         if serve_api:
@@ -244,6 +264,10 @@ def run_daemon(config_path: Path) -> int:
         )
     raise_descriptor_limit()
     logs.configure(config.log.format, config.log.level, config_secrets(config))
-    daemon = Daemon(config, config_path)
-    asyncio.run(daemon.run())
+    lock = hold_daemon_lock(config.state.dir)
+    try:
+        daemon = Daemon(config, config_path)
+        asyncio.run(daemon.run())
+    finally:
+        lock.close()
     return 0

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from pghad import files, pgbin, runas
-from pghad.config import Config, load_config
+from pghad.config import Config, LocalNodeConfig, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import ConfigError, SetupError
 from pghad.lab_files import PG_HBA, POSTGRESQL_CONF, write_config
@@ -50,8 +50,15 @@ def free_port(start: int, taken: set[int] | None = None) -> int:
     raise SetupError(f"no free TCP port in {start}-{start + 999}; pass --port with a free range")
 
 
+def _local(config: Config, name: str) -> LocalNodeConfig:
+    """The node as its own host runs it (a namespace lab's nodes are agent nodes)."""
+    from pghad.agent.service import local_config
+
+    return local_config(config.node(name))
+
+
 def _drivers(config: Config, bin_dir: Path, user: str) -> dict[str, LocalDriver]:
-    nodes = [config.local_node(n.name) for n in config.nodes]
+    nodes = [_local(config, n.name) for n in config.nodes]
     return {n.name: LocalDriver(n, config.auth, bin_dir, os_user=user) for n in nodes}
 
 
@@ -64,7 +71,7 @@ def _run_as(user: str, argv: list[str]) -> None:
 
 
 def _prepare_dirs(lab_dir: Path, config: Config, user: str) -> None:
-    for node in (config.local_node(n.name) for n in config.nodes):
+    for node in (_local(config, n.name) for n in config.nodes):
         for path in (node.data_dir.parent, node.socket_dir):
             if path is not None:
                 path.mkdir(parents=True, exist_ok=True)
@@ -192,7 +199,7 @@ def lab_status(lab_dir: Path) -> list[NodeStatus]:
     config = lab_config(lab_dir)
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
     statuses = []
-    for node in (config.local_node(n.name) for n in config.nodes):
+    for node in (_local(config, n.name) for n in config.nodes):
         driver = LocalDriver(node, config.auth, bin_dir)
         running = procs.live_postmaster(node.data_dir) is not None
         statuses.append(NodeStatus(node.name, node.port, running, _role_on_disk(driver)))
@@ -204,9 +211,7 @@ def lab_down(lab_dir: Path) -> None:
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
 
     async def stop_all() -> None:
-        drivers = [
-            LocalDriver(config.local_node(n.name), config.auth, bin_dir) for n in config.nodes
-        ]
+        drivers = [LocalDriver(_local(config, n.name), config.auth, bin_dir) for n in config.nodes]
         # Stop the primary first so the standby receives every WAL record before it stops.
         drivers.sort(key=lambda d: _role_on_disk(d) is Role.STANDBY)
         for driver in drivers:
@@ -216,9 +221,12 @@ def lab_down(lab_dir: Path) -> None:
 
 
 def lab_destroy(lab_dir: Path) -> None:
+    from pghad.lab_hosts import lab_destroy_hosts
+
     lab_dir = lab_dir.resolve()
     if not (lab_dir / MARKER).exists():
         raise SetupError(f"{lab_dir} holds no lab (no {MARKER}); refusing to delete it")
+    lab_destroy_hosts(lab_dir)
     try:
         data_dirs = [node.data_dir for node in load_config(lab_dir / "config.toml").nodes]
     except ConfigError:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from pghad.errors import SetupError
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
@@ -73,3 +76,27 @@ class EventJournal:
             except json.JSONDecodeError:
                 continue
         return events
+
+
+def hold_daemon_lock(state_dir: Path) -> IO[str]:
+    """One daemon per state directory: a second `pghad run` on it is refused, naming the first.
+
+    The lock lasts as long as the returned file stays open (the daemon's lifetime).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / "daemon.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SetupError(
+            f"another pghad (pid {holder}) already runs on the state directory {state_dir}: "
+            "stop it first (one daemon per cluster)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -103,10 +103,10 @@ class AgentService:
 
     def peer_view(self, now: float) -> dict[str, Any]:
         answer = self.peer_watch.answer
-        silent = answer.silent_for(now)
+        silent = answer.silent_for(now, self.config.agent.peer_interval)
         return {
             "name": self.peer.name,
-            "reachable": answer.error is None and answer.ever,
+            "reachable": answer.ever and silent is None,
             "down_for_s": round(silent, 3) if silent is not None else None,
             "error": answer.error,
         }
@@ -119,7 +119,8 @@ class AgentService:
             await asyncio.sleep(self.config.agent.peer_interval)
             now = time.monotonic()
             daemon = self.lease.silent_for(now)
-            peer = self.peer_watch.answer.silent_for(now) if self.peer_watch.answer.ever else None
+            answer = self.peer_watch.answer
+            peer = answer.silent_for(now, self.config.agent.peer_interval) if answer.ever else None
             if (
                 self.writable
                 and self.self_fenced is None

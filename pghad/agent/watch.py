@@ -25,6 +25,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver_status
 """
 PEER_QUERY = "SELECT pg_is_in_recovery() AS in_recovery"
+OVERDUE = 2  # intervals (plus a second) without an answer before a watch reports silence
 
 
 @dataclass
@@ -34,11 +35,13 @@ class Answer:
     ever: bool = False
     error: str | None = None
 
-    def silent_for(self, now: float) -> float | None:
-        """Seconds since the last answer; None while answering (or before the first)."""
-        if self.answered_at is None or self.error is None:
+    def silent_for(self, now: float, interval: float) -> float | None:
+        """Seconds since the last answer, once answers are overdue (a query still waiting
+        counts: a cut link gives no error, only silence); None while they come in time."""
+        if self.answered_at is None:
             return None
-        return now - self.answered_at
+        gap = now - self.answered_at
+        return gap if self.error is not None or gap > OVERDUE * interval + 1.0 else None
 
 
 class Watch:

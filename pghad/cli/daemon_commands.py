@@ -19,6 +19,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(common.config_path(args))
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from pghad.agent.run import run_agent
+
+    return run_agent(common.config_path(args), args.node)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = common.client(args).call("GET", "/status")
     print(json.dumps(status, indent=2) if args.json else format_status(status))

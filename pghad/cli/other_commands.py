@@ -60,6 +60,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from pghad import lab
 
     lab_dir: Path = args.dir
+    if args.action == "up" and args.hosts:
+        return _lab_up_hosts(lab_dir, args.port)
     if args.action == "up":
         config = lab.lab_up(lab_dir, args.port, args.api_port)
         _print_lab(config, lab_dir)
@@ -73,4 +75,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
     else:
         lab.lab_destroy(lab_dir)
         print(f"lab in {lab_dir} destroyed")
+    return 0
+
+
+def _lab_up_hosts(lab_dir: Path, port: int | None) -> int:
+    from pghad.lab_hosts import lab_up_hosts
+
+    net = lab_up_hosts(lab_dir, port)
+    witness = net["hosts"]["witness"]
+    config = (lab_dir / "config.toml").resolve()
+    print(f"lab in {lab_dir.resolve()}: three hosts (network namespaces) on bridge {net['bridge']}")
+    for name, host in net["hosts"].items():
+        role = "the daemon's host" if name == "witness" else "agent and PostgreSQL"
+        print(f"  {name:<8} {host['address']:<14} netns {host['netns']:<18} {role}")
+    print("Next, the daemon on the witness host:")
+    print(f"  ip netns exec {witness['netns']} {common.pghad_command()} run --config {config}")
     return 0

@@ -53,6 +53,18 @@ def _daemon_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         daemon.cmd_run,
     )
     add_config_option(run)
+    agent = _command(
+        commands,
+        "agent",
+        "run the agent of one database host in the foreground",
+        "On each database host of a two-host deployment: start, stop, fence, rewind and "
+        "clone this host's node for the daemon holding its lease, watch the other node "
+        "(the daemon's second witness), fence a primary cut off from daemon and standby, "
+        "and answer GET /primary and /replica for HAProxy. Stops on SIGTERM or Ctrl-C.",
+        daemon.cmd_agent,
+    )
+    agent.add_argument("--node", help="this host's node (default: agent.node in the config)")
+    add_config_option(agent)
     status = _command(
         commands,
         "status",
@@ -199,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8088,
         help="the API port written to the lab's config.toml (default 8088)",
+    )
+    lab.add_argument(
+        "--hosts",
+        action="store_true",
+        help="up: node1, node2 and the daemon on three hosts (network namespaces and a "
+        "bridge, an agent on each node host; needs root); `lab destroy` removes them",
     )
     return parser
 

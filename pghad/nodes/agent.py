@@ -13,6 +13,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class AgentClient:
         self.token = token
         self.holder = holder
         self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        # Threads of its own: an agent that does not answer holds up only its own calls,
+        # never the loop's other work in the shared pool.
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent")
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -72,7 +76,8 @@ class AgentClient:
     async def call(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0
     ) -> Any:
-        return await asyncio.to_thread(self._call, method, path, body, timeout)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._call, method, path, body, timeout)
 
 
 class AgentDriver:
@@ -82,17 +87,21 @@ class AgentDriver:
         self.client = AgentClient(node.agent_url, agent.token, agent.ca_file, holder_id(config))
         self._witness: Witness | None = None
         self._host = socket.gethostname()
+        self._beat: asyncio.Future[dict[str, Any]] | None = None
 
     @property
     def node(self) -> NodeConfig:
         return self._node
 
     async def heartbeat(self) -> dict[str, Any]:
-        beat = {"holder": self.client.holder, "host": self._host, "ttl": 10.0}
-        try:
-            answer: dict[str, Any] = await self.client.call(
-                "POST", "/heartbeat", beat, HEARTBEAT_TIMEOUT_S
+        """One heartbeat at a time: a round while the last one still waits shares it."""
+        if self._beat is None or self._beat.done():
+            beat = {"holder": self.client.holder, "host": self._host, "ttl": 10.0}
+            self._beat = asyncio.ensure_future(
+                self.client.call("POST", "/heartbeat", beat, HEARTBEAT_TIMEOUT_S)
             )
+        try:
+            answer: dict[str, Any] = await asyncio.shield(self._beat)
         except NodeError:
             self._witness = Witness(available=False, primary_down_for_s=None, at=time.monotonic())
             raise

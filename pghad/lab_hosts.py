@@ -34,6 +34,7 @@ AGENT_PORT = 8089
 HOSTS = ("node1", "node2", "witness")
 HOST_NUMBER = {"witness": 10, "node1": 11, "node2": 12}
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _ip(*args: str, check: bool = True) -> None:
@@ -135,15 +136,16 @@ def _post(net: dict[str, Any], node: str, path: str, body: dict[str, Any], token
 
 
 def start_agent(lab_dir: Path, net: dict[str, Any], node: str) -> int:
-    log = (lab_dir / f"agent-{node}.log").open("ab")
-    process = subprocess.Popen(
-        ["ip", "netns", "exec", net["hosts"][node]["netns"], sys.executable, "-m", "pghad",
-         "agent", "--config", str(lab_dir / "config.toml"), "--node", node],
-        stdout=log,
-        stderr=log,
-        cwd=REPO_ROOT,
-        start_new_session=True,
-    )  # fmt: skip
+    with (lab_dir / f"agent-{node}.log").open("ab") as log:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", net["hosts"][node]["netns"], sys.executable, "-m", "pghad",
+             "agent", "--config", str(lab_dir / "config.toml"), "--node", node],
+            stdout=log,
+            stderr=log,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )  # fmt: skip
+    _STARTED[process.pid] = process  # waited for by lab_destroy_hosts (no zombie, no warning)
     return process.pid
 
 
@@ -196,6 +198,10 @@ def lab_destroy_hosts(lab_dir: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
+    for pid in (marker.get("agents") or {}).values():
+        started = _STARTED.pop(pid, None)
+        if started is not None:
+            started.wait(timeout=10)
     procs.reap_postgres_zombies()
     if marker.get("network"):
         _remove_network(marker["network"])

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pghad.nodes.node import Node
 
 FENCE_BOUND_S = 5.0
+SYNC_FENCE_WAIT_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,17 @@ class Executor:
         return FenceResult(name, True, f"made read-only over SQL (driver failed: {driver_error})")
 
     async def _promote(self, action: Promote) -> tuple[str, dict[str, object]]:
-        fenced = await self.fence(action.old_primary)
+        if self.synchronous:
+            # Synchronous: an unreachable old primary cannot acknowledge a commit alone, and an
+            # agent fences it on its side; do not hold the promotion for its driver's timeouts.
+            try:
+                fenced = await asyncio.wait_for(self.fence(action.old_primary), SYNC_FENCE_WAIT_S)
+            except TimeoutError:
+                fenced = FenceResult(
+                    action.old_primary, False, f"no answer within {SYNC_FENCE_WAIT_S:g} s"
+                )
+        else:
+            fenced = await self.fence(action.old_primary)
         if not fenced.fenced and not self.synchronous:
             # In synchronous mode the old primary cannot acknowledge a commit without this
             # standby, so promoting is safe and it is fenced on return. Asynchronously it could

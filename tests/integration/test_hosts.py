@@ -1,0 +1,232 @@
+"""Two database hosts and the daemon's host as network namespaces: agents, two witnesses,
+self-fencing and real partitions (links cut, packets dropped), under a continuous writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pghad.lab import lab_destroy
+from pghad.lab_hosts import lab_up_hosts
+from pghad.nodes import procs
+from tests.support.chaos import Writer, is_writable, kill9, wait_for
+
+from ..conftest import REPO, DaemonProcess, Lab, _next_port
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and ip"
+)
+THRESHOLD = 2.0
+
+
+@pytest.fixture
+def hosts(work_root: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab, dict[str, Any]]]:
+    lab_dir = work_root / f"hosts-{request.node.name[:30]}"
+    net = lab_up_hosts(lab_dir, _next_port())
+    lab = Lab(lab_dir, lab_dir / "config.toml")
+    lab.set("cluster", "failover_threshold", str(THRESHOLD))
+    lab.set("backup", "schedule", "false")
+    lab.set("redis", "url", '"redis://127.0.0.1:1/0"')  # nothing to reach from the daemon's host
+    yield lab, net
+    subprocess.run(["ip", "netns", "exec", ns(net, "witness"), "iptables", "-F"], check=False)
+    lab_destroy(lab_dir)
+    procs.reap_postgres_zombies()
+
+
+def ns(net: dict[str, Any], host: str) -> str:
+    return str(net["hosts"][host]["netns"])
+
+
+def link(net: dict[str, Any], host: str, up: bool) -> None:
+    iface = net["hosts"][host]["interface"]
+    subprocess.run(["ip", "link", "set", iface, "up" if up else "down"], check=True)
+
+
+def drop(net: dict[str, Any], on: str, to: str, probability: float = 1.0) -> None:
+    """Drop packets between host `on` and host `to`, inside `on` (all, or a random share)."""
+    address = net["hosts"][to]["address"]
+    share = ["-m", "statistic", "--mode", "random", "--probability", str(probability)]
+    for chain, flag in (("OUTPUT", "-d"), ("INPUT", "-s")):
+        subprocess.run(
+            ["ip", "netns", "exec", ns(net, on), "iptables", "-A", chain, flag, address,
+             *(share if probability < 1.0 else []), "-j", "DROP"],
+            check=True,
+        )  # fmt: skip
+
+
+def start_daemon(lab: Lab, net: dict[str, Any]) -> DaemonProcess:
+    daemon = DaemonProcess(lab)
+    daemon.start(prefix=["ip", "netns", "exec", ns(net, "witness")]).wait_healthy(30)
+    return daemon
+
+
+def agent_events(lab: Lab, node: str, kind: str) -> list[dict[str, Any]]:
+    found = []
+    for line in (lab.dir / f"agent-{node}.log").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == kind:
+            found.append(event)
+    return found
+
+
+def count(daemon: DaemonProcess, kind: str) -> int:
+    return sum(1 for e in daemon.events() if e.get("event") == kind)
+
+
+def test_kill_9_of_the_primary_fails_over_and_rejoins_over_the_network(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        time.sleep(1.5)
+        killed = kill9(config.node("node1"))
+        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+        rejoined = daemon.wait_event(
+            lambda e: e.get("action") == "rejoin" and e.get("ok"), 30, "rejoin"
+        )
+        time.sleep(1.0)
+        writer.stop()
+        assert rejoined["method"] == "pg_rewind"  # through node1's agent, from node2 over the net
+        first = writer.first_commit_on("node2", killed)
+        assert first is not None and first - killed < THRESHOLD + 3.0
+        print(f"kill to first commit on the new primary: {first - killed:.2f} s")
+        wait_for(lambda: writer.missing_on("node1") == [], 20, what="node1 to catch up")
+        assert writer.missing_on("node2") == []
+    finally:
+        daemon.stop()
+
+
+def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_lost(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        time.sleep(1.5)
+        cut = time.monotonic()
+        link(net, "node1", up=False)
+        failover = daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
+        assert failover["to"] == "node2"
+        time.sleep(2.0)
+        writer.stop()
+        fenced = agent_events(lab, "node1", "self_fenced")
+        assert fenced, "node1's agent did not fence its primary"
+        after_cut = [c for c in writer.acked if c.node == "node1" and c.at > cut + 0.1]
+        assert after_cut == []  # nothing acknowledged by the old primary once cut off
+        assert writer.missing_on("node2") == []
+        link(net, "node1", up=True)
+        daemon.wait_event(lambda e: e.get("action") == "rejoin" and e.get("ok"), 40, "rejoin")
+        wait_for(lambda: is_writable(config, "node1") is False, 20, what="node1 a standby")
+    finally:
+        link(net, "node1", up=True)
+        daemon.stop()
+
+
+def test_the_daemon_cut_from_the_primary_alone_never_fails_over(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        drop(net, on="witness", to="node1")  # idle primary, standby still connected
+        time.sleep(THRESHOLD * 4)
+        writer = Writer(config).start()
+        time.sleep(THRESHOLD * 4)
+        writer.stop()
+        assert count(daemon, "failover") == 0
+        assert daemon.decisions("primary_alive_for_standby"), "the second witness was not asked"
+        assert is_writable(config, "node1") is True
+        assert agent_events(lab, "node1", "self_fenced") == []
+        assert len(writer.acked) > 50 and writer.missing_on("node1") == []
+    finally:
+        daemon.stop()
+
+
+def test_the_daemon_host_cut_off_changes_nothing_and_no_storm_follows(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        actions_before = count(daemon, "action")
+        link(net, "witness", up=False)
+        time.sleep(15)
+        link(net, "witness", up=True)
+        daemon.wait_healthy(30)
+        time.sleep(3)
+        writer.stop()
+        assert count(daemon, "failover") == 0
+        for node in ("node1", "node2"):
+            assert agent_events(lab, node, "self_fenced") == []
+        assert count(daemon, "action") - actions_before <= 2  # a sync relax/restore at most
+        assert writer.missing_on("node1") == []
+    finally:
+        link(net, "witness", up=True)
+        daemon.stop()
+
+
+def test_thirty_percent_loss_between_daemon_and_primary_causes_no_failover(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    seconds = float(os.environ.get("PGHAD_LOSS_SECONDS", "20"))
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        drop(net, on="witness", to="node1", probability=0.3)
+        time.sleep(seconds)
+        subprocess.run(["ip", "netns", "exec", ns(net, "witness"), "iptables", "-F"], check=True)
+        assert count(daemon, "failover") == 0
+        killed = kill9(config.node("node1"))  # a real failure right after is still handled
+        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+        time.sleep(1.0)
+        writer.stop()
+        first = writer.first_commit_on("node2", killed)
+        assert first is not None and first - killed < THRESHOLD + 3.0
+        assert writer.missing_on("node2") == []
+    finally:
+        daemon.stop()
+
+
+def test_a_second_daemon_for_the_same_agents_refuses_to_start(
+    hosts: tuple[Lab, dict[str, Any]], tmp_path: Path
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        other = tmp_path / "other.toml"
+        text = lab.config_path.read_text().replace(str(lab.dir / "state"), str(tmp_path))
+        other.write_text(text.replace('bind = "10.', 'bind = "127.0.0.1" # 10.'))
+        result = subprocess.run(
+            [sys.executable, "-m", "pghad", "run", "--config", str(other)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "holds" in result.stderr or "another pghad" in result.stderr, result.stderr
+    finally:
+        daemon.stop()

@@ -13,13 +13,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The test harness starts its own redis-server and drops packets with iptables; install both
-# from Debian's packages if missing.
+# The test harness starts its own redis-server, drops packets with iptables, checks alert rules
+# with promtool and sends a writer through haproxy; install them from Debian's packages if missing.
 test-deps:
-	@command -v redis-server >/dev/null 2>&1 && command -v iptables >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing redis-server, iptables and prometheus (Debian packages)"; \
-	  (apt-get update -qq && apt-get install -y -qq redis-server iptables prometheus >/dev/null) || { \
-	    echo "could not install them: apt-get install redis-server iptables prometheus"; exit 1; }; }
+	@command -v redis-server >/dev/null 2>&1 && command -v iptables >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 || { \
+	  echo "installing redis-server, iptables, prometheus and haproxy (Debian packages)"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server iptables prometheus haproxy >/dev/null) || { \
+	    echo "could not install them: apt-get install redis-server iptables prometheus haproxy"; exit 1; }; }
 
 demo: install
 	$(VENV)/bin/pghad lab up --dir $(LAB)

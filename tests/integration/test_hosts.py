@@ -8,17 +8,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from pghad.lab import lab_destroy
 from pghad.lab_hosts import lab_up_hosts
 from pghad.nodes import procs
 from tests.support.chaos import Writer, is_writable, kill9, wait_for
+from tests.support.delay_proxy import DelayProxy
 
 from ..conftest import REPO, DaemonProcess, Lab, _next_port
 
@@ -230,3 +233,108 @@ def test_a_second_daemon_for_the_same_agents_refuses_to_start(
         assert "holds" in result.stderr or "another pghad" in result.stderr, result.stderr
     finally:
         daemon.stop()
+
+
+HAPROXY = """
+global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+listen primary
+    bind 127.0.0.1:{port}
+    option httpchk GET /primary
+    http-check expect status 200
+    default-server inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions
+{servers}
+"""
+
+
+def haproxy_writer(config: Any, port: int, stop: Any, acked: list[float]) -> None:
+    """Commit through HAProxy's one address, reconnecting at once after an error."""
+    node = config.node("node1")
+    conninfo = (
+        f"host=127.0.0.1 port={port} user={node.user} dbname={node.dbname} "
+        f"password={config.auth.password} connect_timeout=1"
+    )
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS through_haproxy (at float8)")
+                while not stop.is_set():
+                    conn.execute("INSERT INTO through_haproxy VALUES (%s)", (time.monotonic(),))
+                    acked.append(time.monotonic())
+                    time.sleep(0.01)
+        except psycopg.Error:
+            time.sleep(0.05)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_a_writer_through_haproxy_on_the_agents_primary_check_resumes_after_a_kill(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    config = lab.config
+    port = _next_port()
+    servers = "\n".join(
+        f"    server {n.name} {n.host}:{n.port} check port {config.agent.port}"
+        for n in config.nodes
+    )
+    (lab.dir / "haproxy.cfg").write_text(HAPROXY.format(port=port, servers=servers))
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(lab.dir / "haproxy.cfg")])
+    daemon = start_daemon(lab, net)
+    stop, acked = threading.Event(), list[float]()
+    writer = threading.Thread(target=haproxy_writer, args=(config, port, stop, acked))
+    try:
+        writer.start()
+        wait_for(lambda: len(acked) > 20, 15, what="commits through haproxy")
+        killed = kill9(config.node("node1"))
+        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+        wait_for(lambda: any(t > killed for t in acked), 15, what="commits after the kill")
+        resumed = next(t for t in acked if t > killed) - killed
+        print(f"writes through haproxy resumed {resumed:.2f} s after the kill")
+        assert resumed < THRESHOLD + 3.0
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+        daemon.stop()
+
+
+def test_half_a_second_of_delay_each_way_to_the_primary_causes_no_failover(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    config = lab.config
+    node1 = config.node("node1")
+    proxy = DelayProxy((net["gateway"], _next_port()), (node1.host, node1.port)).start()
+    # The daemon reaches node1 through the proxy; the standby and the writer do not.
+    daemon_config = lab.dir / "config-daemon.toml"
+    text = lab.config_path.read_text()
+    text = text.replace(f'host = "{node1.host}"\nport = {node1.port}',
+                        f'host = "{proxy.listen[0]}"\nport = {proxy.listen[1]}')  # fmt: skip
+    assert proxy.listen[0] in text
+    daemon_config.write_text(text)
+    daemon_lab = Lab(lab.dir, daemon_config)
+    seconds = float(os.environ.get("PGHAD_DELAY_SECONDS", "20"))
+    daemon = start_daemon(daemon_lab, net)
+    try:
+        writer = Writer(config).start()
+        proxy.delay_s = 0.5
+        time.sleep(seconds)
+        proxy.delay_s = 0.0
+        assert count(daemon, "failover") == 0
+        time.sleep(2)
+        killed = kill9(node1)
+        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+        time.sleep(1.0)
+        writer.stop()
+        first = writer.first_commit_on("node2", killed)
+        assert first is not None and first - killed < THRESHOLD + 3.0
+        assert writer.missing_on("node2") == []
+    finally:
+        daemon.stop()
+        proxy.stop()

@@ -3,7 +3,10 @@
 Reports, per run and as median / max: seconds from the kill to the first commit accepted by the
 new primary, and acknowledged commits lost. Usage (from the repository root):
 
-    .venv/bin/python bench/failover.py --runs 10 --threshold 2
+    .venv/bin/python bench/failover.py --runs 10 --threshold 2 [--hosts]
+
+--hosts runs it on three namespace hosts (`pghad lab up --hosts`, root only): agents on the
+node hosts, the daemon on its own host, every connection over the bridge.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pghad.state_store import read_json
 from tests.support.chaos import (
     Writer,
     kill9,
+    scratch_hosts_lab,
     scratch_lab,
     set_config_value,
     start_daemon,
@@ -35,13 +39,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=2.0)
+    parser.add_argument("--hosts", action="store_true", help="on three namespace hosts")
     args = parser.parse_args()
 
-    root, config_path = scratch_lab(first_port=25432, api_port=28088)
+    netns = None
+    if args.hosts:
+        root, config_path, netns = scratch_hosts_lab(first_port=25432)
+        set_config_value(config_path, "redis", "url", '"redis://127.0.0.1:1/0"')
+    else:
+        root, config_path = scratch_lab(first_port=25432, api_port=28088)
     lab_dir = config_path.parent
     set_config_value(config_path, "cluster", "failover_threshold", str(args.threshold))
+    set_config_value(config_path, "backup", "schedule", "false")
     config = load_config(config_path)
-    daemon = start_daemon(config_path, root / "daemon.log")
+    daemon = start_daemon(config_path, root / "daemon.log", netns)
     runs: list[dict[str, object]] = []
     state_path = config.state.dir / STATE_FILE
     try:
@@ -101,7 +112,8 @@ def main() -> int:
         "lost_total": lost_total,
         "per_run": runs,
     }
-    save_result("failover", summary)
+    summary["hosts"] = args.hosts
+    save_result("failover-hosts" if args.hosts else "failover", summary)
     print(
         f"kill -> first commit on the new primary: median {summary['median_s']} s, "
         f"max {summary['max_s']} s (threshold {args.threshold} s); "

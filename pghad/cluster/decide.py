@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pghad.config import Config
 
-from .eligibility import Link, asynchronous, synchronous
+from .eligibility import Link, asynchronous, stalled_since, synchronous
 from .model import (
     Action,
     ClusterState,
@@ -21,15 +21,13 @@ from .model import (
     action_target,
 )
 from .observation import ClusterView
+from .policy import refuse_promotion
 from .repair import repair_standby
 from .sync_archive import archive_member, compose
 
-# How long the standby may have heard nothing from the primary's walsender before pghad believes
-# the primary is really gone rather than unreachable from pghad alone.
-RECEIVER_SILENCE_S = 2.0
-# The standby's agent checks the primary every agent.peer_interval (0.2 s): its silence may have
-# begun a little after pghad's own.
-WITNESS_SLACK_S = 0.5
+# A standby whose flushed position has not moved for this long while commits wait for it counts
+# as gone (its relax clock started when it stopped moving).
+STALL_GRACE_S = 1.0
 
 DECISION_CODES = (
     "healthy",
@@ -126,19 +124,24 @@ def _with_primary(
     standby = config.other(primary).name
     obs = view[primary]
     replica = obs.replica(standby)
-    streaming = replica is not None and replica.state == "streaming"
-    since = memory.standby_down_since
+    lag = view.lag_bytes(primary, standby)
+    last_flush = memory.standby_flush if memory.primary == primary else None
+    stall = stalled_since(memory.standby_progress_at, last_flush, replica, lag, now)
+    stalled = stall is not None and now - stall >= STALL_GRACE_S
+    streaming = replica is not None and replica.state == "streaming" and not stalled
+    since = memory.standby_down_since if memory.standby_down_since is not None else stall
     standby_down_since = None if streaming else (since if since is not None else now)
     link = Link(
         primary=primary,
         standby=standby,
         replica=replica,
         named=obs.names_sync_standby(standby),
-        lag=view.lag_bytes(primary, standby),
+        lag=lag,
         down_for=0.0 if standby_down_since is None else now - standby_down_since,
         primary_lsn=obs.current_lsn,
         watermark=memory.sync_watermark,
         was_eligible=memory.standby_eligible,
+        stalled=stalled,
     )
     if config.cluster.synchronous:
         verdict = synchronous(link, config.cluster.sync_relax_after)
@@ -173,6 +176,12 @@ def _with_primary(
         timeline=obs.timeline,
         sync_watermark=verdict.watermark,
         archive_down_since=archive.down_since if archive else None,
+        standby_flush=replica.flush_lsn if replica else None,
+        standby_seen_at=now,
+        # A new position was reached after the round before: the stall clock starts there.
+        standby_progress_at=(
+            stall if stall is not None else now if not lag else (memory.standby_seen_at or now)
+        ),
     )
     details: dict[str, object] = {
         "primary": primary,
@@ -241,62 +250,3 @@ def _without_primary(
         standby_eligible=False,
     )
     return Decision(new, (Promote(standby, primary, reason),), "failover", reason, details)
-
-
-def refuse_promotion(
-    view: ClusterView,
-    eligible: bool,
-    standby: str,
-    busy: frozenset[str] = frozenset(),
-    *,
-    paused: bool = False,
-    threshold: float | None = None,
-) -> tuple[str, str] | None:
-    """The first reason not to promote `standby` now, as (code, reason), or None.
-
-    The one promotion policy: automatic failover and the operator's failover both ask it (the
-    operator may override only `standby_ineligible`, with force). With `threshold` (automatic
-    failover), a standby with an agent also needs that agent's word that the primary has been
-    unreachable from its own host as long: the second witness.
-    """
-    obs = view[standby]
-    receiver_age = obs.receiver_msg_age_s or 0.0
-    witness = obs.witness if threshold is not None else None
-    seen = witness.primary_down_for_s if witness is not None else None
-    checks = (
-        (paused, "paused", "pghad is paused (maintenance mode): `pghad resume` ends it"),
-        (standby in busy, "standby_busy", "an operation is running on it"),
-        (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
-        (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),
-        (
-            not eligible,
-            "standby_ineligible",
-            "it was not an eligible standby when the primary was last seen (not synchronous, "
-            "lagging or not streaming), so it may lack acknowledged commits; retry with "
-            "force=true to promote it anyway (commits the old primary acknowledged after the "
-            "standby fell behind are then lost)",
-        ),
-        (
-            witness is not None and not witness.available,
-            "standby_witness_unknown",
-            "its agent did not answer, so nothing confirms from the standby's host that the "
-            "primary is down (that host may be cut off too)",
-        ),
-        (
-            witness is not None and (seen is None or seen < (threshold or 0) - WITNESS_SLACK_S),
-            "primary_alive_for_standby",
-            "its host still reaches the primary"
-            + (f" (silent from there for only {seen:.1f} s)" if seen is not None else "")
-            + ", so only pghad cannot reach it",
-        ),
-        (
-            obs.receiver_status == "streaming" and receiver_age < RECEIVER_SILENCE_S,
-            "primary_alive_for_standby",
-            f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
-            "is alive and only unreachable from pghad",
-        ),
-    )
-    for failed, code, why in checks:
-        if failed:
-            return code, f"not promoting {standby}: {why}"
-    return None

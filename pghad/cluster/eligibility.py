@@ -28,9 +28,25 @@ class Link:
     watermark: int | None = None
     was_eligible: bool = False
 
+    stalled: bool = False
+
     @property
     def streaming(self) -> bool:
-        return self.replica is not None and self.replica.state == "streaming"
+        return self.replica is not None and self.replica.state == "streaming" and not self.stalled
+
+
+def stalled_since(
+    progress_at: float | None,
+    last_flush: int | None,
+    replica: ReplicaInfo | None,
+    lag: int | None,
+    now: float,
+) -> float | None:
+    """Since when the standby's flushed position has not moved although the primary has WAL it
+    lacks (commits wait for it): its last progress. None while it keeps up or moves on."""
+    if replica is None or not lag or last_flush is None or replica.flush_lsn != last_flush:
+        return None
+    return progress_at if progress_at is not None else now
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,12 @@ class Memory:
     # may have been acknowledged asynchronously, so the standby is eligible once it has that much.
     sync_watermark: int | None = None
     archive_down_since: float | None = None  # a synchronous archive not streaming since
+    # The standby's flushed position last round, when that round was, and since when the
+    # position has not moved (it reached it after the round before): a frozen or cut-off standby
+    # is seen long before wal_sender_timeout says so.
+    standby_flush: int | None = None
+    standby_seen_at: float | None = None
+    standby_progress_at: float | None = None
 
 
 @dataclass(frozen=True)

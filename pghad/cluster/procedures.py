@@ -18,10 +18,10 @@ from pghad.config import Config
 from pghad.errors import NodeError, OperationRefused
 from pghad.nodes.base import Role
 
-from .decide import refuse_promotion
 from .executor import Executor, rejoin
 from .observation import ClusterView, parse_lsn
 from .observe import observe
+from .policy import refuse_promotion
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node

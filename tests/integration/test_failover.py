@@ -134,6 +134,34 @@ def test_standby_outage_relaxes_sync_and_recovers(lab: Lab, daemon: DaemonProces
     )
 
 
+def test_a_frozen_standby_holds_writes_only_until_sync_relax_after(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    """The relax clock starts when the standby stops flushing, not after wal_sender_timeout."""
+    config = lab.config
+    daemon.start().wait_healthy()
+    writer = Writer(config).start()
+    time.sleep(1.0)
+    frozen_at = time.monotonic()
+    pids = freeze(config.node("node2"))
+    try:
+        daemon.wait_event(lambda e: e.get("code") == "relaxing_sync", 20, "relaxing_sync")
+        wait_for(
+            lambda: writer.first_commit_on("node1", frozen_at + 0.5) is not None,
+            timeout=10,
+            what="commits with the standby frozen",
+        )
+        time.sleep(1.0)
+        gap = writer.longest_gap(frozen_at - 1.0, time.monotonic())
+        print(f"writes stalled {gap:.2f} s with the standby frozen")
+        relax_after = config.cluster.sync_relax_after
+        assert gap < relax_after + 2.5  # wal_sender_timeout is 10 s: 14 s before this change
+    finally:
+        thaw(pids)
+    writer.stop()
+    assert writer.missing_on("node1") == []
+
+
 def test_ineligible_standby_is_not_promoted_and_the_log_says_why(
     lab: Lab, daemon: DaemonProcess
 ) -> None:

@@ -338,3 +338,35 @@ def test_half_a_second_of_delay_each_way_to_the_primary_causes_no_failover(
     finally:
         daemon.stop()
         proxy.stop()
+
+
+def test_a_primary_cut_from_its_standby_holds_writes_only_until_sync_relax_after(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        time.sleep(1.0)
+        cut = time.monotonic()
+        drop(net, on="node2", to="node1")  # the daemon still reaches both
+        daemon.wait_event(lambda e: e.get("code") == "relaxing_sync", 20, "relaxing_sync")
+        wait_for(lambda: writer.first_commit_on("node1", cut + 0.5) is not None, 10, what="writes")
+        time.sleep(1.0)
+        gap = writer.longest_gap(cut - 1.0, time.monotonic())
+        print(f"writes stalled {gap:.2f} s with the primary cut from its standby")
+        assert gap < config.cluster.sync_relax_after + 2.5  # not wal_sender_timeout's 10 s
+        assert count(daemon, "failover") == 0
+        subprocess.run(["ip", "netns", "exec", ns(net, "node2"), "iptables", "-F"], check=True)
+        daemon.wait_event(
+            lambda e: e.get("code") == "healthy" and e["timestamp"] > daemon.decisions(
+                "relaxing_sync")[0]["timestamp"],
+            40,
+            "healthy again once the standby caught up",
+        )  # fmt: skip
+        writer.stop()
+        assert writer.missing_on("node1") == [] and writer.missing_on("node2") == []
+    finally:
+        subprocess.run(["ip", "netns", "exec", ns(net, "node2"), "iptables", "-F"], check=False)
+        daemon.stop()

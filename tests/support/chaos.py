@@ -22,6 +22,7 @@ import tomlkit
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo
 from pghad.lab import lab_up
+from pghad.lab_hosts import lab_up_hosts
 from pghad.nodes import procs
 
 WRITER_TABLE = "pghad_writer"
@@ -278,10 +279,23 @@ def scratch_lab(first_port: int, api_port: int) -> tuple[Path, Path]:
     return root, root / "lab" / "config.toml"
 
 
-def start_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def scratch_hosts_lab(first_port: int) -> tuple[Path, Path, str]:
+    """Like scratch_lab, on three namespace hosts (`lab up --hosts`); also returns the daemon
+    host's namespace, to start the daemon in."""
+    procs.become_subreaper()
+    root = Path(tempfile.mkdtemp(prefix="pghad-bench-", dir="/tmp"))
+    root.chmod(0o755)
+    net = lab_up_hosts(root / "lab", first_port=first_port)
+    return root, root / "lab" / "config.toml", str(net["hosts"]["witness"]["netns"])
+
+
+def start_daemon(
+    config_path: Path, log_path: Path, netns: str | None = None
+) -> subprocess.Popen[bytes]:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
+            [*prefix, sys.executable, "-m", "pghad", "run", "--config", str(config_path)],
             stdout=log,
             stderr=log,
         )

@@ -315,3 +315,23 @@ def test_with_an_agent_a_failover_needs_its_word_that_the_primary_is_down_too() 
     assert decided(Witness(True, 0.8)) == "primary_alive_for_standby"  # lost there only lately
     assert decided(Witness(False, None)) == "standby_witness_unknown"
     assert decided(Witness(True, 1.9)) == "failover"  # within the agent's checking slack
+
+
+def test_a_standby_that_stops_flushing_while_commits_wait_is_relaxed_early() -> None:
+    """Relaxed sync_relax_after seconds after it stopped moving, not after wal_sender_timeout."""
+    cfg = config()  # sync_relax_after 3 s
+    memory = Memory(primary="a", standby_eligible=True, state=ClusterState.HEALTHY)
+    frozen = view(primary(lsn=5000, flush=1000), standby())  # still "streaming" on the primary
+    codes = []
+    for now in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0):
+        decision = decide(frozen, memory, cfg, now=now)
+        memory = decision.memory
+        codes.append(decision.code)
+    assert "standby_missing" in codes  # commits wait: it stays eligible for a while
+    assert codes.index("relaxing_sync") <= 4  # relaxed 3 s after it stopped moving
+
+    moving = [view(primary(lsn=5000 + 100 * i, flush=4950 + 100 * i), standby()) for i in range(6)]
+    memory = Memory(primary="a", standby_eligible=True, state=ClusterState.HEALTHY)
+    for now, cluster in enumerate(moving):
+        memory = decide(cluster, memory, cfg, now=float(now)).memory
+    assert memory.standby_progress_at == 4.0 and memory.standby_eligible

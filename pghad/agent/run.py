@@ -55,6 +55,7 @@ async def serve(service: AgentService) -> None:
         lifespan="off",
         http=BoundedH11Protocol,
         timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
         ssl_certfile=str(agent.tls_cert) if agent.tls_cert else None,
         ssl_keyfile=str(agent.tls_key) if agent.tls_key else None,
     )

@@ -10,8 +10,12 @@ set -euo pipefail
 # The compose suite (tests/compose) runs this when the engine or an image is missing; with all three
 # images present and the engine up it returns at once (FORCE=1 rebuilds).
 W=${W:-/var/tmp/pghad-docker}
+# python:3.11-slim carries the wheels pghad's image installs from: rebuilt when pyproject.toml
+# (its dependencies) changed since.
+DEPS=$(sha256sum "${PGHAD_SRC:-$PWD}/pyproject.toml" | cut -c1-16)
 if [ -z "${FORCE:-}" ] && docker info >/dev/null 2>&1 \
-  && docker image inspect postgres:18 redis:7 python:3.11-slim >/dev/null 2>&1; then
+  && docker image inspect postgres:18 redis:7 python:3.11-slim >/dev/null 2>&1 \
+  && [ "$(docker image inspect -f '{{index .Config.Labels "pghad.deps"}}' python:3.11-slim)" = "$DEPS" ]; then
   echo "engine up, images present"; exit 0
 fi
 W=${W:-/var/tmp/pghad-docker}
@@ -84,6 +88,7 @@ COPY wheels /wheels
 ENV LANG=C.UTF-8 PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels PIP_DISABLE_PIP_VERSION_CHECK=1
 CMD ["python3"]
 EOF
+echo "LABEL pghad.deps=$DEPS" >>"$W/ctx/python/Dockerfile"
 
 cat >"$W/ctx/redis/docker-entrypoint.sh" <<'EOF'
 #!/bin/sh

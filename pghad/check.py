@@ -23,7 +23,9 @@ from pghad.client import ApiCallFailed, ApiClient
 from pghad.cluster import sqlops
 from pghad.cluster.observation import ClusterView
 from pghad.cluster.probe import probe_node
-from pghad.config import Config
+from pghad.config import AgentNodeConfig, Config, NodeConfig
+from pghad.errors import NodeError
+from pghad.nodes.agent import AgentClient
 
 ARCHIVE_LAG_WARN_S = 60.0
 
@@ -55,6 +57,9 @@ async def run_checks(config: Config, now: datetime) -> list[Check]:
     checks += await asyncio.to_thread(_backups, config, now)
     checks.append(await asyncio.to_thread(_redis, config))
     checks.append(_api(config))
+    checks += await asyncio.gather(
+        *(_agent(config, n) for n in config.nodes if n.driver == "agent")
+    )
     checks += await asyncio.to_thread(_daemon, config)
     return checks
 
@@ -228,6 +233,17 @@ def _redis(config: Config) -> Check:
             "the daemon pushes them within 30 s while it runs",
         )
     return Check("redis", Level.OK, f"reachable, catalog complete ({len(records)} records)")
+
+
+async def _agent(config: Config, node: NodeConfig) -> Check:
+    assert isinstance(node, AgentNodeConfig)
+    client = AgentClient(node.agent_url, config.agent.token, config.agent.ca_file, "pghad-check")
+    name = f"agent {node.name}"
+    try:
+        process = await client.call("GET", "/process", timeout=3.0)
+    except NodeError as exc:
+        return Check(name, Level.FAIL, str(exc), f"start it on {node.name}'s host: `pghad agent`")
+    return Check(name, Level.OK, f"{node.agent_url}: server {process['server']}")
 
 
 def _api(config: Config) -> Check:

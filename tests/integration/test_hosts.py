@@ -370,3 +370,34 @@ def test_a_primary_cut_from_its_standby_holds_writes_only_until_sync_relax_after
     finally:
         subprocess.run(["ip", "netns", "exec", ns(net, "node2"), "iptables", "-F"], check=False)
         daemon.stop()
+
+
+def test_check_reports_each_agent(hosts: tuple[Lab, dict[str, Any]]) -> None:
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pghad", "check", "--json", "--config", str(lab.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
+        checks = {c["name"]: c for c in json.loads(result.stdout)}
+        for node in ("node1", "node2"):
+            assert checks[f"agent {node}"]["level"] == "ok", checks
+        link(net, "node2", up=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "pghad", "check", "--json", "--config", str(lab.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
+        checks = {c["name"]: c for c in json.loads(result.stdout)}
+        assert checks["agent node2"]["level"] == "fail" and result.returncode == 2
+    finally:
+        link(net, "node2", up=True)
+        daemon.stop()

@@ -99,3 +99,12 @@ def create_private(path: Path) -> BinaryIO:
 def owner_ids(path: Path) -> tuple[int, int]:
     info = path.lstat()
     return info.st_uid, info.st_gid
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's own data (a rename is durable once its directory is)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -63,6 +63,9 @@ def _make_network(net: dict[str, Any]) -> None:
     _ip("link", "add", bridge, "type", "bridge")
     _ip("addr", "add", f"{net['gateway']}/24", "dev", bridge)
     _ip("link", "set", bridge, "up")
+    # Bridged frames may pass iptables' FORWARD chain (br_netfilter, loaded by Docker, whose rules
+    # reject what is not its own bridges'): let the lab's hosts talk to each other.
+    subprocess.run(["iptables", "-I", "FORWARD", "1", *_forward(bridge)], check=False)
     for host in net["hosts"].values():
         ns, iface = host["netns"], host["interface"]
         _ip("netns", "add", ns)
@@ -75,7 +78,14 @@ def _make_network(net: dict[str, Any]) -> None:
         _ip("-n", ns, "route", "add", "default", "via", net["gateway"])
 
 
+def _forward(bridge: str) -> list[str]:
+    return ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+
+
 def _remove_network(net: dict[str, Any]) -> None:
+    rule = ["iptables", "-D", "FORWARD", *_forward(net["bridge"])]
+    while subprocess.run(rule, capture_output=True, check=False).returncode == 0:
+        pass  # every copy of the rule (a lab brought up twice)
     for host in net["hosts"].values():
         _ip("netns", "del", host["netns"], check=False)
         _ip("link", "del", host["interface"], check=False)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import zstandard
 
+from pghad.files import fsync_path
+
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?(\.zst|\.gz)?$")
 HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
@@ -58,14 +60,6 @@ def stored_name(name: str, compression: str) -> str:
     return name + SUFFIXES[compression]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def compress_file(source: Path, target: Path, compression: str) -> int:
     """Write `source` compressed to `target` (temp file, fsync, rename); returns its size."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -83,7 +77,7 @@ def compress_file(source: Path, target: Path, compression: str) -> int:
         dst.flush()
         os.fsync(dst.fileno())
     tmp.replace(target)
-    _fsync_dir(target.parent)
+    fsync_path(target.parent)
     return target.stat().st_size
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import google_crc32c
 import zstandard
 
 from pghad.commands import child_env, kill_group
-from pghad.files import create_private
+from pghad.files import create_private, fsync_path
 
 from .steps import StepFailed
 
@@ -54,18 +53,10 @@ async def basebackup_to_zstd(argv: list[str], password: str, directory: Path) ->
         errors.cancel()
         raise
     message = (await errors).decode(errors="replace")
-    await asyncio.to_thread(_fsync, target)
+    await asyncio.to_thread(fsync_path, target)
     if await process.wait() != 0:
         lines = [ln for ln in message.strip().splitlines() if "WARNING" not in ln]
         raise StepFailed("pg_basebackup", f"pg_basebackup failed: {' / '.join(lines)[-800:]}")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checksum(handle: IO[bytes]) -> tuple[str, int]:

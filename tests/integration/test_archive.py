@@ -36,6 +36,13 @@ def archive_caught_up(daemon: DaemonProcess, timeout: float = 20) -> dict[str, A
     raise AssertionError(f"the archive did not catch up in {timeout} s: {archive}")
 
 
+def start_with_a_full_backup(daemon: DaemonProcess) -> None:
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200 and body["backup"]["status"] == "ok", body
+    archive_caught_up(daemon)
+
+
 def restore_cli(lab: Lab, target: Path, *point: str) -> subprocess.CompletedProcess[str]:
     port = free_port(31000)
     argv = [sys.executable, "-m", "pghad", "restore", "--config", str(lab.config_path)]
@@ -74,6 +81,22 @@ def restored_rows(config: Config, target: Path, port: int) -> tuple[set[int], in
     return ids, int(row[0])
 
 
+def lose_everything_then_restore_latest(
+    lab: Lab, daemon: DaemonProcess, writer: Writer
+) -> set[int]:
+    """Both data directories gone (servers already killed): `restore --latest`, its row ids."""
+    config = lab.config
+    writer.stop()
+    daemon.stop()
+    procs.reap_postgres_zombies()
+    for node in config.nodes:
+        shutil.rmtree(config.local_node(node.name).data_dir)
+    target = lab.dir / "after-loss"
+    result = restore_cli(lab, target, "--latest")
+    ids, _timeline = restored_rows(config, target, port_of(result))
+    return ids
+
+
 def port_of(result: subprocess.CompletedProcess[str]) -> int:
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("started on"))
     return int(line.split(":")[1].split(";")[0])
@@ -83,10 +106,7 @@ def test_restore_to_a_time_after_a_failover_has_exactly_the_rows_committed_befor
     lab: Lab, daemon: DaemonProcess
 ) -> None:
     config = lab.config
-    daemon.start().wait_healthy()
-    code, body = daemon.post("/backups?kind=full")
-    assert code == 200 and body["backup"]["status"] == "ok", body
-    archive_caught_up(daemon)
+    start_with_a_full_backup(daemon)
     writer = Writer(config, pause_s=0.05).start()
     time.sleep(2)
     kill9(config.node("node1"))
@@ -118,24 +138,13 @@ def test_both_nodes_lost_restore_latest_loses_at_most_the_last_second(
     lab: Lab, daemon: DaemonProcess
 ) -> None:
     config = lab.config
-    daemon.start().wait_healthy()
-    code, body = daemon.post("/backups?kind=full")
-    assert code == 200 and body["backup"]["status"] == "ok", body
-    archive_caught_up(daemon)
+    start_with_a_full_backup(daemon)
     writer = Writer(config, pause_s=0.01).start()
     time.sleep(3)
     lost_at = time.time()
     for node in config.nodes:
         kill9(node)
-    writer.stop()
-    daemon.stop()
-    procs.reap_postgres_zombies()
-    for node in config.nodes:
-        shutil.rmtree(config.local_node(node.name).data_dir)
-
-    target = lab.dir / "after-loss"
-    result = restore_cli(lab, target, "--latest")
-    ids, _timeline = restored_rows(config, target, port_of(result))
+    ids = lose_everything_then_restore_latest(lab, daemon, writer)
 
     acked = [c for c in writer.acked if c.wall < lost_at]
     assert len(acked) > 50
@@ -178,10 +187,7 @@ def test_synchronous_archive_standby_down_then_both_lost_loses_nothing(
     lab.set("archive", "synchronous", "true")
     lab.set("cluster", "auto_rejoin", "false")  # the standby stays down
     config = lab.config
-    daemon.start().wait_healthy()
-    code, body = daemon.post("/backups?kind=full")
-    assert code == 200 and body["backup"]["status"] == "ok", body
-    archive_caught_up(daemon)
+    start_with_a_full_backup(daemon)
     wait_for(
         lambda: streaming_standbys(config, "node1") == {"node2": "sync", ARCHIVE: "sync"},
         timeout=15,
@@ -198,15 +204,7 @@ def test_synchronous_archive_standby_down_then_both_lost_loses_nothing(
     time.sleep(2)
     lost_at = time.time()
     kill9(config.node("node1"))
-    writer.stop()
-    daemon.stop()
-    procs.reap_postgres_zombies()
-    for node in config.nodes:
-        shutil.rmtree(config.local_node(node.name).data_dir)
-
-    target = lab.dir / "after-loss"
-    result = restore_cli(lab, target, "--latest")
-    ids, _timeline = restored_rows(config, target, port_of(result))
+    ids = lose_everything_then_restore_latest(lab, daemon, writer)
 
     acked = [c for c in writer.acked if c.wall < lost_at + 1]
     standby_gone = [c for c in acked if c.node == "node1"]

@@ -45,6 +45,26 @@ def hosts(work_root: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab
     procs.reap_postgres_zombies()
 
 
+@pytest.fixture
+def running(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> Iterator[tuple[Lab, dict[str, Any], DaemonProcess]]:
+    """The hosts lab with the daemon running on the witness host (stopped afterwards)."""
+    lab, net = hosts
+    daemon = start_daemon(lab, net)
+    try:
+        yield lab, net, daemon
+    finally:
+        daemon.stop()
+
+
+def failed_over_in_time(writer: Writer, killed: float, to: str = "node2") -> None:
+    first = writer.first_commit_on(to, killed)
+    assert first is not None and first - killed < THRESHOLD + 3.0
+    print(f"kill to first commit on the new primary: {first - killed:.2f} s")
+    assert writer.missing_on(to) == []
+
+
 def ns(net: dict[str, Any], host: str) -> str:
     return str(net["hosts"][host]["netns"])
 
@@ -89,36 +109,29 @@ def count(daemon: DaemonProcess, kind: str) -> int:
 
 
 def test_kill_9_of_the_primary_fails_over_and_rejoins_over_the_network(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
-    try:
-        config = lab.config
-        writer = Writer(config).start()
-        time.sleep(1.5)
-        killed = kill9(config.node("node1"))
-        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
-        rejoined = daemon.wait_event(
-            lambda e: e.get("action") == "rejoin" and e.get("ok"), 30, "rejoin"
-        )
-        time.sleep(1.0)
-        writer.stop()
-        assert rejoined["method"] == "pg_rewind"  # through node1's agent, from node2 over the net
-        first = writer.first_commit_on("node2", killed)
-        assert first is not None and first - killed < THRESHOLD + 3.0
-        print(f"kill to first commit on the new primary: {first - killed:.2f} s")
-        wait_for(lambda: writer.missing_on("node1") == [], 20, what="node1 to catch up")
-        assert writer.missing_on("node2") == []
-    finally:
-        daemon.stop()
+    lab, _, daemon = running
+    config = lab.config
+    writer = Writer(config).start()
+    time.sleep(1.5)
+    killed = kill9(config.node("node1"))
+    daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+    rejoined = daemon.wait_event(
+        lambda e: e.get("action") == "rejoin" and e.get("ok"), 30, "rejoin"
+    )
+    time.sleep(1.0)
+    writer.stop()
+    assert rejoined["method"] == "pg_rewind"  # through node1's agent, from node2 over the net
+    failed_over_in_time(writer, killed)
+    wait_for(lambda: writer.missing_on("node1") == [], 20, what="node1 to catch up")
+    assert writer.missing_on("node2") == []
 
 
 def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_lost(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
+    lab, net, daemon = running
     try:
         config = lab.config
         writer = Writer(config).start()
@@ -139,35 +152,29 @@ def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_l
         wait_for(lambda: is_writable(config, "node1") is False, 20, what="node1 a standby")
     finally:
         link(net, "node1", up=True)
-        daemon.stop()
 
 
 def test_the_daemon_cut_from_the_primary_alone_never_fails_over(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
-    try:
-        config = lab.config
-        drop(net, on="witness", to="node1")  # idle primary, standby still connected
-        time.sleep(THRESHOLD * 4)
-        writer = Writer(config).start()
-        time.sleep(THRESHOLD * 4)
-        writer.stop()
-        assert count(daemon, "failover") == 0
-        assert daemon.decisions("primary_alive_for_standby"), "the second witness was not asked"
-        assert is_writable(config, "node1") is True
-        assert agent_events(lab, "node1", "self_fenced") == []
-        assert len(writer.acked) > 50 and writer.missing_on("node1") == []
-    finally:
-        daemon.stop()
+    lab, net, daemon = running
+    config = lab.config
+    drop(net, on="witness", to="node1")  # idle primary, standby still connected
+    time.sleep(THRESHOLD * 4)
+    writer = Writer(config).start()
+    time.sleep(THRESHOLD * 4)
+    writer.stop()
+    assert count(daemon, "failover") == 0
+    assert daemon.decisions("primary_alive_for_standby"), "the second witness was not asked"
+    assert is_writable(config, "node1") is True
+    assert agent_events(lab, "node1", "self_fenced") == []
+    assert len(writer.acked) > 50 and writer.missing_on("node1") == []
 
 
 def test_the_daemon_host_cut_off_changes_nothing_and_no_storm_follows(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
+    lab, net, daemon = running
     try:
         config = lab.config
         writer = Writer(config).start()
@@ -185,54 +192,43 @@ def test_the_daemon_host_cut_off_changes_nothing_and_no_storm_follows(
         assert writer.missing_on("node1") == []
     finally:
         link(net, "witness", up=True)
-        daemon.stop()
 
 
 def test_thirty_percent_loss_between_daemon_and_primary_causes_no_failover(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
+    lab, net, daemon = running
     seconds = float(os.environ.get("PGHAD_LOSS_SECONDS", "20"))
-    try:
-        config = lab.config
-        writer = Writer(config).start()
-        drop(net, on="witness", to="node1", probability=0.3)
-        time.sleep(seconds)
-        subprocess.run(["ip", "netns", "exec", ns(net, "witness"), "iptables", "-F"], check=True)
-        assert count(daemon, "failover") == 0
-        killed = kill9(config.node("node1"))  # a real failure right after is still handled
-        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
-        time.sleep(1.0)
-        writer.stop()
-        first = writer.first_commit_on("node2", killed)
-        assert first is not None and first - killed < THRESHOLD + 3.0
-        assert writer.missing_on("node2") == []
-    finally:
-        daemon.stop()
+    config = lab.config
+    writer = Writer(config).start()
+    drop(net, on="witness", to="node1", probability=0.3)
+    time.sleep(seconds)
+    subprocess.run(["ip", "netns", "exec", ns(net, "witness"), "iptables", "-F"], check=True)
+    assert count(daemon, "failover") == 0
+    killed = kill9(config.node("node1"))  # a real failure right after is still handled
+    daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
+    time.sleep(1.0)
+    writer.stop()
+    failed_over_in_time(writer, killed)
 
 
 def test_a_second_daemon_for_the_same_agents_refuses_to_start(
-    hosts: tuple[Lab, dict[str, Any]], tmp_path: Path
+    running: tuple[Lab, dict[str, Any], DaemonProcess], tmp_path: Path
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
-    try:
-        other = tmp_path / "other.toml"
-        text = lab.config_path.read_text().replace(str(lab.dir / "state"), str(tmp_path))
-        other.write_text(text.replace('bind = "10.', 'bind = "127.0.0.1" # 10.'))
-        result = subprocess.run(
-            [sys.executable, "-m", "pghad", "run", "--config", str(other)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            check=False,
-        )
-        assert result.returncode != 0
-        assert "holds" in result.stderr or "another pghad" in result.stderr, result.stderr
-    finally:
-        daemon.stop()
+    lab, _, _ = running
+    other = tmp_path / "other.toml"
+    text = lab.config_path.read_text().replace(str(lab.dir / "state"), str(tmp_path))
+    other.write_text(text.replace('bind = "10.', 'bind = "127.0.0.1" # 10.'))
+    result = subprocess.run(
+        [sys.executable, "-m", "pghad", "run", "--config", str(other)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "holds" in result.stderr or "another pghad" in result.stderr, result.stderr
 
 
 HAPROXY = """
@@ -273,9 +269,9 @@ def haproxy_writer(config: Any, port: int, stop: Any, acked: list[float]) -> Non
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 def test_a_writer_through_haproxy_on_the_agents_primary_check_resumes_after_a_kill(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
+    lab, _, daemon = running
     config = lab.config
     port = _next_port()
     servers = "\n".join(
@@ -284,7 +280,6 @@ def test_a_writer_through_haproxy_on_the_agents_primary_check_resumes_after_a_ki
     )
     (lab.dir / "haproxy.cfg").write_text(HAPROXY.format(port=port, servers=servers))
     haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(lab.dir / "haproxy.cfg")])
-    daemon = start_daemon(lab, net)
     stop, acked = threading.Event(), list[float]()
     writer = threading.Thread(target=haproxy_writer, args=(config, port, stop, acked))
     try:
@@ -301,7 +296,6 @@ def test_a_writer_through_haproxy_on_the_agents_primary_check_resumes_after_a_ki
         writer.join(timeout=10)
         haproxy.terminate()
         haproxy.wait(timeout=10)
-        daemon.stop()
 
 
 def test_half_a_second_of_delay_each_way_to_the_primary_causes_no_failover(
@@ -332,19 +326,16 @@ def test_half_a_second_of_delay_each_way_to_the_primary_causes_no_failover(
         daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover")
         time.sleep(1.0)
         writer.stop()
-        first = writer.first_commit_on("node2", killed)
-        assert first is not None and first - killed < THRESHOLD + 3.0
-        assert writer.missing_on("node2") == []
+        failed_over_in_time(writer, killed)
     finally:
         daemon.stop()
         proxy.stop()
 
 
 def test_a_primary_cut_from_its_standby_holds_writes_only_until_sync_relax_after(
-    hosts: tuple[Lab, dict[str, Any]],
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
+    lab, net, daemon = running
     try:
         config = lab.config
         writer = Writer(config).start()
@@ -369,35 +360,27 @@ def test_a_primary_cut_from_its_standby_holds_writes_only_until_sync_relax_after
         assert writer.missing_on("node1") == [] and writer.missing_on("node2") == []
     finally:
         subprocess.run(["ip", "netns", "exec", ns(net, "node2"), "iptables", "-F"], check=False)
-        daemon.stop()
 
 
-def test_check_reports_each_agent(hosts: tuple[Lab, dict[str, Any]]) -> None:
-    lab, net = hosts
-    daemon = start_daemon(lab, net)
+def check_levels(lab: Lab) -> tuple[int, dict[str, str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "pghad", "check", "--json", "--config", str(lab.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    return result.returncode, {c["name"]: c["level"] for c in json.loads(result.stdout)}
+
+
+def test_check_reports_each_agent(running: tuple[Lab, dict[str, Any], DaemonProcess]) -> None:
+    lab, net, _ = running
+    _, levels = check_levels(lab)
+    assert levels["agent node1"] == levels["agent node2"] == "ok", levels
+    link(net, "node2", up=False)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pghad", "check", "--json", "--config", str(lab.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            check=False,
-        )
-        checks = {c["name"]: c for c in json.loads(result.stdout)}
-        for node in ("node1", "node2"):
-            assert checks[f"agent {node}"]["level"] == "ok", checks
-        link(net, "node2", up=False)
-        result = subprocess.run(
-            [sys.executable, "-m", "pghad", "check", "--json", "--config", str(lab.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            check=False,
-        )
-        checks = {c["name"]: c for c in json.loads(result.stdout)}
-        assert checks["agent node2"]["level"] == "fail" and result.returncode == 2
+        status, levels = check_levels(lab)
+        assert levels["agent node2"] == "fail" and status == 2
     finally:
         link(net, "node2", up=True)
-        daemon.stop()

@@ -66,7 +66,8 @@ def compress_file(source: Path, target: Path, compression: str) -> int:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
         if compression == "zstd":
-            writer = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(dst)
+            compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+            writer = compressor.stream_writer(dst)
             shutil.copyfileobj(src, writer, 1 << 20)
             writer.flush(zstandard.FLUSH_FRAME)
         elif compression == "gzip":

@@ -43,7 +43,8 @@ async def basebackup_to_zstd(argv: list[str], password: str, directory: Path) ->
     )
     assert process.stdout is not None and process.stderr is not None
     errors = asyncio.ensure_future(process.stderr.read())
-    compressor = zstandard.ZstdCompressor(level=LEVEL, threads=-1)
+    # A content checksum in the frame: damage to the file is caught whenever it is read.
+    compressor = zstandard.ZstdCompressor(level=LEVEL, threads=-1, write_checksum=True)
     try:
         with create_private(target) as raw, compressor.stream_writer(raw) as writer:
             while chunk := await process.stdout.read(CHUNK):

@@ -121,11 +121,7 @@ class AgentService:
             daemon = self.lease.silent_for(now)
             answer = self.peer_watch.answer
             peer = answer.silent_for(now, self.config.agent.peer_interval) if answer.ever else None
-            if (
-                self.writable
-                and self.self_fenced is None
-                and should_self_fence(self.writable, daemon, peer, after)
-            ):
+            if self.self_fenced is None and should_self_fence(self.writable, daemon, peer, after):
                 detail = await self.driver.fence()
                 self.self_fenced = detail
                 log.warning(

@@ -19,7 +19,7 @@ class Lease:
     expires_at: float = 0.0
     renewed_at: float | None = None  # the last heartbeat of any holder (None: never)
 
-    def held_by_other(self, holder: str, now: float) -> bool:
+    def held_by_other(self, holder: str | None, now: float) -> bool:
         return self.holder is not None and self.holder != holder and now < self.expires_at
 
     def renew(self, holder: str, host: str, now: float, ttl: float = LEASE_TTL_S) -> bool:
@@ -33,7 +33,7 @@ class Lease:
 
     def allows(self, holder: str | None, now: float) -> bool:
         """Whether a change from `holder` is accepted (anyone, while no lease is live)."""
-        return not (self.holder is not None and now < self.expires_at and holder != self.holder)
+        return not self.held_by_other(holder, now)
 
     def silent_for(self, now: float) -> float | None:
         return None if self.renewed_at is None else now - self.renewed_at

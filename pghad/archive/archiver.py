@@ -23,6 +23,7 @@ import psycopg
 
 from pghad.backup.steps import make_private_dir
 from pghad.cluster.observation import ClusterView, format_lsn
+from pghad.cluster.sync_names import ARCHIVE
 from pghad.commands import child_env, kill_group
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo, replication_conninfo
@@ -36,7 +37,6 @@ from .wal_files import (
     stored_name,
 )
 
-APPLICATION_NAME = "pghad_archive"
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 GONE = "has already been removed"  # the primary no longer has the WAL the archive asks for
 
@@ -144,7 +144,7 @@ class Archiver:
 
     def _note_progress(self, view: ClusterView, primary: str | None, now: float) -> None:
         obs = view.nodes.get(primary) if primary else None
-        replica = obs.replica(APPLICATION_NAME) if obs is not None and obs.writable else None
+        replica = obs.replica(ARCHIVE) if obs is not None and obs.writable else None
         state = self.state
         state.streaming = replica is not None and replica.state == "streaming"
         if replica is None or obs is None or obs.current_lsn is None:
@@ -194,7 +194,7 @@ class Archiver:
         )
 
     async def _receive(self, node: NodeConfig, incoming: Path, config: Config) -> str:
-        conninfo = replication_conninfo(node, config.auth, APPLICATION_NAME, with_password=False)
+        conninfo = replication_conninfo(node, config.auth, ARCHIVE, with_password=False)
         argv = [
             str(self.bin_dir / "pg_receivewal"),
             "-D", str(incoming),

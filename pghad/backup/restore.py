@@ -77,30 +77,80 @@ def _chain(catalog: Catalog, record: BackupRecord) -> list[BackupRecord]:
     return chain
 
 
-async def _plain_dir(bin_dir: Path, record: BackupRecord, scratch: Path) -> Path:
-    """pg_combinebackup reads plain directories: unpack a tar-format backup first."""
+async def _plain_dir(record: BackupRecord, into: Path) -> Path:
+    """pg_combinebackup reads plain directories: unpack a tar-format backup into `into` first."""
     if not record.is_tar:
         return Path(record.path)
-    unpacked = scratch / record.id
     if record.compression == "zstd":
         try:
-            await asyncio.to_thread(unpack_archive, Path(record.path) / ARCHIVE, unpacked)
+            # Every file is checked against the manifest as it is unpacked.
+            await asyncio.to_thread(unpack_archive, Path(record.path) / ARCHIVE, into)
         except StepFailed as exc:
             raise StepFailed("verify", f"{record.id} is damaged: {exc}") from exc
-        # Checked once unpacked: every file against the manifest, and the WAL parsed.
-        await verify(bin_dir, record.with_(path=str(unpacked), compression="none"))
-        return unpacked
-    (unpacked / "pg_wal").mkdir(parents=True)
+        return into
+    (into / "pg_wal").mkdir(parents=True)
     source = Path(record.path)
-    for archive, into in (("base", unpacked), ("pg_wal", unpacked / "pg_wal")):
+    for archive, where in (("base", into), ("pg_wal", into / "pg_wal")):
         found = sorted(source.glob(f"{archive}.tar*"))
         if not found:
             raise StepFailed("unpack", f"{record.id}: no {archive}.tar* in {source}")
-        result = await run_command(["tar", "-xf", str(found[0]), "-C", str(into)], TIMEOUT_S)
+        result = await run_command(["tar", "-xf", str(found[0]), "-C", str(where)], TIMEOUT_S)
         if result.returncode != 0:
             raise StepFailed("unpack", f"{record.id}: tar failed: {result.stderr.strip()}")
-    shutil.copy2(source / "backup_manifest", unpacked / "backup_manifest")
-    return unpacked
+    shutil.copy2(source / "backup_manifest", into / "backup_manifest")
+    return into
+
+
+async def _combine(bin_dir: Path, chain: list[BackupRecord], target: Path) -> bool:
+    """Rebuild `target` from the chain; True when its files were checked on the way in (unpacked
+    here, then linked) rather than copied by pg_combinebackup."""
+    if len(chain) == 1 and chain[0].compression == "zstd":
+        await _plain_dir(chain[0], target)  # a full alone: unpacked in place
+        return True
+    # A private directory of our own (mode 0700, a name nobody can guess) for unpacked tar files.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        inputs = [await _plain_dir(m, scratch / m.id) for m in chain]
+        # Unpacked copies are ours to give away: link their files rather than copy them again.
+        # (Never the backups' own files: the restored server would change them in place.)
+        linked = all(p.is_relative_to(scratch) for p in inputs)
+        result = await run_command(
+            [
+                str(bin_dir / "pg_combinebackup"),
+                *(["--link"] if linked else []),
+                *map(str, inputs),
+                *("-o", str(target)),
+            ],
+            TIMEOUT_S,
+        )
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+    if result.returncode != 0:
+        raise StepFailed("combine", f"pg_combinebackup failed: {result.stderr.strip()[-800:]}")
+    return linked and all(m.compression == "zstd" for m in chain)
+
+
+async def _rebuild(bin_dir: Path, chain: list[BackupRecord], target: Path) -> None:
+    checked = await _combine(bin_dir, chain, target)
+    # The result: every file there with its size, and the WAL it needs parsed; its contents
+    # read again only where pg_combinebackup copied them after they were checked.
+    skip = ["--skip-checksums"] if checked else []
+    result = await run_command(
+        [str(bin_dir / "pg_verifybackup"), "--quiet", *skip, str(target)], TIMEOUT_S
+    )
+    if result.returncode != 0:
+        raise StepFailed("verify-restored", result.stderr.strip()[-800:])
+
+
+def _empty(target: Path, *, remove: bool) -> None:
+    if remove or not target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _detach(target: Path) -> None:
@@ -142,7 +192,7 @@ async def restore(
     if target.exists() and any(target.iterdir()):
         raise OperationRefused(f"{target} is not empty: choose a new directory for --target")
     chain = _chain(catalog, record)
-    # A zstd backup is checked as it is unpacked below (one read instead of two).
+    # A zstd backup is checked as it is unpacked (one read instead of two).
     checks = await asyncio.gather(
         *(verify(bin_dir, m) for m in chain if m.compression != "zstd"), return_exceptions=True
     )
@@ -150,26 +200,13 @@ async def restore(
         if isinstance(failure, BaseException):
             raise failure
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A private directory of our own (mode 0700, a name nobody can guess) for unpacked tar files.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    existed = target.exists()
     try:
-        inputs = [await _plain_dir(bin_dir, member, scratch) for member in chain]
-        # Unpacked copies are ours to give away: link their files rather than copy them again.
-        # (Never the backups' own files: the restored server would change them in place.)
-        link = ["--link"] if all(p.is_relative_to(scratch) for p in inputs) else []
-        result = await run_command(
-            [str(bin_dir / "pg_combinebackup"), *link, *map(str, inputs), "-o", str(target)],
-            TIMEOUT_S,
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if result.returncode != 0:
-        raise StepFailed("combine", f"pg_combinebackup failed: {result.stderr.strip()[-800:]}")
-    result = await run_command(
-        [str(bin_dir / "pg_verifybackup"), "--quiet", str(target)], TIMEOUT_S
-    )
-    if result.returncode != 0:
-        raise StepFailed("verify-restored", result.stderr.strip()[-800:])
+        await _rebuild(bin_dir, chain, target)
+    except BaseException:
+        # A failed restore leaves the target as it found it: absent or empty.
+        await asyncio.to_thread(_empty, target, remove=not existed)
+        raise
     _detach(target)
     target.chmod(0o700)
     user = None

@@ -150,6 +150,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
         "scale": args.scale,
         "source": args.source,
         "compression": args.compression,
+        "zstd_level": config.backup.zstd_level,
     }
     try:
         started = time.monotonic()
@@ -252,6 +253,19 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
         assert gzipped.status.value == "ok", gzipped.error
         result["pghad_full_gzip_s"] = gzipped.duration_s
         result["pghad_full_gzip_bytes"] = gzipped.size_bytes
+        if args.compression == "zstd":  # the other common level, for comparison
+            other = 3 if config.backup.zstd_level != 3 else 1
+            leveled = config.backup.model_copy(update={"zstd_level": other})
+            level_runner = BackupRunner(
+                config.model_copy(update={"backup": leveled}), runner.catalog, bin_dir, runner.nodes
+            )
+            os.sync()
+            at_level = asyncio.run(
+                level_runner.run(now + timedelta(days=9, hours=1), Requested.FULL)
+            )
+            assert at_level.status.value == "ok", at_level.error
+            result[f"pghad_full_zstd_level_{other}_s"] = at_level.duration_s
+            result[f"pghad_full_zstd_level_{other}_bytes"] = at_level.size_bytes
         result["plain_combine_s"] = round(statistics.median(combines), 3)
         result["pghad_restore_s"] = round(statistics.median(restores), 3)
         wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")

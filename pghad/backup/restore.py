@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pghad import runas
 from pghad.commands import run_command
@@ -21,6 +22,7 @@ from .model import BackupRecord, BackupStatus
 from .steps import StepFailed, verify_args
 from .zstd_tar import ARCHIVE, unpack_archive, verify_archive
 
+T = TypeVar("T")
 TIMEOUT_S = 6 * 3600
 # Settings copied from the node the backup was taken on that would tie a restored, independent
 # server to the cluster (streaming from it, or waiting for its synchronous standby).
@@ -59,7 +61,7 @@ async def verify(bin_dir: Path, record: BackupRecord) -> None:
         try:
             await asyncio.to_thread(verify_archive, Path(record.path))
         except StepFailed as exc:
-            raise StepFailed("verify", f"{record.id} is damaged: {exc}") from exc
+            raise StepFailed("verify", f"{record.id} is damaged: {exc.detail}") from exc
         return
     result = await run_command([str(bin_dir / "pg_verifybackup"), *verify_args(record)], TIMEOUT_S)
     if result.returncode != 0:
@@ -77,6 +79,13 @@ def _chain(catalog: Catalog, record: BackupRecord) -> list[BackupRecord]:
     return chain
 
 
+def _raise_failure(result: T | BaseException) -> T:
+    """One result of gather(return_exceptions=True): raised if it is a failure."""
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 async def _plain_dir(record: BackupRecord, into: Path) -> Path:
     """pg_combinebackup reads plain directories: unpack a tar-format backup into `into` first."""
     if not record.is_tar:
@@ -86,7 +95,9 @@ async def _plain_dir(record: BackupRecord, into: Path) -> Path:
             # Every file is checked against the manifest as it is unpacked.
             await asyncio.to_thread(unpack_archive, Path(record.path) / ARCHIVE, into)
         except StepFailed as exc:
-            raise StepFailed("verify", f"{record.id} is damaged: {exc}") from exc
+            if exc.step == "unpack":
+                raise
+            raise StepFailed("verify", f"{record.id} is damaged: {exc.detail}") from exc
         return into
     (into / "pg_wal").mkdir(parents=True)
     source = Path(record.path)
@@ -110,24 +121,28 @@ async def _combine(bin_dir: Path, chain: list[BackupRecord], target: Path) -> bo
     # A private directory of our own (mode 0700, a name nobody can guess) for unpacked tar files.
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        inputs = [await _plain_dir(m, scratch / m.id) for m in chain]
+        # Unpacked side by side: a small incremental's cost is creating its files, not data.
+        unpacked = await asyncio.gather(
+            *(_plain_dir(m, scratch / m.id) for m in chain), return_exceptions=True
+        )
+        inputs = [_raise_failure(result) for result in unpacked]
         # Unpacked copies are ours to give away: link their files rather than copy them again.
         # (Never the backups' own files: the restored server would change them in place.)
         linked = all(p.is_relative_to(scratch) for p in inputs)
+        checked = linked and all(m.compression == "zstd" for m in chain)
+        options = ["--link"] if linked else []
+        # Checked files are not read again (pg_verifybackup --skip-checksums): no checksums
+        # to compute for them.
+        options += ["--manifest-checksums=NONE"] if checked else []
         result = await run_command(
-            [
-                str(bin_dir / "pg_combinebackup"),
-                *(["--link"] if linked else []),
-                *map(str, inputs),
-                *("-o", str(target)),
-            ],
+            [str(bin_dir / "pg_combinebackup"), *options, *map(str, inputs), "-o", str(target)],
             TIMEOUT_S,
         )
     finally:
         await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
     if result.returncode != 0:
         raise StepFailed("combine", f"pg_combinebackup failed: {result.stderr.strip()[-800:]}")
-    return linked and all(m.compression == "zstd" for m in chain)
+    return checked
 
 
 async def _rebuild(bin_dir: Path, chain: list[BackupRecord], target: Path) -> None:
@@ -196,9 +211,8 @@ async def restore(
     checks = await asyncio.gather(
         *(verify(bin_dir, m) for m in chain if m.compression != "zstd"), return_exceptions=True
     )
-    for failure in checks:
-        if isinstance(failure, BaseException):
-            raise failure
+    for check in checks:
+        _raise_failure(check)
     target.parent.mkdir(parents=True, exist_ok=True)
     existed = target.exists()
     try:

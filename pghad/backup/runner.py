@@ -231,7 +231,8 @@ class BackupRunner:
         if zstd:
             path.mkdir(mode=0o700)
             password = self.config.auth.replication_password
-            await basebackup_to_zstd([str(self.bin_dir / "pg_basebackup"), *args], password, path)
+            program = [str(self.bin_dir / "pg_basebackup"), *args]
+            await basebackup_to_zstd(program, password, path, self.config.backup.zstd_level)
         else:
             await self._program("pg_basebackup", args, step="pg_basebackup")
         copied = time.monotonic()

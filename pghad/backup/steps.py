@@ -21,7 +21,7 @@ from .model import BackupRecord
 class StepFailed(PghadError):
     def __init__(self, step: str, message: str) -> None:
         super().__init__(f"step {step}: {message}")
-        self.step = step
+        self.step, self.detail = step, message
 
 
 @contextmanager

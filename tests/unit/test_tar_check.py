@@ -13,7 +13,7 @@ import google_crc32c
 import pytest
 
 from pghad.backup.steps import StepFailed
-from pghad.backup.zstd_tar import TarCheck
+from pghad.backup.tar_stream import TarCheck
 
 FILES = {"PG_VERSION": b"18\n", "base/1/1259": bytes(range(256)) * 40, "global/empty": b""}
 

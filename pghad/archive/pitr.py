@@ -29,7 +29,14 @@ from pghad.errors import OperationRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
 
-from .wal_files import archived, expand_file, incoming_dir, parse_name, segment_of
+from .wal_files import (
+    archived,
+    expand_file,
+    finished_in_incoming,
+    incoming_dir,
+    parse_name,
+    segment_of,
+)
 
 STAGING = "pghad_restore_wal"
 RECOVERY_SETTINGS = (
@@ -100,6 +107,7 @@ def stage_wal(archive_dir: Path, target: Path, start_lsn: int) -> int:
         if wal is None or (not wal.partial and wal.segno >= first):
             expand_file(path, staging / name)
             staged += (staging / name).stat().st_size if wal is not None else 0
+    staged += _stage_unstored(archive_dir, staging, first)
     partials = [p for p in incoming_dir(archive_dir).glob("*.partial") if parse_name(p.name)]
     if partials:
         newest = max(partials, key=lambda p: parse_name(p.name) or 0)
@@ -109,6 +117,22 @@ def stage_wal(archive_dir: Path, target: Path, start_lsn: int) -> int:
             # Still being written: the last archived commits are in it (zero-padded to full size).
             shutil.copyfile(newest, target / "pg_wal" / newest.name.removesuffix(".partial"))
             staged += newest.stat().st_size
+    return staged
+
+
+def _stage_unstored(archive_dir: Path, staging: Path, first: int) -> int:
+    """Finished segments and history files still in incoming/ (the archiver stores them a
+    moment later, or stopped before it could): recovery needs them as much as stored ones."""
+    incoming = incoming_dir(archive_dir)
+    if not incoming.is_dir():
+        return 0
+    staged = 0
+    for path in [*finished_in_incoming(archive_dir), *incoming.glob("*.history")]:
+        wal = parse_name(path.name)
+        wanted = wal is None or (not wal.partial and wal.segno >= first)
+        if wanted and not (staging / path.name).exists():
+            shutil.copyfile(path, staging / path.name)
+            staged += path.stat().st_size if wal is not None else 0
     return staged
 
 

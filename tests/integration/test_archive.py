@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pghad import pgbin, runas
+from pghad.archive.wal_files import archived, parse_name, segment_of
+from pghad.backup.catalog import Catalog
+from pghad.backup.retention import prune_archive
+from pghad.cluster.observation import parse_lsn
 from pghad.cluster.sync_names import ARCHIVE
 from pghad.config import Config
 from pghad.lab import free_port
@@ -54,7 +58,8 @@ def restore_cli(lab: Lab, target: Path, *point: str) -> subprocess.CompletedProc
         check=False,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr
+    logs = [p.read_text()[-3000:] for p in target.glob("*.log")] if target.is_dir() else []
+    assert result.returncode == 0, f"{result.stderr}\n{''.join(logs)}"
     return result
 
 
@@ -216,3 +221,55 @@ def primary_waits_for(config: Config) -> str:
     with connect(config, "node1") as conn:
         row = conn.execute("SHOW synchronous_standby_names").fetchone()
     return str(row[0]) if row else ""
+
+
+def test_retention_prunes_only_wal_older_than_the_kept_backup_and_restore_to_lsn_works(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    config = lab.config
+    start_with_a_full_backup(daemon)  # the backup retention is about to drop
+    with connect(config, "node1") as conn:
+        conn.execute("CREATE TABLE marks (n int)")
+        for n in range(3):  # WAL the dropped backup needed and the kept one does not
+            conn.execute("INSERT INTO marks VALUES (%s)", (n,))
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")  # a restartpoint for the standby, where the backup starts
+    time.sleep(1)
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200 and body["backup"]["status"] == "ok", body
+    kept = Catalog(config.backup.dir, None).get(body["backup"]["id"])
+    assert kept is not None
+    with connect(config, "node1") as conn:
+        conn.execute("INSERT INTO marks VALUES (10)")
+        lsn_row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        conn.execute("INSERT INTO marks VALUES (11)")
+        conn.execute("SELECT pg_switch_wal()")
+    assert lsn_row is not None
+    archive_caught_up(daemon)
+    daemon.stop()
+
+    archive = config.archive.path(config.backup.dir)
+    before = set(archived(archive))
+    pruned = prune_archive(config, [kept])
+    start = parse_lsn(kept.start_lsn)
+    assert pruned and start is not None
+    first_needed = segment_of(start)
+    gone = {p.name.removesuffix(".zst") for p in pruned}
+    older = {n for n in before if (wal := parse_name(n)) and wal.segno < first_needed}
+    assert gone == older  # every segment before the kept backup's start, and nothing else
+    assert set(archived(archive)) == before - gone
+
+    target = lab.dir / "to-lsn"
+    result = restore_cli(lab, target, "--to-lsn", str(lsn_row[0]))
+    assert kept.id in result.stdout
+    port = port_of(result)
+    probe = config.local_node("node1").model_copy(
+        update={"name": "restored", "port": port, "data_dir": target, "socket_dir": None}
+    )
+    try:
+        restored = config.model_copy(update={"nodes": (probe, config.nodes[1])})
+        with connect(restored, "restored") as c:
+            marks = sorted(int(r[0]) for r in c.execute("SELECT n FROM marks").fetchall())
+    finally:
+        stop_restored(pgbin.find_bin_dir(config.pg_bin), target)
+    assert marks == [0, 1, 2, 10]

@@ -12,6 +12,9 @@ from typing import Any
 
 import google_crc32c
 
+from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, WalName, parse_name
+from pghad.cluster.observation import parse_lsn
+
 from .steps import StepFailed
 
 BLOCK = 512
@@ -119,9 +122,32 @@ def _check_manifest(manifest: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _compare(manifest: bytes, seen: dict[str, tuple[str, int]]) -> None:
+def _missing_wal(parsed: dict[str, Any], seen: dict[str, tuple[str, int]]) -> list[str]:
+    """The WAL segments the manifest's WAL-Ranges need, absent or of the wrong size. (Their
+    records are parsed once unpacked, when a restore runs pg_verifybackup on the result.)"""
+    sizes = {size for name, (_, size) in seen.items() if _is_segment(name)}
+    segment_size = max(sizes, default=DEFAULT_SEGMENT_SIZE)
     problems = []
-    for entry in _check_manifest(manifest)["Files"]:
+    for wal in parsed.get("WAL-Ranges", []):
+        start, end = parse_lsn(wal["Start-LSN"]), parse_lsn(wal["End-LSN"])
+        if start is None or end is None:
+            problems.append(f"the manifest's WAL range {wal} does not parse")
+            continue
+        for segno in range(start // segment_size, max(start, end - 1) // segment_size + 1):
+            name = "pg_wal/" + WalName(int(wal["Timeline"]), segno).file_name(segment_size)
+            if seen.get(name, ("", 0))[1] != segment_size:
+                problems.append(f"{name} is missing or short")
+    return problems
+
+
+def _is_segment(name: str) -> bool:
+    return name.startswith("pg_wal/") and parse_name(name.removeprefix("pg_wal/")) is not None
+
+
+def _compare(manifest: bytes, seen: dict[str, tuple[str, int]]) -> None:
+    parsed = _check_manifest(manifest)
+    problems = _missing_wal(parsed, seen)
+    for entry in parsed["Files"]:
         path, found = entry["Path"], seen.get(entry["Path"])
         if found is None:
             problems.append(f"{path} is missing")

@@ -18,7 +18,7 @@ from pghad.backup.tar_stream import TarCheck
 FILES = {"PG_VERSION": b"18\n", "base/1/1259": bytes(range(256)) * 40, "global/empty": b""}
 
 
-def manifest_for(files: dict[str, bytes]) -> bytes:
+def manifest_for(files: dict[str, bytes], wal_ranges: str = "") -> bytes:
     entries = [
         {
             "Path": name,
@@ -29,6 +29,7 @@ def manifest_for(files: dict[str, bytes]) -> bytes:
         for name, data in files.items()
     ]
     body = '{ "PostgreSQL-Backup-Manifest-Version": 2,\n"Files": ' + json.dumps(entries) + ",\n"
+    body += wal_ranges
     return (
         body + f'"Manifest-Checksum": "{hashlib.sha256(body.encode()).hexdigest()}"}}\n'
     ).encode()
@@ -99,3 +100,15 @@ def test_a_damaged_manifest_is_caught() -> None:
     manifest = manifest_for(FILES).replace(b'"Size": 3', b'"Size": 4')
     with pytest.raises(StepFailed, match="backup_manifest is damaged"):
         check(tar_of(FILES, manifest))
+
+
+def test_the_wal_the_manifest_needs_must_be_there_whole() -> None:
+    ranges = '"WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/200028", "End-LSN": "0/200120" }],\n'
+    manifest = manifest_for(FILES, ranges)
+    segment = {"pg_wal/000000010000000000000002": bytes(1 << 20)}  # 1 MiB segments
+    assert check(tar_of({**FILES, **segment}, manifest)) == manifest
+    with pytest.raises(StepFailed, match=r"pg_wal/0000000100000000000000.. is missing or short"):
+        check(tar_of(FILES, manifest))  # no segment at all (16 MiB assumed)
+    other = {"pg_wal/000000010000000000000003": bytes(1 << 20)}
+    with pytest.raises(StepFailed, match="000000010000000000000002 is missing"):
+        check(tar_of({**FILES, **other}, manifest))

@@ -8,12 +8,13 @@ import io
 import json
 import random
 import tarfile
+from pathlib import Path
 
 import google_crc32c
 import pytest
 
 from pghad.backup.steps import StepFailed
-from pghad.backup.tar_stream import TarCheck
+from pghad.backup.tar_stream import TarCheck, TarUnpack
 
 FILES = {"PG_VERSION": b"18\n", "base/1/1259": bytes(range(256)) * 40, "global/empty": b""}
 
@@ -112,3 +113,28 @@ def test_the_wal_the_manifest_needs_must_be_there_whole() -> None:
     other = {"pg_wal/000000010000000000000003": bytes(1 << 20)}
     with pytest.raises(StepFailed, match="000000010000000000000002 is missing"):
         check(tar_of({**FILES, **other}, manifest))
+
+
+def test_unpack_writes_every_file_and_refuses_names_outside_and_links(tmp_path: Path) -> None:
+    manifest = manifest_for(FILES)
+    unpack = TarUnpack(tmp_path / "good")
+    unpack.feed(tar_of(FILES, manifest))
+    assert unpack.result() == manifest
+    for name, data in [*FILES.items(), ("backup_manifest", manifest)]:
+        assert (tmp_path / "good" / name).read_bytes() == data
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("../outside"), io.BytesIO(b""))
+    with pytest.raises(StepFailed, match="a name outside the backup"):
+        TarUnpack(tmp_path / "evil").feed(out.getvalue())
+    assert not (tmp_path / "outside").exists()
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        link = tarfile.TarInfo("PG_VERSION")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(StepFailed, match="a member of type"):
+        TarUnpack(tmp_path / "links").feed(out.getvalue())
+    assert not (tmp_path / "links" / "PG_VERSION").exists()

@@ -102,12 +102,11 @@ def stage_wal(archive_dir: Path, target: Path, start_lsn: int) -> int:
     staging.mkdir(mode=0o700)
     first = segment_of(start_lsn)
     staged = 0
-    for name, path in archived(archive_dir).items():
+    for name, path in _wal_sources(archive_dir).items():
         wal = parse_name(name)
         if wal is None or (not wal.partial and wal.segno >= first):
             expand_file(path, staging / name)
             staged += (staging / name).stat().st_size if wal is not None else 0
-    staged += _stage_unstored(archive_dir, staging, first)
     partials = [p for p in incoming_dir(archive_dir).glob("*.partial") if parse_name(p.name)]
     if partials:
         newest = max(partials, key=lambda p: parse_name(p.name) or 0)
@@ -120,20 +119,16 @@ def stage_wal(archive_dir: Path, target: Path, start_lsn: int) -> int:
     return staged
 
 
-def _stage_unstored(archive_dir: Path, staging: Path, first: int) -> int:
-    """Finished segments and history files still in incoming/ (the archiver stores them a
-    moment later, or stopped before it could): recovery needs them as much as stored ones."""
+def _wal_sources(archive_dir: Path) -> dict[str, Path]:
+    """Stored segment and history files by plain name, and those still in incoming/ (finished,
+    the archiver stores them a moment later or stopped before it could): recovery needs them
+    as much as stored ones."""
+    found = archived(archive_dir)
     incoming = incoming_dir(archive_dir)
-    if not incoming.is_dir():
-        return 0
-    staged = 0
-    for path in [*finished_in_incoming(archive_dir), *incoming.glob("*.history")]:
-        wal = parse_name(path.name)
-        wanted = wal is None or (not wal.partial and wal.segno >= first)
-        if wanted and not (staging / path.name).exists():
-            shutil.copyfile(path, staging / path.name)
-            staged += path.stat().st_size if wal is not None else 0
-    return staged
+    if incoming.is_dir():
+        for path in [*finished_in_incoming(archive_dir), *incoming.glob("*.history")]:
+            found.setdefault(path.name, path)
+    return found
 
 
 def recovery_settings(target: Path, point: PointTarget) -> str:

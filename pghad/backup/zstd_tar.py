@@ -46,10 +46,12 @@ def _compress_checked(source: IO[bytes], directory: Path, level: int) -> StepFai
                     check.feed(chunk)
                 except StepFailed as exc:
                     problem = exc
+    if problem is not None:
+        return problem
     try:
         manifest = check.result()
     except StepFailed as exc:
-        return problem or exc
+        return exc
     fsync_path(directory / ARCHIVE)
     with create_private(directory / "backup_manifest") as out:
         out.write(manifest)

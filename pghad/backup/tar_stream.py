@@ -18,6 +18,7 @@ from pghad.cluster.observation import parse_lsn
 from .steps import StepFailed
 
 BLOCK = 512
+REGULAR_FILE = (b"0", b"\0")  # ustar's type flags of a regular file
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -77,7 +78,7 @@ class TarCheck:
         name = header[:100].split(b"\0", 1)[0].decode()
         name = f"{prefix}/{name}" if prefix else name
         kind = header[156:157]
-        self._name = name if kind in (b"0", b"\0") else None
+        self._name = name if kind in REGULAR_FILE else None
         self._begin(name, kind, int(header[100:108].rstrip(b" \0") or b"600", 8))
         size = int(header[124:136].rstrip(b" \0") or b"0", 8)
         self._size, self._left, self._padding, self._crc = size, size, -size % BLOCK, 0
@@ -175,7 +176,7 @@ class TarUnpack(TarCheck):
         target = self.into / path
         if kind == b"5":
             target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        elif kind in (b"0", b"\0"):
+        elif kind in REGULAR_FILE:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fd = os.open(target, _NEW_FILE, mode & 0o777 or 0o600)
         else:

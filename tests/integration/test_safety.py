@@ -161,7 +161,12 @@ def test_a_lost_data_directory_is_rebuilt(lab: Lab, daemon: DaemonProcess, node:
         conn.execute("CREATE TABLE kept (v int)")
         conn.execute("INSERT INTO kept VALUES (1)")
     kill9(lost)
-    shutil.rmtree(lost.data_dir)
+    # Gone in one step: the killed postmaster's children write on for a moment, and a removal
+    # file by file would race them (and the daemon) over a half-deleted directory.
+    data_dir = config.local_node(node).data_dir
+    gone = data_dir.with_name(data_dir.name + ".lost")
+    data_dir.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
     primary = "node2" if node == "node1" else "node1"
     wait_for(
         lambda: (

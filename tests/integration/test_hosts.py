@@ -39,6 +39,9 @@ def hosts(work_root: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab
     lab.set("cluster", "failover_threshold", str(THRESHOLD))
     lab.set("backup", "schedule", "false")
     lab.set("redis", "url", '"redis://127.0.0.1:1/0"')  # nothing to reach from the daemon's host
+    # Agents read the config when they start (self-fencing at 0.75 x the failover threshold):
+    # start them again under these settings, not the lab's default 10 s threshold.
+    net = lab_up_hosts(lab_dir)
     yield lab, net
     subprocess.run(["ip", "netns", "exec", ns(net, "witness"), "iptables", "-F"], check=False)
     lab_destroy(lab_dir)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pghad import operations as ops
-from pghad.api_guard import BoundedH11Protocol, RequestGuard, is_loopback
+from pghad.api_guard import ACCEPT_BACKLOG, BoundedH11Protocol, RequestGuard, is_loopback
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
 from pghad.cluster.procedures import OperationResult
@@ -263,6 +263,7 @@ class ApiServer:
             access_log=False,
             lifespan="off",
             http=BoundedH11Protocol,
+        backlog=ACCEPT_BACKLOG,
             timeout_keep_alive=5,
         )
         self.server = _Server(config)
@@ -280,7 +281,7 @@ class ApiServer:
                 f"cannot listen on {api.bind}:{api.port} ({exc.strerror}): set api.port to a "
                 "free port"
             ) from exc
-        sock.listen(64)
+        sock.listen(ACCEPT_BACKLOG)
         sock.setblocking(False)
         self.socket = sock
 

@@ -20,6 +20,10 @@ from fastapi.responses import JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 MAX_CONNECTIONS = 100
+# asyncio accepts up to `backlog` connections in one go before the protocol sees any of them (and
+# closes those over the cap): uvicorn's default of 2,048 let one burst of clients take every file
+# descriptor for a moment, and a server start or probe that needed one then failed.
+ACCEPT_BACKLOG = 32
 FIRST_REQUEST_TIMEOUT_S = 10.0
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 

@@ -255,6 +255,17 @@ def daemon(lab: Lab) -> Iterator[DaemonProcess]:
     proc.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran the daemon shows the end of the daemon's log."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    daemon = getattr(item, "funcargs", {}).get("daemon")
+    if report.failed and isinstance(daemon, DaemonProcess) and daemon.log_path.exists():
+        tail = daemon.log_path.read_text(errors="replace")[-12000:]
+        report.sections.append(("daemon log, last 12,000 characters", tail))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:

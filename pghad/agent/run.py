@@ -12,7 +12,7 @@ import structlog
 import uvicorn
 
 from pghad import logs
-from pghad.api_guard import BoundedH11Protocol, is_loopback
+from pghad.api_guard import ACCEPT_BACKLOG, BoundedH11Protocol, is_loopback
 from pghad.config import Config, load_config
 from pghad.errors import ConfigError
 
@@ -54,6 +54,7 @@ async def serve(service: AgentService) -> None:
         access_log=False,
         lifespan="off",
         http=BoundedH11Protocol,
+        backlog=ACCEPT_BACKLOG,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
         ssl_certfile=str(agent.tls_cert) if agent.tls_cert else None,

@@ -263,7 +263,7 @@ class ApiServer:
             access_log=False,
             lifespan="off",
             http=BoundedH11Protocol,
-        backlog=ACCEPT_BACKLOG,
+            backlog=ACCEPT_BACKLOG,
             timeout_keep_alive=5,
         )
         self.server = _Server(config)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pghad.errors import NodeError, PghadError
 from pghad.nodes.base import Role
@@ -81,6 +81,7 @@ class Beat(BaseModel):
     holder: str
     host: str
     ttl: float = 10.0
+    self_fence_after: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
 @router.post("/heartbeat", dependencies=authorized)
@@ -96,11 +97,14 @@ async def heartbeat(service: Service, beat: Beat) -> dict[str, Any]:
             holder=lease.holder,
             host=lease.host,
         )
+    if beat.self_fence_after is not None:
+        service.follow_timing(beat.self_fence_after)
     return {
         "node": service.node.name,
         "server": (await service.server_state()).value,
         "writable": service.writable,
         "self_fenced": service.self_fenced,
+        "self_fence_after": service.self_fence_after,
         "peer": service.peer_view(now),
     }
 

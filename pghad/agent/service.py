@@ -67,6 +67,7 @@ class AgentService:
         self.peer_watch = Watch(self.peer, config.auth, PEER_QUERY, interval, timeout)
         self.lease = Lease()
         self.self_fenced: str | None = None
+        self.self_fence_after = config.self_fence_after  # until the daemon's first heartbeat
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -113,10 +114,22 @@ class AgentService:
 
     # ---- self-fencing ----------------------------------------------------------------------
 
+    def follow_timing(self, self_fence_after: float) -> None:
+        """Fence on the timing of the daemon that decides failover (its threshold may have been
+        changed and reloaded since this agent read its own config)."""
+        if self_fence_after != self.self_fence_after:
+            log.info(
+                "self_fence_timing",
+                node=self.node.name,
+                self_fence_after=self_fence_after,
+                was=self.self_fence_after,
+            )
+            self.self_fence_after = self_fence_after
+
     async def _guard(self) -> None:
-        after = self.config.self_fence_after
         while True:
             await asyncio.sleep(self.config.agent.peer_interval)
+            after = self.self_fence_after
             now = time.monotonic()
             daemon = self.lease.silent_for(now)
             answer = self.peer_watch.answer

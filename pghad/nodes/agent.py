@@ -88,6 +88,8 @@ class AgentDriver:
         self._witness: Witness | None = None
         self._host = socket.gethostname()
         self._beat: asyncio.Future[dict[str, Any]] | None = None
+        # Sent with every beat: the agent fences on the daemon's timing, not its own file's.
+        self._self_fence_after = config.self_fence_after
 
     @property
     def node(self) -> NodeConfig:
@@ -96,7 +98,12 @@ class AgentDriver:
     async def heartbeat(self) -> dict[str, Any]:
         """One heartbeat at a time: a round while the last one still waits shares it."""
         if self._beat is None or self._beat.done():
-            beat = {"holder": self.client.holder, "host": self._host, "ttl": 10.0}
+            beat = {
+                "holder": self.client.holder,
+                "host": self._host,
+                "ttl": 10.0,
+                "self_fence_after": self._self_fence_after,
+            }
             self._beat = asyncio.ensure_future(
                 self.client.call("POST", "/heartbeat", beat, HEARTBEAT_TIMEOUT_S)
             )

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,8 @@ def hosts(work_root: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab
     lab.set("cluster", "failover_threshold", str(THRESHOLD))
     lab.set("backup", "schedule", "false")
     lab.set("redis", "url", '"redis://127.0.0.1:1/0"')  # nothing to reach from the daemon's host
-    # Agents read the config when they start (self-fencing at 0.75 x the failover threshold):
-    # start them again under these settings, not the lab's default 10 s threshold.
-    net = lab_up_hosts(lab_dir)
+    # The agents keep the lab's default 10 s threshold from their start: the daemon's heartbeats
+    # give them its 2 s (test_agents_fence_on_the_daemons_timing_and_follow_its_reload).
     yield lab, net
     subprocess.run(["ip", "netns", "exec", ns(net, "witness"), "iptables", "-F"], check=False)
     lab_destroy(lab_dir)
@@ -107,6 +108,10 @@ def agent_events(lab: Lab, node: str, kind: str) -> list[dict[str, Any]]:
     return found
 
 
+def at(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+
+
 def count(daemon: DaemonProcess, kind: str) -> int:
     return sum(1 for e in daemon.events() if e.get("event") == kind)
 
@@ -131,6 +136,23 @@ def test_kill_9_of_the_primary_fails_over_and_rejoins_over_the_network(
     assert writer.missing_on("node2") == []
 
 
+def test_agents_fence_on_the_daemons_timing_and_follow_its_reload(
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
+) -> None:
+    lab, _, daemon = running
+
+    def fence_timings() -> list[float | None]:
+        timings = [agent_events(lab, node, "self_fence_timing") for node in ("node1", "node2")]
+        return [float(events[-1]["self_fence_after"]) if events else None for events in timings]
+
+    assert agent_events(lab, "node1", "agent_started"), "the agents' log holds no start"
+    wait_for(lambda: fence_timings() == [1.5, 1.5], 10, what="both agents on 0.75 x 2 s")
+    lab.set("cluster", "failover_threshold", "4.0")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event(lambda e: e.get("event") == "config_reloaded", 10, "reload")
+    wait_for(lambda: fence_timings() == [3.0, 3.0], 10, what="both agents on 0.75 x 4 s")
+
+
 def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_lost(
     running: tuple[Lab, dict[str, Any], DaemonProcess],
 ) -> None:
@@ -147,6 +169,8 @@ def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_l
         writer.stop()
         fenced = agent_events(lab, "node1", "self_fenced")
         assert fenced, "node1's agent did not fence its primary"
+        # Never two primaries: the old one stopped taking writes before the new one was promoted.
+        assert at(fenced[0]) < at(failover), (fenced[0], failover)
         after_cut = [c for c in writer.acked if c.node == "node1" and c.at > cut + 0.1]
         assert after_cut == []  # nothing acknowledged by the old primary once cut off
         assert writer.missing_on("node2") == []

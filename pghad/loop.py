@@ -41,7 +41,7 @@ from pghad.runtime import Runtime
 SUSPECT_PROBE_INTERVAL_S = 0.1
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
-SETTLING = ("rejoin", "start_standby")
+SETTLING = ("rejoin", "start_standby", "start_primary")
 
 
 def local_now() -> datetime:

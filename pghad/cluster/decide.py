@@ -22,7 +22,7 @@ from .model import (
 )
 from .observation import ClusterView
 from .policy import refuse_promotion
-from .repair import repair_standby
+from .repair import repair_standby, restart_primary
 from .sync_archive import archive_member, compose
 
 # A standby whose flushed position has not moved for this long while commits wait for it counts
@@ -45,6 +45,7 @@ DECISION_CODES = (
     "starting_standby",
     "primary_down",
     "failover",
+    "restarting_primary",
     "paused",
     "standby_busy",
     "standby_unreachable",
@@ -238,6 +239,9 @@ def _without_primary(
         view, memory.standby_eligible, standby, busy, paused=paused, threshold=threshold
     )
     if refusal is not None:
+        restart = restart_primary(view[primary], refusal, config)
+        if restart is not None:
+            return Decision(base, (restart[1],), "restarting_primary", restart[0], details)
         return Decision(base, (), refusal[0], refusal[1], details)
     reason = (
         f"{primary} unreachable for {down_for:.1f} s (threshold {threshold:g} s, {error}); "

@@ -14,7 +14,16 @@ from pghad.errors import NodeError
 from pghad.nodes.base import Role
 
 from . import sync_names
-from .model import Action, Fence, Promote, Rejoin, SetSynchronous, StartStandby, action_name
+from .model import (
+    Action,
+    Fence,
+    Promote,
+    Rejoin,
+    SetSynchronous,
+    StartPrimary,
+    StartStandby,
+    action_name,
+)
 from .observation import ServerState
 
 if TYPE_CHECKING:
@@ -76,6 +85,9 @@ class Executor:
             case StartStandby():
                 method = await start_standby(self.nodes[action.node], self.nodes[action.primary])
                 return f"{action.node} started as a standby of {action.primary}", {"method": method}
+            case StartPrimary():
+                await self.nodes[action.node].process.start(Role.PRIMARY)
+                return f"{action.node} started again as the primary", {}
             case SetSynchronous():
                 await self.nodes[action.primary].set_synchronous(action.standby, action.archive)
                 value = sync_names.render(action.standby, action.archive)

@@ -45,6 +45,14 @@ class StartStandby:
 
 
 @dataclass(frozen=True)
+class StartPrimary:
+    """Start the recorded primary again: its server is stopped and no standby can take over."""
+
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SetSynchronous:
     primary: str
     standby: str | None
@@ -52,7 +60,7 @@ class SetSynchronous:
     archive: bool = False  # commits also wait for the WAL archive
 
 
-Action = Promote | Fence | Rejoin | StartStandby | SetSynchronous
+Action = Promote | Fence | Rejoin | StartStandby | StartPrimary | SetSynchronous
 
 
 def action_target(action: Action) -> str:
@@ -67,6 +75,7 @@ def action_name(action: Action) -> str:
         Fence: "fence",
         Rejoin: "rejoin",
         StartStandby: "start_standby",
+        StartPrimary: "start_primary",
         SetSynchronous: "set_synchronous",
     }[type(action)]
 

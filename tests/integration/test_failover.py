@@ -185,6 +185,41 @@ def test_ineligible_standby_is_not_promoted_and_the_log_says_why(
     assert is_writable(config, "node2") is False
 
 
+def test_a_killed_primary_whose_standby_may_not_take_over_is_started_again(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    """The standby frozen past sync_relax_after (ineligible and unreachable), then the primary
+    killed: nothing may be promoted, so pghad starts the primary again. Nothing lost, no second
+    primary, and the standby streams again once it thaws."""
+    config = lab.config
+    daemon.start().wait_healthy()
+    writer = Writer(config).start()
+    pids = freeze(config.node("node2"))
+    try:
+        daemon.wait_event(lambda e: e.get("code") == "relaxing_sync", 20, "relaxing_sync")
+        time.sleep(1.0)  # commits only node1 has
+        killed = kill9(config.node("node1"))
+        restart = daemon.wait_event(
+            lambda e: e.get("code") == "restarting_primary", 30, "restarting_primary decision"
+        )
+        wait_for(lambda: is_writable(config, "node1") is True, 30, what="node1 writable again")
+        print(f"kill to node1 writable again: {time.monotonic() - killed:.2f} s")
+        assert "starting it again as the primary" in str(restart["reason"])
+        time.sleep(1.0)
+        writer.stop()
+        assert writer.first_commit_on("node1", killed) is not None
+    finally:
+        thaw(pids)
+    assert _failovers(daemon) == []
+    assert writer.missing_on("node1") == []
+    wait_for(
+        lambda: streaming_standbys(config, "node1").get("node2") is not None,
+        30,
+        what="node2 streaming again",
+    )
+    assert is_writable(config, "node2") is False
+
+
 def test_daemon_killed_while_primary_down_fails_over_once(lab: Lab, daemon: DaemonProcess) -> None:
     config = lab.config
     daemon.start().wait_healthy()

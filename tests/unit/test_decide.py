@@ -15,6 +15,7 @@ from pghad.cluster.model import (
     Promote,
     Rejoin,
     SetSynchronous,
+    StartPrimary,
 )
 from pghad.cluster.observation import (
     ClusterView,
@@ -153,8 +154,31 @@ def test_ineligible_standby_is_not_promoted_and_the_reason_says_so() -> None:
     memory = Memory(
         state=ClusterState.PRIMARY_DOWN, primary="a", primary_down_since=0.0, standby_eligible=False
     )
-    d = decide(view(down("a"), standby()), memory, config(threshold=1), 50.0)
+    unseen = down("a", ServerState.UNKNOWN)  # pghad cannot tell whether it runs
+    d = decide(view(unseen, standby()), memory, config(threshold=1), 50.0)
     assert d.actions == () and d.code == "standby_ineligible"
+    assert "may lack acknowledged commits" in d.reason
+
+
+def test_a_stopped_primary_whose_standby_may_not_take_over_is_started_again() -> None:
+    memory = Memory(
+        state=ClusterState.PRIMARY_DOWN, primary="a", primary_down_since=0.0, standby_eligible=False
+    )
+    d = decide(view(down("a"), standby()), memory, config(threshold=1), 50.0)
+    assert d.code == "restarting_primary" and d.memory.primary == "a"
+    assert d.actions == (StartPrimary("a", d.reason),)
+    assert "may lack acknowledged commits" in d.reason and "starting it again" in d.reason
+    d = decide(view(down("a"), down("b")), replace(memory, standby_eligible=True), config(1), 50)
+    assert d.code == "restarting_primary"  # the standby is down too
+    no_data = down("a", ServerState.NO_DATA)  # only a restore brings it back: left to the operator
+    assert decide(view(no_data, standby()), memory, config(1), 50).code == "standby_ineligible"
+    assert decide(view(down("a"), standby()), memory, config(1), 0.5).code == "primary_down"
+    manual = parse_config(
+        CONFIG_TEXT.format(threshold=1, sync="true").replace(
+            "[cluster]", "[cluster]\nauto_rejoin = false"
+        )
+    )
+    assert decide(view(down("a"), standby()), memory, manual, 50).code == "standby_ineligible"
 
 
 def test_standby_still_receiving_wal_means_the_primary_is_alive() -> None:
@@ -165,7 +189,7 @@ def test_standby_still_receiving_wal_means_the_primary_is_alive() -> None:
 
 def test_both_down_promotes_nothing() -> None:
     memory = replace(HEALTHY, primary_down_since=0.0)
-    d = decide(view(down("a"), down("b")), memory, config(threshold=1), 50.0)
+    d = decide(view(down("a", ServerState.UNKNOWN), down("b")), memory, config(threshold=1), 50.0)
     assert d.actions == () and d.code == "standby_unreachable"
 
 
@@ -309,7 +333,8 @@ def test_with_an_agent_a_failover_needs_its_word_that_the_primary_is_down_too() 
     cfg = config(threshold=2)
 
     def decided(witness: Witness) -> str:
-        return decide(view(down("a"), standby(witness=witness)), memory, cfg, now=2.1).code
+        unreachable = down("a", ServerState.UNKNOWN)
+        return decide(view(unreachable, standby(witness=witness)), memory, cfg, now=2.1).code
 
     assert decided(Witness(True, None)) == "primary_alive_for_standby"  # its host reaches it
     assert decided(Witness(True, 0.8)) == "primary_alive_for_standby"  # lost there only lately

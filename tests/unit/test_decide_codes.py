@@ -20,6 +20,7 @@ from pghad.cluster.model import (
     Promote,
     Rejoin,
     SetSynchronous,
+    StartPrimary,
     StartStandby,
 )
 from pghad.cluster.observation import ClusterView, NodeObservation, ServerState, Witness
@@ -83,18 +84,19 @@ ROWS = {
     "standby_busy": Row(
         view(down("a"), standby()), DOWN_PAST, now=50.0, busy=frozenset({"a", "b"})
     ),
-    "standby_unreachable": Row(view(down("a"), down("b")), DOWN_PAST, now=50.0),
+    "standby_unreachable": Row(view(down("a", UNSEEN), down("b")), DOWN_PAST, now=50.0),
+    "restarting_primary": Row(view(down("a"), down("b")), DOWN_PAST, (StartPrimary,), now=50.0),
     "standby_not_in_recovery": Row(
         view(down("a"), NodeObservation("b", True)), DOWN_PAST, now=50.0
     ),
     "standby_ineligible": Row(
-        view(down("a"), standby()), replace(DOWN_PAST, standby_eligible=False), now=50.0
+        view(down("a", UNSEEN), standby()), replace(DOWN_PAST, standby_eligible=False), now=50.0
     ),
     "primary_alive_for_standby": Row(
         view(down("a"), standby(receiver="streaming", age=0.2)), DOWN_PAST, now=50.0
     ),
     "standby_witness_unknown": Row(
-        view(down("a"), standby(witness=Witness(False, None))), DOWN_PAST, now=50.0
+        view(down("a", UNSEEN), standby(witness=Witness(False, None))), DOWN_PAST, now=50.0
     ),
     "split_brain_fence": Row(
         view(primary("a", "b", tl=1), primary("b", "a", tl=2)), HEALTHY, (Fence,)

@@ -218,7 +218,7 @@ def _without_primary(
     standby = config.other(primary).name
     since = memory.primary_down_since if memory.primary_down_since is not None else now
     down_for = now - since
-    threshold = config.cluster.failover_threshold
+    threshold = _failover_threshold(view, primary, config)
     base = replace(memory, state=ClusterState.PRIMARY_DOWN, primary_down_since=since)
     error = view[primary].error or ("in recovery" if view[primary].is_standby else "down")
     details: dict[str, object] = {
@@ -254,3 +254,14 @@ def _without_primary(
         standby_eligible=False,
     )
     return Decision(new, (Promote(standby, primary, reason),), "failover", reason, details)
+
+
+def _failover_threshold(view: ClusterView, primary: str, config: Config) -> float:
+    """The threshold, or longer while the primary's agent last confirmed a longer self-fence
+    timing (the threshold was lowered while it was cut off): it must have fenced first."""
+    threshold = config.cluster.failover_threshold
+    witness = view[primary].witness
+    confirmed = witness.self_fence_after if witness is not None else None
+    if confirmed is None:
+        return threshold
+    return round(max(threshold, confirmed + threshold - config.self_fence_after), 3)

@@ -38,6 +38,8 @@ class Witness:
     available: bool  # the agent answered this round
     primary_down_for_s: float | None  # None: it reaches the other node now
     at: float = 0.0
+    # The self-fence timing the agent last confirmed (kept while it does not answer).
+    self_fence_after: float | None = None
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,12 @@ def agent_events(lab: Lab, node: str, kind: str) -> list[dict[str, Any]]:
     return found
 
 
+def fence_timings(lab: Lab) -> list[float | None]:
+    """The self-fence timing each agent last took from the daemon (None: none yet)."""
+    timings = [agent_events(lab, node, "self_fence_timing") for node in ("node1", "node2")]
+    return [float(events[-1]["self_fence_after"]) if events else None for events in timings]
+
+
 def at(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
 
@@ -141,16 +147,43 @@ def test_agents_fence_on_the_daemons_timing_and_follow_its_reload(
 ) -> None:
     lab, _, daemon = running
 
-    def fence_timings() -> list[float | None]:
-        timings = [agent_events(lab, node, "self_fence_timing") for node in ("node1", "node2")]
-        return [float(events[-1]["self_fence_after"]) if events else None for events in timings]
-
     assert agent_events(lab, "node1", "agent_started"), "the agents' log holds no start"
-    wait_for(lambda: fence_timings() == [1.5, 1.5], 10, what="both agents on 0.75 x 2 s")
+    wait_for(lambda: fence_timings(lab) == [1.5, 1.5], 10, what="both agents on 0.75 x 2 s")
     lab.set("cluster", "failover_threshold", "4.0")
     daemon.signal(signal.SIGHUP)
     daemon.wait_event(lambda e: e.get("event") == "config_reloaded", 10, "reload")
-    wait_for(lambda: fence_timings() == [3.0, 3.0], 10, what="both agents on 0.75 x 4 s")
+    wait_for(lambda: fence_timings(lab) == [3.0, 3.0], 10, what="both agents on 0.75 x 4 s")
+
+
+def test_a_threshold_lowered_while_the_primary_is_cut_off_waits_for_its_agent_to_fence(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    """The primary's agent confirmed 9 s (threshold 12 s); its host is cut off and at once the
+    threshold is lowered to 2 s and reloaded. That agent cannot learn it: the promotion waits
+    until it has fenced, so there are never two primaries."""
+    lab, net = hosts
+    lab.set("cluster", "failover_threshold", "12.0")
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        wait_for(lambda: fence_timings(lab) == [9.0, 9.0], 10, what="both agents on 9 s")
+        writer = Writer(config).start()
+        time.sleep(1.5)
+        link(net, "node1", up=False)
+        lab.set("cluster", "failover_threshold", str(THRESHOLD))
+        daemon.signal(signal.SIGHUP)
+        failover = daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
+        time.sleep(1.0)
+        writer.stop()
+        fenced = agent_events(lab, "node1", "self_fenced")
+        assert fenced, "node1's agent did not fence its primary"
+        assert at(fenced[0]) < at(failover), (fenced[0], failover)
+        assert writer.missing_on("node2") == []
+        link(net, "node1", up=True)
+        daemon.wait_event(lambda e: e.get("action") == "rejoin" and e.get("ok"), 40, "rejoin")
+    finally:
+        link(net, "node1", up=True)
+        daemon.stop()
 
 
 def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_lost(

@@ -342,6 +342,28 @@ def test_with_an_agent_a_failover_needs_its_word_that_the_primary_is_down_too() 
     assert decided(Witness(True, 1.9)) == "failover"  # within the agent's checking slack
 
 
+def test_failover_waits_for_the_self_fence_timing_the_primarys_agent_last_confirmed() -> None:
+    """The threshold was lowered to 2 s while the primary's agent, cut off, still fences after
+    the 7.5 s it confirmed before: no promotion before that agent has fenced."""
+    memory = Memory(
+        state=ClusterState.PRIMARY_DOWN, primary="a", standby_eligible=True, primary_down_since=0.0
+    )
+    cfg = config(threshold=2)  # self_fence_after 1.5 s
+
+    def decided(confirmed: float | None, now: float) -> str:
+        cut_off = NodeObservation(
+            "a", False, error="timeout", witness=Witness(False, None, 0.0, confirmed)
+        )
+        witness = Witness(True, now)  # the standby's host lost the primary as long
+        return decide(view(cut_off, standby(witness=witness)), memory, cfg, now=now).code
+
+    assert decided(1.5, 2.1) == "failover"  # it confirmed the daemon's own timing
+    assert decided(None, 2.1) == "failover"  # an agent of an older pghad, or none confirmed yet
+    assert decided(7.5, 2.1) == "primary_down"
+    assert decided(7.5, 7.9) == "primary_down"
+    assert decided(7.5, 8.1) == "failover"  # 7.5 s and the configured 0.5 s margin
+
+
 def test_a_standby_that_stops_flushing_while_commits_wait_is_relaxed_early() -> None:
     """Relaxed sync_relax_after seconds after it stopped moving, not after wal_sender_timeout."""
     cfg = config()  # sync_relax_after 3 s

@@ -86,7 +86,7 @@ class Loop:
         decision = decide(self.view, self.memory, self.config, now, busy, paused=self.paused)
         self.recorder.decision(decision)
         changed = decision.memory != self.memory
-        self.memory = decision.memory
+        before, self.memory = self.memory, decision.memory
         actions = self._not_held(decision.actions, now)
         # Persist before acting: what an action makes true about safety is on disk first.
         if (changed or actions) and not await self._persist() and actions:
@@ -96,7 +96,9 @@ class Loop:
                 actions=[action_name(a) for a in actions],
                 reason="the state file could not be written; nothing is done unrecorded",
             )
-            actions = ()
+            # Not done, so not remembered as done (a failover's "standby no longer eligible"
+            # would otherwise refuse the same failover once the disk has room again).
+            self.memory, actions = before, ()
         if actions and not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
             self.ops.submit(Act(actions))
         self.archiver.follow(self.view, self.memory.primary, now)

@@ -298,3 +298,50 @@ def test_a_switchover_whose_promotion_fails_leaves_the_old_primary_serving(
     assert writer.missing_on("node1") == []
     failed = daemon.wait_event(lambda e: e.get("event") == "operation_failed", 5, "failure")
     assert failed["operation"] == "switchover"
+
+
+def test_a_full_state_disk_holds_the_failover_until_it_can_be_recorded(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    """Persist before acting, on a full disk: the primary killed while the state directory (a
+    small tmpfs) is full. No promotion while the failover cannot be written down; once there is
+    room, it happens, and nothing acknowledged is lost."""
+    config = lab.config
+    state = config.state.dir
+    state.mkdir(parents=True, exist_ok=True)
+    kept = {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()}
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], check=True)
+    try:
+        for name, data in kept.items():
+            (state / name).write_bytes(data)
+        daemon.start().wait_healthy()
+        writer = Writer(config).start()
+        time.sleep(1.0)
+        filler = state / "filler"
+        with filler.open("wb", buffering=0) as out, pytest.raises(OSError):  # ENOSPC
+            while True:
+                out.write(bytes(1 << 16))
+        kill9(config.node("node1"))
+        daemon.wait_event(
+            lambda e: e.get("event") == "actions_skipped" and "promote" in e.get("actions", []),
+            20,
+            "the promotion skipped for want of a state file",
+        )
+        time.sleep(2.0)
+        assert _failovers(daemon) == [] and is_writable(config, "node2") is False
+        freed = time.monotonic()
+        filler.unlink()
+        daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover once recorded")
+        wait_for(lambda: is_writable(config, "node2") is True, 20, what="node2 promoted")
+        print(f"room made to node2 writable: {time.monotonic() - freed:.2f} s")
+        time.sleep(1.0)
+        writer.stop()
+        assert writer.missing_on("node2") == []
+        assert daemon.process is not None and daemon.process.poll() is None
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def _failovers(daemon: DaemonProcess) -> list[dict[str, object]]:
+    return [e for e in daemon.events() if e.get("event") == "failover"]

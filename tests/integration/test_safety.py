@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -345,3 +348,72 @@ def test_a_full_state_disk_holds_the_failover_until_it_can_be_recorded(
 
 def _failovers(daemon: DaemonProcess) -> list[dict[str, object]]:
     return [e for e in daemon.events() if e.get("event") == "failover"]
+
+
+def _moment(lab: Lab, moment: str) -> Callable[[], bool]:
+    """When to kill the daemon during a switchover."""
+    config = lab.config
+    if moment == "old primary stopped":
+        return lambda: procs.live_postmaster(config.node("node1").data_dir) is None
+    if moment == "new primary promoted":
+        return lambda: is_writable(config, "node2") is True
+    started = time.monotonic()
+    return lambda: time.monotonic() - started > 0.05  # during the first checkpoint
+
+
+@pytest.mark.parametrize("moment", ["at once", "old primary stopped", "new primary promoted"])
+def test_the_daemon_killed_during_a_switchover_leaves_one_primary_and_every_commit(
+    lab: Lab, daemon: DaemonProcess, moment: str
+) -> None:
+    """kill -9 of the daemon at a moment of a switchover, then a new daemon: one primary, the
+    other streaming from it, never both writable, nothing acknowledged lost."""
+    config = lab.config
+    daemon.start().wait_healthy()
+    writer = Writer(config).start()
+    time.sleep(1.0)
+    both_writable = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        while not watching.is_set():
+            if is_writable(config, "node1") and is_writable(config, "node2"):
+                both_writable.append(time.monotonic())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    reached = _moment(lab, moment)
+    caller = threading.Thread(target=lambda: _quietly(daemon.post, "/switchover"), daemon=True)
+    caller.start()
+    wait_for(reached, 30, interval=0.005, what=moment)
+    assert daemon.process is not None
+    daemon.process.kill()
+    daemon.process.wait()
+    caller.join(30)
+    daemon.start()
+
+    def settled() -> bool:
+        roles = {name: is_writable(config, name) for name in ("node1", "node2")}
+        primaries = [name for name, writable in roles.items() if writable]
+        if len(primaries) != 1:
+            return False
+        standby = config.other(primaries[0]).name
+        return streaming_standbys(config, primaries[0]).get(standby) is not None
+
+    try:
+        wait_for(settled, 60, what="one primary and its standby streaming again")
+        time.sleep(1.0)
+        writer.stop()
+    finally:
+        watching.set()
+        watcher.join()
+    primary = "node1" if is_writable(config, "node1") else "node2"
+    codes = [e.get("code") for e in daemon.events() if e.get("event") == "decision"]
+    print(f"killed with the {moment}: {primary} is the primary; {codes}")
+    assert both_writable == []
+    assert writer.missing_on(primary) == []
+
+
+def _quietly(call: Callable[[str], object], path: str) -> None:
+    with contextlib.suppress(OSError):  # the daemon is killed while it answers
+        call(path)

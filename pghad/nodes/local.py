@@ -36,6 +36,10 @@ def _held_by_orphans(error: BaseException) -> bool:
     )
 
 
+# pg_basebackup writes pg_control last: a directory without it is a copy stopped half way.
+WHOLE_DATA_DIR = ("PG_VERSION", "global/pg_control")
+
+
 @dataclass
 class LocalDriver:
     node: LocalNodeConfig
@@ -86,7 +90,7 @@ class LocalDriver:
     async def server_state(self) -> ServerState:
         if procs.live_postmaster(self.data_dir) is not None:
             return ServerState.RUNNING
-        if not (self.data_dir / "PG_VERSION").is_file():
+        if not all((self.data_dir / name).is_file() for name in WHOLE_DATA_DIR):
             return ServerState.NO_DATA
         return ServerState.STOPPED
 
@@ -109,6 +113,7 @@ class LocalDriver:
             return
         if role is Role.STANDBY and primary is None:
             raise NodeError(f"{self.node.name}: a standby needs a primary to stream from")
+        await procs.stop_writers_into(self.data_dir)
         await self._wait_for_orphans()
         procs.clear_stale_pidfile(self.data_dir)
         procs.clear_stale_socket_lock(self.node.socket_dir or Path("/tmp"), self.node.port)
@@ -194,6 +199,7 @@ class LocalDriver:
         try:
             async for attempt in retrying:
                 with attempt:
+                    await procs.stop_writers_into(self.data_dir)
                     await self._wait_for_orphans()
                     procs.clear_stale_pidfile(self.data_dir)
                     await self._pg(
@@ -217,6 +223,7 @@ class LocalDriver:
     async def clone(self, source: NodeConfig) -> None:
         if await self.is_running():
             raise NodeError(f"{self.node.name}: stop the server before cloning over it")
+        await procs.stop_writers_into(self.data_dir)
         aside = self.data_dir.with_name(self.data_dir.name + ".pghad-old")
         shutil.rmtree(aside, ignore_errors=True)
         owner = self._owner_ids()

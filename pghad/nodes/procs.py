@@ -6,10 +6,12 @@ plain "does the PID exist" check would call it alive.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
+import time
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -90,6 +92,40 @@ def kill_all_in(data_dir: Path) -> int:
             os.kill(target, signal.SIGKILL)
             killed += 1
     return killed
+
+
+# Programs that write into a data directory from outside it (their working directory is elsewhere).
+WRITERS = ("pg_basebackup", "pg_rewind")
+
+
+def writers_into(data_dir: Path) -> list[int]:
+    """pg_basebackup or pg_rewind processes given `data_dir` as their directory: left running by
+    a daemon or agent killed in the middle of a copy or a rewind (they run in their own session)."""
+    target = str(data_dir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            exe_name = (entry / "exe").readlink().name
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if exe_name in WRITERS and target in argv:
+            found.append(int(entry.name))
+    return found
+
+
+async def stop_writers_into(data_dir: Path, bound_s: float = 5.0) -> int:
+    """SIGKILL leftover writers into `data_dir` and wait until they are gone."""
+    pids = writers_into(data_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + bound_s
+    while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return len(pids)
 
 
 def clear_stale_pidfile(data_dir: Path) -> bool:

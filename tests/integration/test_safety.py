@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pghad import pgbin
+from pghad import pgbin, runas
+from pghad.conninfo import replication_conninfo
 from pghad.errors import NodeError
 from pghad.nodes import procs
 from pghad.nodes.base import Role
@@ -417,3 +418,49 @@ def test_the_daemon_killed_during_a_switchover_leaves_one_primary_and_every_comm
 def _quietly(call: Callable[[str], object], path: str) -> None:
     with contextlib.suppress(OSError):  # the daemon is killed while it answers
         call(path)
+
+
+def test_a_copy_left_running_by_a_killed_daemon_does_not_hold_up_the_standby(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    """What a daemon killed while it copied a lost standby leaves behind: pg_basebackup (in its
+    own session) still writing into the standby's directory, here throttled to 32 kB/s so it
+    would run for an hour. The next daemon must not wait for it, start a half copy, or copy
+    over it: it stops it and copies afresh."""
+    config = lab.config
+    with connect(config, "node1") as conn:
+        conn.execute("CREATE TABLE kept AS SELECT generate_series(1, 1000) AS v")
+    node2 = config.local_node("node2")
+    kill9(config.node("node2"))
+    gone = node2.data_dir.with_name(node2.data_dir.name + ".lost")
+    node2.data_dir.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
+    primary = config.node("node1")
+    owner = runas.owner_of(node2.data_dir.parent)
+    leftover = subprocess.Popen(
+        [
+            *runas.prefix_for(owner),
+            str(pgbin.find_bin_dir(config.pg_bin) / "pg_basebackup"),
+            "-D",
+            str(node2.data_dir),
+            "-d",
+            replication_conninfo(primary, config.auth, "pghad_clone_node2", with_password=False),
+            "--max-rate=32k",
+        ],
+        env={**os.environ, "PGPASSWORD": config.auth.replication_password},
+        start_new_session=True,
+    )
+    try:
+        wait_for((node2.data_dir / "PG_VERSION").exists, 30, what="the copy under way")
+        daemon.start()
+        wait_for(
+            lambda: streaming_standbys(config, "node1").get("node2") is not None,
+            60,
+            what="node2 copied afresh and streaming",
+        )
+        assert leftover.wait(timeout=10) != 0  # stopped, not finished
+    finally:
+        leftover.kill()
+        leftover.wait()
+    with connect(config, "node2") as conn:
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1000,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import subprocess
 import sys
@@ -12,11 +13,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from pghad import pgbin
 from pghad.config import Config
+from pghad.conninfo import admin_conninfo
 from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient, LeaseRefused
+from pghad.nodes.base import Role
+from pghad.nodes.local import LocalDriver
+from tests.support.chaos import wait_for
 
 from ..conftest import REPO, Lab, _next_port
 
@@ -125,3 +133,76 @@ def test_an_agent_bound_off_loopback_without_a_token_refuses_to_start(lab: Lab) 
     )  # fmt: skip
     assert result.returncode == 2
     assert "agent.token" in result.stderr and str(lab.config_path) in result.stderr
+
+
+HAPROXY_TLS = """
+global
+    stats socket {socket} level admin
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+listen primary
+    bind 127.0.0.1:{port}
+    option httpchk GET /primary
+    http-check expect status 200
+    default-server inter 200ms fall 2 rise 1 check-ssl verify required ca-file {ca}
+    server node1 127.0.0.1:{pg_port} check port {agent_port}
+    server untrusted 127.0.0.1:{pg_port} check port {agent_port} ca-file {other_ca}
+"""
+
+
+def _haproxy_status(socket_path: Path, server: str = "node1") -> str:
+    """A server's check status in HAProxy's "show stat" (UP, DOWN, ...); "" if not answered."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(socket_path))
+            sock.sendall(b"show stat\n")
+            answer = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+    except OSError:
+        return ""
+    rows = [row.split(",") for row in answer.splitlines() if row.startswith(f"primary,{server},")]
+    return rows[0][17] if rows else ""
+
+
+def test_haproxy_checks_a_tls_agent_against_its_ca(
+    agent: tuple[Config, str], tmp_path: Path
+) -> None:
+    """The README's HAProxy check over TLS, with the certificate verified: node1 is UP while its
+    agent answers /primary with 200, DOWN once its server stops, UP again after a start; checked
+    against other CAs, the same agent is never UP."""
+    config, url = agent
+    node = config.local_node("node1")
+    port, socket_path = _next_port(), tmp_path / "haproxy.sock"
+    (tmp_path / "haproxy.cfg").write_text(
+        HAPROXY_TLS.format(
+            socket=socket_path,
+            port=port,
+            ca=config.agent.ca_file,
+            pg_port=node.port,
+            agent_port=url.rsplit(":", 1)[1],
+            other_ca="/etc/ssl/certs/ca-certificates.crt",
+        )
+    )
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")])
+    driver = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
+    try:
+        wait_for(lambda: _haproxy_status(socket_path) == "UP", 15, what="node1 UP in HAProxy")
+        wait_for(
+            lambda: _haproxy_status(socket_path, "untrusted") == "DOWN",
+            15,
+            what="the agent DOWN when checked against other CAs",
+        )
+        assert _haproxy_status(socket_path) == "UP"
+        through = make_conninfo(admin_conninfo(node, config.auth), port=port)
+        with psycopg.connect(through, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        asyncio.run(driver.stop())
+        wait_for(lambda: _haproxy_status(socket_path) == "DOWN", 15, what="node1 DOWN")
+        asyncio.run(driver.start(Role.PRIMARY))
+        wait_for(lambda: _haproxy_status(socket_path) == "UP", 15, what="node1 UP again")
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+        asyncio.run(driver.start(Role.PRIMARY))

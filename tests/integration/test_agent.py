@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import site
 import socket
 import ssl
 import subprocess
@@ -17,14 +21,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pghad import pgbin
+from pghad import pgbin, runas
 from pghad.config import Config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient, LeaseRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-from tests.support.chaos import wait_for
+from tests.support.chaos import is_writable, wait_for
 
 from ..conftest import REPO, Lab, _next_port
 
@@ -206,3 +210,79 @@ def test_haproxy_checks_a_tls_agent_against_its_ca(
         haproxy.terminate()
         haproxy.wait(timeout=10)
         asyncio.run(driver.start(Role.PRIMARY))
+
+
+def test_an_agent_run_as_the_data_owner_fences_stops_and_starts_its_server(lab: Lab) -> None:
+    """As systemd/pghad-agent.service runs it (User=postgres): no root, no runuser. The agent's
+    own Python must be one that user can execute (the test's lives under /root): Debian's, with
+    this virtualenv's packages."""
+    system_python = Path("/usr/bin/python3")
+    version = subprocess.run(
+        [str(system_python), "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"{system_python} is Python {version}, not this virtualenv's")
+    node = lab.config.local_node("node1")
+    owner = runas.owner_of(node.data_dir)
+    assert owner != "root"
+    port = _next_port()
+    lab.set("agent", "port", str(port))
+    lab.set("agent", "token", '"agent-secret"')
+    readable = lab.dir / "agent-config.toml"  # the lab's config is root's alone
+    shutil.copy(lab.config_path, readable)
+    runas.chown_to(readable, owner)
+    log = (lab.dir / "agent-owner.log").open("ab")
+    process = subprocess.Popen(
+        [*runas.prefix_for(owner), str(system_python), "-m", "pghad", "agent", "--config",
+         str(readable), "--node", "node1"],
+        stdout=log,
+        stderr=log,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{REPO}:{site.getsitepackages()[0]}"},
+    )  # fmt: skip
+    client = AgentClient(f"http://127.0.0.1:{port}", "agent-secret", None, "probe")
+    try:
+        wait_for(lambda: _answers(client), 20, what="the agent answering")
+    except AssertionError:
+        raise AssertionError((lab.dir / "agent-owner.log").read_text()[-3000:]) from None
+    try:
+        agent_pid = [p for p in _children(process.pid) if b"agent" in _cmdline(p)][-1]
+        assert Path(f"/proc/{agent_pid}").stat().st_uid == node.data_dir.stat().st_uid
+        assert "immediate" in asyncio.run(client.call("POST", "/fence", {}))["detail"]
+        assert is_writable(lab.config, "node1") is None
+        asyncio.run(client.call("POST", "/start", {"role": "primary"}))
+        assert is_writable(lab.config, "node1") is True
+        asyncio.run(client.call("POST", "/stop", {"mode": "fast"}))
+        assert asyncio.run(client.call("GET", "/process"))["server"] == "stopped"
+        asyncio.run(client.call("POST", "/start", {"role": "primary"}))
+        assert is_writable(lab.config, "node1") is True
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+def _answers(client: AgentClient) -> bool:
+    try:
+        asyncio.run(client.call("GET", "/health"))
+    except NodeError:
+        return False
+    return True
+
+
+def _children(pid: int) -> list[int]:
+    found = [pid]
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            found += _children(int(child))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

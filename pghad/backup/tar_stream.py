@@ -162,17 +162,21 @@ def _compare(manifest: bytes, seen: dict[str, tuple[str, int]]) -> None:
 
 class TarUnpack(TarCheck):
     """TarCheck that also writes the stream's directories and files under `into` (no links, no
-    names outside it, no file written twice)."""
+    names outside it, no file written twice); with `under`, only the members below that
+    directory of the stream."""
 
-    def __init__(self, into: Path) -> None:
+    def __init__(self, into: Path, under: str | None = None) -> None:
         super().__init__()
         self.into = into
+        self.under = under
         self._fd: int | None = None
 
     def _begin(self, name: str, kind: bytes, mode: int) -> None:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or not path.parts:
             raise StepFailed("unpack", f"refusing the member {name!r}: a name outside the backup")
+        if self.under is not None and not path.is_relative_to(self.under):
+            return
         target = self.into / path
         if kind == b"5":
             target.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -183,7 +187,8 @@ class TarUnpack(TarCheck):
             raise StepFailed("unpack", f"refusing {name!r}: a member of type {kind!r}")
 
     def _write(self, piece: bytes) -> None:
-        assert self._fd is not None
+        if self._fd is None:
+            return  # a member not unpacked
         view = memoryview(piece)
         while view:
             view = view[os.write(self._fd, view) :]

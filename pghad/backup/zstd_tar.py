@@ -146,11 +146,15 @@ def _ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
         producer.join()
 
 
-def verify_archive(directory: Path) -> None:
-    """Check every file in ARCHIVE against its manifest; write the manifest out beside it."""
-    check = TarCheck()
-    for chunk in _decompressed(directory / ARCHIVE):
-        check.feed(chunk)
+def verify_archive(directory: Path, wal_into: Path) -> None:
+    """Check every file in ARCHIVE against its manifest; write the manifest out beside it, and
+    the WAL the backup holds (which the manifest does not list) into `wal_into`, for parsing."""
+    check = TarUnpack(wal_into, under="pg_wal")
+    try:
+        for chunk in _decompressed(directory / ARCHIVE):
+            check.feed(chunk)
+    finally:
+        check.close()
     manifest = check.result()
     with create_private(directory / "backup_manifest") as out:
         out.write(manifest)

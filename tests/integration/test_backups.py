@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import redis
 import zstandard
 
 from pghad import pgbin
+from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, WalName
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
 from pghad.backup.planner import Requested, is_due
@@ -260,6 +262,28 @@ def test_a_changed_file_inside_a_zstd_backup_is_caught_by_verify(lab: Lab) -> No
     assert not target.exists()
     archive.write_bytes(archive.read_bytes()[:-1000])  # cut short
     with pytest.raises(StepFailed, match="damaged"):
+        asyncio.run(verify(runner.bin_dir, record))
+
+
+def test_damaged_wal_inside_a_zstd_backup_is_caught_by_verify(lab: Lab) -> None:
+    """The manifest lists no WAL file, so no checksum covers it: verify parses the WAL from the
+    backup's start to its end, as pg_verifybackup does for a plain backup."""
+    lab.set("backup", "compression", '"zstd"')
+    _config, runner = runner_for(lab)
+    record = asyncio.run(runner.run(DAY1))
+    asyncio.run(verify(runner.bin_dir, record))  # whole: it parses
+    archive = Path(record.path) / ARCHIVE
+    start = json.loads((Path(record.path) / "backup_manifest").read_text())["WAL-Ranges"][0]
+    high, low = (int(part, 16) for part in start["Start-LSN"].split("/"))
+    lsn = (high << 32) | low
+    raw = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(archive.read_bytes()))
+    name = "pg_wal/" + WalName(int(start["Timeline"]), lsn // DEFAULT_SEGMENT_SIZE).file_name()
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        segment = tar.getmember(name)
+    at = segment.offset_data + lsn % segment.size + 24  # the first record's data
+    raw[at : at + 16] = b"DAMAGED WAL DATA"
+    archive.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    with pytest.raises(StepFailed, match=rf"{record.id} is damaged: its WAL does not parse"):
         asyncio.run(verify(runner.bin_dir, record))
 
 

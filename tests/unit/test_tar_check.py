@@ -138,3 +138,21 @@ def test_unpack_writes_every_file_and_refuses_names_outside_and_links(tmp_path: 
     with pytest.raises(StepFailed, match="a member of type"):
         TarUnpack(tmp_path / "links").feed(out.getvalue())
     assert not (tmp_path / "links" / "PG_VERSION").exists()
+
+
+def test_unpack_under_a_directory_writes_only_its_members_and_checks_them_all(
+    tmp_path: Path,
+) -> None:
+    segment = {"pg_wal/000000010000000000000002": b"wal" * 1000}
+    manifest = manifest_for(FILES)
+    unpack = TarUnpack(tmp_path, under="pg_wal")
+    unpack.feed(tar_of({**FILES, **segment}, manifest))
+    assert unpack.result() == manifest
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["pg_wal/000000010000000000000002"]
+    name, data = next(iter(FILES.items()))
+    changed = {**FILES, name: b"x" * len(data)}
+    unpack = TarUnpack(tmp_path / "again", under="pg_wal")
+    unpack.feed(tar_of({**changed, **segment}, manifest))
+    with pytest.raises(StepFailed, match=name):  # not written, still checked
+        unpack.result()

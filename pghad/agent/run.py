@@ -1,4 +1,5 @@
-"""`pghad agent --config FILE [--node NAME]`: serve the agent API until SIGTERM or SIGINT."""
+"""`pghad agent --config FILE [--node NAME]`: serve the agent API until SIGTERM or SIGINT; SIGHUP
+reloads what can change while it runs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from .app import build_agent_app
 from .service import AgentService
 
 log = structlog.get_logger("pghad.agent")
+# Bound when the agent starts: its socket and TLS, the cluster's nodes and passwords (the driver
+# and the watches hold them), and its check cadence. Its failover timing comes from the daemon.
+RESTART_ONLY = ("agent.bind", "agent.port", "agent.tls_cert", "agent.tls_key",
+                "agent.peer_interval", "nodes", "auth")  # fmt: skip
 
 
 class _Server(uvicorn.Server):
@@ -44,7 +49,37 @@ def check_agent_config(config: Config, source: Path, node: str | None) -> str:
     return name
 
 
-async def serve(service: AgentService) -> None:
+def _setting(config: Config, dotted: str) -> object:
+    value: object = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _secrets(config: Config) -> list[str]:
+    return [config.auth.password, config.auth.replication_password, config.agent.token]
+
+
+async def reload_agent(service: AgentService, config_path: Path) -> None:
+    """SIGHUP: the token and the log settings apply at once; the rest is named as waiting for a
+    restart. A config that does not load, or would be unsafe, changes nothing."""
+    running = service.config
+    try:
+        new = await asyncio.to_thread(load_config, config_path)
+        check_agent_config(new, config_path, service.node.name)
+    except ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc), kept="running config")
+        return
+    waiting = [key for key in RESTART_ONLY if _setting(new, key) != _setting(running, key)]
+    token = new.agent.token
+    service.config = running.model_copy(
+        update={"agent": running.agent.model_copy(update={"token": token}), "log": new.log}
+    )
+    logs.configure(new.log.format, new.log.level, [*_secrets(running), token])
+    log.info("config_reloaded", node=service.node.name, needs_restart=waiting)
+
+
+async def serve(service: AgentService, config_path: Path) -> None:
     agent = service.config.agent
     config = uvicorn.Config(
         build_agent_app(service),
@@ -64,6 +99,14 @@ async def serve(service: AgentService) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(reload_agent(service, config_path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     service.start()
     scheme = "https" if agent.tls_cert else "http"
     log.info("agent_started", node=service.node.name, url=f"{scheme}://{agent.bind}:{agent.port}")
@@ -77,7 +120,6 @@ async def serve(service: AgentService) -> None:
 def run_agent(config_path: Path, node: str | None) -> int:
     config = load_config(config_path)
     name = check_agent_config(config, config_path, node)
-    secrets = [config.auth.password, config.auth.replication_password, config.agent.token]
-    logs.configure(config.log.format, config.log.level, secrets)
-    asyncio.run(serve(AgentService(config, name)))
+    logs.configure(config.log.format, config.log.level, _secrets(config))
+    asyncio.run(serve(AgentService(config, name), config_path))
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
+import signal
 import site
 import socket
 import ssl
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -288,3 +291,50 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_sighup_applies_a_new_token_and_keeps_running_on_a_bad_config(
+    lab: Lab, agent: tuple[Config, str]
+) -> None:
+    _config, url = agent
+    pid = next(
+        p
+        for p in (int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+        if b"agent" in _cmdline(p) and str(lab.config_path).encode() in _cmdline(p)
+    )
+    cert = lab.config.agent.ca_file
+
+    def status(token: str) -> int:
+        try:
+            asyncio.run(AgentClient(url, token, cert, "probe").call("GET", "/process"))
+        except NodeError as exc:
+            return 401 if " 401 " in str(exc) else 0
+        return 200
+
+    lab.set("agent", "token", '"rotated-secret"')
+    lab.set("agent", "peer_interval", "0.5")
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: status("rotated-secret") == 200, 10, what="the new token accepted")
+    assert status("agent-secret") == 401
+    reloaded = [e for e in _log_events(lab.dir / "agent.log") if e["event"] == "config_reloaded"]
+    assert reloaded[-1]["needs_restart"] == ["agent.peer_interval"]
+    good = lab.config_path.read_text()
+    lab.config_path.write_text(good + "\n[agent\n")  # not TOML
+    os.kill(pid, signal.SIGHUP)
+    wait_for(
+        lambda: any(
+            e["event"] == "config_reload_failed" for e in _log_events(lab.dir / "agent.log")
+        ),
+        10,
+        what="the reload refused",
+    )
+    assert status("rotated-secret") == 200  # running, on the config it had
+    lab.config_path.write_text(good)
+
+
+def _log_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            events.append(json.loads(line))
+    return events

@@ -28,6 +28,7 @@ from pghad.nodes.base import Role
 
 STOP_TIMEOUT_S = 30
 DEFAULT_SOCKET = "/var/run/docker.sock"
+ONE_OFF_LABEL = "pghad.one-off"  # the node a throwaway container works on
 
 
 def docker_client() -> Any:
@@ -112,6 +113,7 @@ class DockerDriver:
 
     async def _one_off(self, command: str, env: dict[str, str] | None = None) -> str:
         """Run `command` as postgres in a throwaway container with the node's volumes."""
+        await self._call(self._remove_leftovers)
         container = await self._call(self._container)
         networks = list(container.attrs["NetworkSettings"]["Networks"])
         try:
@@ -124,6 +126,7 @@ class DockerDriver:
                 network=networks[0] if networks else None,
                 environment=env or {},
                 remove=True,
+                labels={ONE_OFF_LABEL: self.node.name},
                 stdout=True,
                 stderr=True,
                 entrypoint=[],
@@ -184,6 +187,13 @@ class DockerDriver:
             f"--source-server={shlex.quote(conninfo)}",
             env={"PGPASSWORD": self.auth.password},
         )
+
+    def _remove_leftovers(self) -> None:
+        """One-off containers of this node that a daemon killed mid-operation left running (a
+        copy or a rewind goes on without it): removed before the next one touches the data."""
+        leftovers = {"label": f"{ONE_OFF_LABEL}={self.node.name}"}
+        for container in self.client.containers.list(filters=leftovers):
+            container.remove(force=True)
 
     async def clone(self, source: NodeConfig) -> None:
         if await self.is_running():

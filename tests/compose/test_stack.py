@@ -54,7 +54,18 @@ def _kill_and_failover(stack: Stack, how: list[str]) -> None:
 
 
 def test_docker_kill_of_the_primary_fails_over_rejoins_and_fails_back(stack: Stack) -> None:
-    _kill_and_failover(stack, ["kill"])
+    """With a leftover of a killed daemon: a throwaway container still holding postgres_master's
+    data volume, as a rewind or a copy would go on without the daemon. The rejoin removes it
+    before its own pg_rewind touches the data."""
+    label = "pghad.one-off=postgres_master"
+    run("docker", "run", "-d", "--label", label, "--volumes-from", "postgres_master",
+        "--entrypoint", "sleep", "postgres:18", "600")  # fmt: skip
+    try:
+        _kill_and_failover(stack, ["kill"])
+        assert run("docker", "ps", "-q", "--filter", f"label={label}").strip() == ""
+    finally:
+        for leftover in run("docker", "ps", "-aq", "--filter", f"label={label}").split():
+            run("docker", "rm", "-f", leftover)
 
 
 def test_docker_stop_of_the_primary_fails_over_too(stack: Stack) -> None:

@@ -32,6 +32,7 @@ from pghad.nodes.agent import AgentClient, LeaseRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
 from tests.support.chaos import is_writable, wait_for
+from tests.support.haproxy import primary_listener
 
 from ..conftest import REPO, Lab, _next_port
 
@@ -142,22 +143,7 @@ def test_an_agent_bound_off_loopback_without_a_token_refuses_to_start(lab: Lab) 
     assert "agent.token" in result.stderr and str(lab.config_path) in result.stderr
 
 
-HAPROXY_TLS = """
-global
-    stats socket {socket} level admin
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-listen primary
-    bind 127.0.0.1:{port}
-    option httpchk GET /primary
-    http-check expect status 200
-    default-server inter 200ms fall 2 rise 1 check-ssl verify required ca-file {ca}
-    server node1 127.0.0.1:{pg_port} check port {agent_port}
-    server untrusted 127.0.0.1:{pg_port} check port {agent_port} ca-file {other_ca}
-"""
+OTHER_CAS = "/etc/ssl/certs/ca-certificates.crt"  # the system's, none of which signed the agent's
 
 
 def _haproxy_status(socket_path: Path, server: str = "node1") -> str:
@@ -182,16 +168,11 @@ def test_haproxy_checks_a_tls_agent_against_its_ca(
     config, url = agent
     node = config.local_node("node1")
     port, socket_path = _next_port(), tmp_path / "haproxy.sock"
-    (tmp_path / "haproxy.cfg").write_text(
-        HAPROXY_TLS.format(
-            socket=socket_path,
-            port=port,
-            ca=config.agent.ca_file,
-            pg_port=node.port,
-            agent_port=url.rsplit(":", 1)[1],
-            other_ca="/etc/ssl/certs/ca-certificates.crt",
-        )
-    )
+    server = f"127.0.0.1:{node.port} check port {url.rsplit(':', 1)[1]}"
+    servers = [f"server node1 {server}", f"server untrusted {server} ca-file {OTHER_CAS}"]
+    checks = f"inter 200ms fall 2 rise 1 check-ssl verify required ca-file {config.agent.ca_file}"
+    stats = f"stats socket {socket_path} level admin"
+    (tmp_path / "haproxy.cfg").write_text(primary_listener(port, checks, servers, stats))
     haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")])
     driver = LocalDriver(node, config.auth, pgbin.find_bin_dir(config.pg_bin))
     try:

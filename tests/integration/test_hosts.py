@@ -24,6 +24,7 @@ from pghad.lab_hosts import lab_up_hosts
 from pghad.nodes import procs
 from tests.support.chaos import Writer, is_writable, kill9, wait_for
 from tests.support.delay_proxy import DelayProxy
+from tests.support.haproxy import primary_listener
 
 from ..conftest import REPO, DaemonProcess, Lab, _next_port
 
@@ -292,23 +293,6 @@ def test_a_second_daemon_for_the_same_agents_refuses_to_start(
     assert "holds" in result.stderr or "another pghad" in result.stderr, result.stderr
 
 
-HAPROXY = """
-global
-    maxconn 100
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-listen primary
-    bind 127.0.0.1:{port}
-    option httpchk GET /primary
-    http-check expect status 200
-    default-server inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions
-{servers}
-"""
-
-
 def haproxy_writer(config: Any, port: int, stop: Any, acked: list[float]) -> None:
     """Commit through HAProxy's one address, reconnecting at once after an error."""
     node = config.node("node1")
@@ -335,11 +319,11 @@ def test_a_writer_through_haproxy_on_the_agents_primary_check_resumes_after_a_ki
     lab, _, daemon = running
     config = lab.config
     port = _next_port()
-    servers = "\n".join(
-        f"    server {n.name} {n.host}:{n.port} check port {config.agent.port}"
-        for n in config.nodes
-    )
-    (lab.dir / "haproxy.cfg").write_text(HAPROXY.format(port=port, servers=servers))
+    servers = [
+        f"server {n.name} {n.host}:{n.port} check port {config.agent.port}" for n in config.nodes
+    ]
+    checks = "inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions"
+    (lab.dir / "haproxy.cfg").write_text(primary_listener(port, checks, servers))
     haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(lab.dir / "haproxy.cfg")])
     stop, acked = threading.Event(), list[float]()
     writer = threading.Thread(target=haproxy_writer, args=(config, port, stop, acked))

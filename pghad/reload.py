@@ -5,29 +5,34 @@ from __future__ import annotations
 from pghad.config import Config
 from pghad.errors import ConfigError
 
-# (section, key) pairs that are bound at start: sockets, drivers, files, clients.
+# Settings bound at start: sockets, drivers, files, clients.
 RESTART_ONLY = (
-    ("nodes", None),
-    ("pg_bin", None),
-    ("api", "bind"),
-    ("api", "port"),
-    ("state", "dir"),
-    ("redis", "url"),
-    ("redis", "key_prefix"),
-    ("cluster", "name"),  # every Redis hash carries it: a new name would disown the old ones
+    "nodes",
+    "pg_bin",
+    "api.bind",
+    "api.port",
+    "state.dir",
+    "redis.url",
+    "redis.key_prefix",
+    "cluster.name",  # every Redis hash carries it: a new name would disown the old ones
 )
+
+
+def _setting(config: Config, dotted: str) -> object:
+    value: object = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def changed(running: Config, new: Config, settings: tuple[str, ...]) -> list[str]:
+    """Which of `settings` ("section.key", or a whole section) differ between the two."""
+    return [key for key in settings if _setting(new, key) != _setting(running, key)]
 
 
 def merge_reloaded(running: Config, new: Config) -> tuple[Config, list[str]]:
     """The config to run with now, and the changed settings that wait for a restart."""
-    needs_restart = []
-    for section, key in RESTART_ONLY:
-        old_value = (
-            getattr(running, section) if key is None else getattr(getattr(running, section), key)
-        )
-        new_value = getattr(new, section) if key is None else getattr(getattr(new, section), key)
-        if old_value != new_value:
-            needs_restart.append(section if key is None else f"{section}.{key}")
+    needs_restart = changed(running, new, RESTART_ONLY)
     merged = new.model_copy(
         update={
             "nodes": running.nodes,

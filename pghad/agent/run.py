@@ -16,6 +16,7 @@ from pghad import logs
 from pghad.api_guard import ACCEPT_BACKLOG, BoundedH11Protocol, is_loopback
 from pghad.config import Config, load_config
 from pghad.errors import ConfigError
+from pghad.reload import changed
 
 from .app import build_agent_app
 from .service import AgentService
@@ -49,13 +50,6 @@ def check_agent_config(config: Config, source: Path, node: str | None) -> str:
     return name
 
 
-def _setting(config: Config, dotted: str) -> object:
-    value: object = config
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def _secrets(config: Config) -> list[str]:
     return [config.auth.password, config.auth.replication_password, config.agent.token]
 
@@ -70,7 +64,7 @@ async def reload_agent(service: AgentService, config_path: Path) -> None:
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc), kept="running config")
         return
-    waiting = [key for key in RESTART_ONLY if _setting(new, key) != _setting(running, key)]
+    waiting = changed(running, new, RESTART_ONLY)
     token = new.agent.token
     service.config = running.model_copy(
         update={"agent": running.agent.model_copy(update={"token": token}), "log": new.log}

@@ -125,7 +125,8 @@ def _check_manifest(manifest: bytes) -> dict[str, Any]:
 
 def _missing_wal(parsed: dict[str, Any], seen: dict[str, tuple[str, int]]) -> list[str]:
     """The WAL segments the manifest's WAL-Ranges need, absent or of the wrong size. (Their
-    records are parsed once unpacked, when a restore runs pg_verifybackup on the result.)"""
+    records are parsed by pg_waldump once unpacked: by `pghad verify`, and by a restore's check
+    of its result.)"""
     sizes = {size for name, (_, size) in seen.items() if _is_segment(name)}
     segment_size = max(sizes, default=DEFAULT_SEGMENT_SIZE)
     problems = []

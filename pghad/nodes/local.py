@@ -196,10 +196,10 @@ class LocalDriver:
             wait=wait_fixed(REWIND_RETRY_S),
             reraise=True,
         )
+        await procs.stop_writers_into(self.data_dir)
         try:
             async for attempt in retrying:
                 with attempt:
-                    await procs.stop_writers_into(self.data_dir)
                     await self._wait_for_orphans()
                     procs.clear_stale_pidfile(self.data_dir)
                     await self._pg(

@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -65,13 +66,26 @@ def is_postmaster_of(pid: int, data_dir: Path) -> bool:
     return exe_name in ("postgres", "postmaster") and cwd == data_dir.resolve() and uid == owner
 
 
+def _process_dirs() -> Iterator[Path]:
+    """/proc/<pid> of every process."""
+    return (entry for entry in Path("/proc").iterdir() if entry.name.isdigit())
+
+
+def _sigkill(pids: list[int]) -> int:
+    """SIGKILL each of `pids` still there; how many were."""
+    killed = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
 def processes_in(data_dir: Path) -> list[int]:
     """Live processes whose working directory is the data directory (postmaster and backends)."""
     target = data_dir.resolve()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in _process_dirs():
         try:
             cwd = (entry / "cwd").readlink()
         except OSError:
@@ -84,14 +98,8 @@ def processes_in(data_dir: Path) -> list[int]:
 
 def kill_all_in(data_dir: Path) -> int:
     """SIGKILL the postmaster first, then every process still working in the data directory."""
-    killed = 0
     pid = live_postmaster(data_dir)
-    pids = ([pid] if pid else []) + [p for p in processes_in(data_dir) if p != pid]
-    for target in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signal.SIGKILL)
-            killed += 1
-    return killed
+    return _sigkill(([pid] if pid else []) + [p for p in processes_in(data_dir) if p != pid])
 
 
 # Programs that write into a data directory from outside it (their working directory is elsewhere).
@@ -103,9 +111,7 @@ def writers_into(data_dir: Path) -> list[int]:
     a daemon or agent killed in the middle of a copy or a rewind (they run in their own session)."""
     target = str(data_dir).encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in _process_dirs():
         try:
             exe_name = (entry / "exe").readlink().name
             argv = (entry / "cmdline").read_bytes().split(b"\0")
@@ -119,9 +125,7 @@ def writers_into(data_dir: Path) -> list[int]:
 async def stop_writers_into(data_dir: Path, bound_s: float = 5.0) -> int:
     """SIGKILL leftover writers into `data_dir` and wait until they are gone."""
     pids = writers_into(data_dir)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    _sigkill(pids)
     deadline = time.monotonic() + bound_s
     while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -167,9 +171,7 @@ def reap_postgres_zombies() -> int:
     """Reap zombie children pghad adopted (see ADOPTED); its own children are left alone."""
     me = os.getpid()
     reaped = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in _process_dirs():
         try:
             stat = (entry / "stat").read_text()
         except OSError:

@@ -23,7 +23,7 @@ import redis
 from pghad.config import Config, load_config
 from pghad.lab import free_port, lab_destroy, lab_up
 from pghad.nodes import procs
-from tests.support.chaos import set_config_value
+from tests.support.chaos import log_events, set_config_value
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -180,13 +180,10 @@ class DaemonProcess:
         return self
 
     def events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return events
+        return log_events(self.log_path)
+
+    def named(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == kind]
 
     def decisions(self, code: str) -> list[dict[str, Any]]:
         return [e for e in self.events() if e.get("event") == "decision" and e.get("code") == code]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -18,7 +17,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -31,7 +29,7 @@ from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient, LeaseRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-from tests.support.chaos import is_writable, wait_for
+from tests.support.chaos import is_writable, log_events, wait_for
 from tests.support.haproxy import primary_listener
 
 from ..conftest import REPO, Lab, _next_port
@@ -297,25 +295,17 @@ def test_sighup_applies_a_new_token_and_keeps_running_on_a_bad_config(
     os.kill(pid, signal.SIGHUP)
     wait_for(lambda: status("rotated-secret") == 200, 10, what="the new token accepted")
     assert status("agent-secret") == 401
-    reloaded = [e for e in _log_events(lab.dir / "agent.log") if e["event"] == "config_reloaded"]
+    reloaded = [e for e in log_events(lab.dir / "agent.log") if e["event"] == "config_reloaded"]
     assert reloaded[-1]["needs_restart"] == ["agent.peer_interval"]
     good = lab.config_path.read_text()
     lab.config_path.write_text(good + "\n[agent\n")  # not TOML
     os.kill(pid, signal.SIGHUP)
     wait_for(
         lambda: any(
-            e["event"] == "config_reload_failed" for e in _log_events(lab.dir / "agent.log")
+            e["event"] == "config_reload_failed" for e in log_events(lab.dir / "agent.log")
         ),
         10,
         what="the reload refused",
     )
     assert status("rotated-secret") == 200  # running, on the config it had
     lab.config_path.write_text(good)
-
-
-def _log_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            events.append(json.loads(line))
-    return events

@@ -23,10 +23,6 @@ from tests.support.chaos import (
 from ..conftest import DaemonProcess, Lab
 
 
-def _failovers(daemon: DaemonProcess) -> list[dict[str, object]]:
-    return [e for e in daemon.events() if e.get("event") == "failover"]
-
-
 def _driver(lab: Lab, name: str) -> LocalDriver:
     config = lab.config
     return LocalDriver(config.local_node(name), config.auth, pgbin.find_bin_dir(config.pg_bin))
@@ -49,7 +45,7 @@ def test_kill9_of_primary_promotes_standby_without_losing_commits(
     writer.stop()
     assert len(writer.acked) > 50
     assert writer.missing_on("node2") == []
-    assert len(_failovers(daemon)) == 1
+    assert len(daemon.named("failover")) == 1
     # The old primary comes back as a standby of the new one (auto_rejoin).
     wait_for(
         lambda: "node1" in streaming_standbys(config, "node2"),
@@ -99,7 +95,7 @@ def test_outage_shorter_than_threshold_does_not_fail_over(lab: Lab, daemon: Daem
     asyncio.run(node1.start(Role.PRIMARY))
     daemon.wait_event(lambda e: e.get("code") == "primary_down", 5, "primary_down decision")
     time.sleep(6)
-    assert _failovers(daemon) == []
+    assert daemon.named("failover") == []
     assert is_writable(config, "node1") is True
     assert is_writable(config, "node2") is False
 
@@ -181,7 +177,7 @@ def test_ineligible_standby_is_not_promoted_and_the_log_says_why(
     )
     assert "may lack acknowledged commits" in str(refusal["reason"])
     time.sleep(3)
-    assert _failovers(daemon) == []
+    assert daemon.named("failover") == []
     assert is_writable(config, "node2") is False
 
 
@@ -210,7 +206,7 @@ def test_a_killed_primary_whose_standby_may_not_take_over_is_started_again(
         assert writer.first_commit_on("node1", killed) is not None
     finally:
         thaw(pids)
-    assert _failovers(daemon) == []
+    assert daemon.named("failover") == []
     assert writer.missing_on("node1") == []
     wait_for(
         lambda: streaming_standbys(config, "node1").get("node2") is not None,
@@ -236,7 +232,7 @@ def test_daemon_killed_while_primary_down_fails_over_once(lab: Lab, daemon: Daem
             what="node1 streaming from node2",
         )
         time.sleep(2)
-        assert len(_failovers(restarted)) == 1
+        assert len(restarted.named("failover")) == 1
         assert [is_writable(config, "node1"), is_writable(config, "node2")] == [False, True]
     finally:
         restarted.stop()

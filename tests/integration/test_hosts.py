@@ -22,7 +22,7 @@ import pytest
 from pghad.lab import lab_destroy
 from pghad.lab_hosts import lab_up_hosts
 from pghad.nodes import procs
-from tests.support.chaos import Writer, is_writable, kill9, wait_for
+from tests.support.chaos import Writer, is_writable, kill9, log_events, wait_for
 from tests.support.delay_proxy import DelayProxy
 from tests.support.haproxy import primary_listener
 
@@ -98,15 +98,7 @@ def start_daemon(lab: Lab, net: dict[str, Any]) -> DaemonProcess:
 
 
 def agent_events(lab: Lab, node: str, kind: str) -> list[dict[str, Any]]:
-    found = []
-    for line in (lab.dir / f"agent-{node}.log").read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == kind:
-            found.append(event)
-    return found
+    return [e for e in log_events(lab.dir / f"agent-{node}.log") if e.get("event") == kind]
 
 
 def fence_timings(lab: Lab) -> list[float | None]:
@@ -120,7 +112,7 @@ def at(event: dict[str, Any]) -> datetime:
 
 
 def count(daemon: DaemonProcess, kind: str) -> int:
-    return sum(1 for e in daemon.events() if e.get("event") == kind)
+    return len(daemon.named(kind))
 
 
 def test_kill_9_of_the_primary_fails_over_and_rejoins_over_the_network(

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pghad import pgbin, runas
-from pghad.conninfo import replication_conninfo
+from pghad.conninfo import clone_application_name, replication_conninfo
 from pghad.errors import NodeError
 from pghad.nodes import procs
 from pghad.nodes.base import Role
@@ -30,6 +29,7 @@ from tests.support.chaos import (
     connect,
     is_writable,
     kill9,
+    lose_data_dir,
     streaming_standbys,
     wait_for,
 )
@@ -167,12 +167,7 @@ def test_a_lost_data_directory_is_rebuilt(lab: Lab, daemon: DaemonProcess, node:
         conn.execute("CREATE TABLE kept (v int)")
         conn.execute("INSERT INTO kept VALUES (1)")
     kill9(lost)
-    # Gone in one step: the killed postmaster's children write on for a moment, and a removal
-    # file by file would race them (and the daemon) over a half-deleted directory.
-    data_dir = config.local_node(node).data_dir
-    gone = data_dir.with_name(data_dir.name + ".lost")
-    data_dir.rename(gone)
-    shutil.rmtree(gone, ignore_errors=True)
+    lose_data_dir(config.local_node(node).data_dir)
     primary = "node2" if node == "node1" else "node1"
     wait_for(
         lambda: (
@@ -332,7 +327,7 @@ def test_a_full_state_disk_holds_the_failover_until_it_can_be_recorded(
             "the promotion skipped for want of a state file",
         )
         time.sleep(2.0)
-        assert _failovers(daemon) == [] and is_writable(config, "node2") is False
+        assert daemon.named("failover") == [] and is_writable(config, "node2") is False
         freed = time.monotonic()
         filler.unlink()
         daemon.wait_event(lambda e: e.get("event") == "failover", 20, "failover once recorded")
@@ -345,10 +340,6 @@ def test_a_full_state_disk_holds_the_failover_until_it_can_be_recorded(
     finally:
         daemon.stop()
         subprocess.run(["umount", "-l", str(state)], check=False)
-
-
-def _failovers(daemon: DaemonProcess) -> list[dict[str, object]]:
-    return [e for e in daemon.events() if e.get("event") == "failover"]
 
 
 def _moment(lab: Lab, moment: str) -> Callable[[], bool]:
@@ -432,9 +423,7 @@ def test_a_copy_left_running_by_a_killed_daemon_does_not_hold_up_the_standby(
         conn.execute("CREATE TABLE kept AS SELECT generate_series(1, 1000) AS v")
     node2 = config.local_node("node2")
     kill9(config.node("node2"))
-    gone = node2.data_dir.with_name(node2.data_dir.name + ".lost")
-    node2.data_dir.rename(gone)
-    shutil.rmtree(gone, ignore_errors=True)
+    lose_data_dir(node2.data_dir)
     primary = config.node("node1")
     owner = runas.owner_of(node2.data_dir.parent)
     leftover = subprocess.Popen(
@@ -444,7 +433,9 @@ def test_a_copy_left_running_by_a_killed_daemon_does_not_hold_up_the_standby(
             "-D",
             str(node2.data_dir),
             "-d",
-            replication_conninfo(primary, config.auth, "pghad_clone_node2", with_password=False),
+            replication_conninfo(
+                primary, config.auth, clone_application_name("node2"), with_password=False
+            ),
             "--max-rate=32k",
         ],
         env={**os.environ, "PGPASSWORD": config.auth.replication_password},

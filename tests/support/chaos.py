@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import tomlkit
@@ -73,6 +76,23 @@ def postmaster(node: NodeConfig) -> int:
     pid = procs.live_postmaster(node.data_dir)
     assert pid is not None, f"{node.name} is not running"
     return pid
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a log file (the daemon's or an agent's); other lines are skipped."""
+    events = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            events.append(json.loads(line))
+    return events
+
+
+def lose_data_dir(data_dir: Path) -> None:
+    """Remove a data directory in one step: a killed postmaster's children write on for a
+    moment, and a removal file by file would race them (and the daemon)."""
+    gone = data_dir.with_name(data_dir.name + ".lost")
+    data_dir.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def kill9(node: NodeConfig) -> float:

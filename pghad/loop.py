@@ -23,15 +23,17 @@ from pghad.cluster.model import (
     ClusterState,
     Memory,
     Promote,
+    SetSynchronous,
     action_key,
     action_name,
     action_target,
+    is_safety_action,
 )
 from pghad.cluster.observation import ClusterView, lagging
 from pghad.cluster.observe import observe
 from pghad.cluster.procedures import OperationResult
 from pghad.config import Config
-from pghad.errors import OperationRefused, PghadError
+from pghad.errors import NodeError, OperationRefused, PghadError
 from pghad.hooks import Hooks
 from pghad.intake import Intake
 from pghad.operations import Act, Entry, Lane, Operations, Request, describe
@@ -72,6 +74,7 @@ class Loop:
         self.archiver = Archiver(lambda: self.config, runtime.backups.bin_dir, recorder.event)
         self._background: set[asyncio.Task[Any]] = set()
         self._persisting = asyncio.Lock()  # a round and a pause request may both write state.json
+        self._intents = 0  # promotions recorded by operations
 
     @property
     def config(self) -> Config:
@@ -79,11 +82,23 @@ class Loop:
 
     async def tick(self) -> None:
         await self._collect()
+        intents = self._intents
         self.view = await observe(self.runtime.nodes, self.config.cluster.probe_timeout)
         self.recorder.lag(lagging(self.view, self.config.cluster.lag_alert_s), self.view)
+        if intents != self._intents:
+            # A promotion was ordered while this round observed: its view predates the intent
+            # and could read the old primary as still serving. The next round looks again.
+            self.ops.wake.set()
+            return
         now = self.clock()
         busy = frozenset(self.runtime.nodes) if self.ops.busy(Lane.CLUSTER) else frozenset()
-        decision = decide(self.view, self.memory, self.config, now, busy, paused=self.paused)
+        relaxing = any(
+            isinstance(a, SetSynchronous) and is_safety_action(a)
+            for a in self.ops.pending_actions()
+        )
+        decision = decide(
+            self.view, self.memory, self.config, now, busy, paused=self.paused, relaxing=relaxing
+        )
         self.recorder.decision(decision)
         changed = decision.memory != self.memory
         before, self.memory = self.memory, decision.memory
@@ -99,8 +114,7 @@ class Loop:
             # Not done, so not remembered as done (a failover's "standby no longer eligible"
             # would otherwise refuse the same failover once the disk has room again).
             self.memory, actions = before, ()
-        if actions and not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
-            self.ops.submit(Act(actions))
+        self._submit(actions)
         self.archiver.follow(self.view, self.memory.primary, now)
         self.intake.check_trigger()
         if self.intake.schedule_due(now):
@@ -111,6 +125,29 @@ class Loop:
         metrics.observe_round(self.view, self.memory, time.time(), self.config.cluster.synchronous)
         metrics.observe_archive(self.archiver.state if self.archiver.enabled else None)
         self.last_round_at = self.clock()
+
+    def _submit(self, actions: tuple[Action, ...]) -> None:
+        if not actions:
+            return
+        if not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
+            self.ops.submit(Act(actions))
+            return
+        safety = tuple(a for a in actions if is_safety_action(a))
+        if safety and not self.ops.busy(Lane.SAFETY):
+            self.ops.submit(Act(safety, safety=True))
+
+    async def record_promotion(self, new: str, old: str | None) -> None:
+        """An operation is about to promote `new`: on disk first, so that no daemon (this one, or
+        one restarted from the file) starts `old` as a primary while `new` may be one."""
+        before = self.memory
+        self.memory = results.promotion_intended(self.memory, new, old)
+        self._intents += 1
+        if not await self._persist():
+            self.memory = before
+            raise NodeError(
+                f"step record: the state file could not be written, so {new} was not promoted "
+                "(nothing is done unrecorded); free the state directory and retry"
+            )
 
     async def set_paused(self, paused: bool) -> bool:
         """Maintenance mode on or off, on disk before it is answered; False if unchanged."""
@@ -170,7 +207,7 @@ class Loop:
 
     def _execute(self, request: Request) -> Awaitable[Any]:
         # An operation finishes with the runtime, memory and time it started with.
-        return self.runtime.execute(request, self.memory, self.wall_clock())
+        return self.runtime.execute(request, self.memory, self.wall_clock(), self.record_promotion)
 
     # ---- collecting results (at the start of a round, before observing) --------------------
 

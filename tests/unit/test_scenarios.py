@@ -31,11 +31,12 @@ def make(
 
 
 async def settle(daemon: Daemon) -> None:
-    for _ in range(100):
+    """Let running requests finish (an operation writes its promotion intent in a thread)."""
+    for _ in range(1000):
         running = [e.task for e in daemon.loop.ops.running.values() if e.task]
         if all(task.done() for task in running):
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.002)
 
 
 async def rounds(daemon: Daemon, clock: FakeClock, count: int, step: float = 1.0) -> None:
@@ -167,7 +168,7 @@ def test_one_operation_at_a_time_and_the_trigger_waits(tmp_path: Path) -> None:
 def test_a_switchover_whose_promotion_fails_puts_the_old_primary_back(tmp_path: Path) -> None:
     daemon, cluster, clock = make(tmp_path)
 
-    async def refuse() -> bool:
+    async def refuse(archive: bool = False) -> bool:
         raise NodeError("b: promotion refused")
 
     cluster.nodes["b"].promote = refuse  # type: ignore[method-assign]
@@ -212,9 +213,9 @@ def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -
     states: list[dict[str, object]] = []
     original = b.promote
 
-    async def checking() -> bool:
+    async def checking(archive: bool = False) -> bool:
         states.append(json.loads((tmp_path / "state.json").read_text()))
-        return await original()
+        return await original(archive)
 
     b.promote = checking  # type: ignore[method-assign]
     asyncio.run(rounds(daemon, clock, 2))
@@ -222,7 +223,7 @@ def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -
     asyncio.run(rounds(daemon, clock, 30, step=0.1))
     assert len(states) == 1
     assert states[0]["state"] == "failing_over" and states[0]["standby_eligible"] is False
-    assert states[0]["needs_rejoin"] == ["a"]
+    assert states[0]["needs_rejoin"] == ["a"] and states[0]["promoting"] == "b"
     assert not b.in_recovery and a.streaming_to(b)
 
 

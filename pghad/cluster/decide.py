@@ -83,7 +83,9 @@ def decide(
     seen = (memory.seen_in_recovery | {n for n, o in view.nodes.items() if o.is_standby}) - set(
         writable
     )
-    memory = replace(memory, seen_in_recovery=frozenset(seen))
+    memory = replace(
+        memory, seen_in_recovery=frozenset(seen), fence_timing=_confirmed_timing(view, memory)
+    )
     if len(writable) == 2:
         if paused:
             return replace(settle(view, memory, now), actions=())
@@ -172,6 +174,7 @@ def _with_primary(
         primary_seen_at=now,
         promoting=_still_promoting(memory.promoting, primary, streaming),
         seen_in_recovery=memory.seen_in_recovery,
+        fence_timing=memory.fence_timing,
     )
     details: dict[str, object] = {
         "primary": primary,
@@ -218,7 +221,7 @@ def _without_primary(
         (t for t in (memory.primary_down_since, memory.primary_seen_at) if t is not None), now
     )
     down_for = now - since
-    threshold = _failover_threshold(view, primary, config)
+    threshold = _failover_threshold(memory, primary, config)
     base = replace(memory, state=ClusterState.PRIMARY_DOWN, primary_down_since=since)
     error = view[primary].error or ("in recovery" if view[primary].is_standby else "down")
     details: dict[str, object] = {
@@ -274,12 +277,20 @@ def _without_primary(
     return Decision(new, (promote,), "failover", reason, details)
 
 
-def _failover_threshold(view: ClusterView, primary: str, config: Config) -> float:
+def _confirmed_timing(view: ClusterView, memory: Memory) -> tuple[tuple[str, float], ...]:
+    timing = dict(memory.fence_timing)
+    for name, obs in view.nodes.items():
+        witness = obs.witness
+        if witness is not None and witness.available and witness.self_fence_after is not None:
+            timing[name] = witness.self_fence_after
+    return tuple(sorted(timing.items()))
+
+
+def _failover_threshold(memory: Memory, primary: str, config: Config) -> float:
     """The threshold, or longer while the primary's agent last confirmed a longer self-fence
     timing (the threshold was lowered while it was cut off): it must have fenced first."""
     threshold = config.cluster.failover_threshold
-    witness = view[primary].witness
-    confirmed = witness.self_fence_after if witness is not None else None
+    confirmed = dict(memory.fence_timing).get(primary)
     if confirmed is None:
         return threshold
     return round(max(threshold, confirmed + threshold - config.self_fence_after), 3)

@@ -28,6 +28,13 @@ def load_memory(state_dir: Path, node_names: set[str]) -> Memory:
         needs_rejoin=frozenset(n for n in data.get("needs_rejoin", []) if n in node_names),
         timeline=data.get("timeline"),
         promoting=data["promoting"] if data.get("promoting") in node_names else None,
+        fence_timing=tuple(
+            sorted(
+                (name, float(seconds))
+                for name, seconds in (data.get("fence_timing") or {}).items()
+                if name in node_names and isinstance(seconds, int | float)
+            )
+        ),
     )
 
 
@@ -42,6 +49,7 @@ def save_memory(
         "needs_rejoin": sorted(memory.needs_rejoin),
         "timeline": memory.timeline,
         "promoting": memory.promoting,
+        "fence_timing": dict(memory.fence_timing),
         "failovers": history[-50:],
     }
     write_atomic(state_dir / STATE_FILE, json.dumps(data, indent=2, default=str) + "\n")

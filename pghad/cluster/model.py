@@ -126,6 +126,9 @@ class Memory:
     # Nodes this daemon process has itself seen in recovery and not promoted since: evidence
     # (not memory from a file) that a node pghad cannot reach now is not a primary.
     seen_in_recovery: frozenset[str] = frozenset()
+    # The self-fence timing each node's agent last confirmed, as (node, seconds): an agent cut
+    # off fences on that timing, so a lowered threshold waits for it, across restarts too.
+    fence_timing: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

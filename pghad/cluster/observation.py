@@ -39,7 +39,7 @@ class Witness:
     available: bool  # the agent answered this round
     primary_down_for_s: float | None  # None: it reaches the other node now
     at: float = 0.0
-    # The self-fence timing the agent last confirmed (kept while it does not answer).
+    # The self-fence timing the agent confirmed in this answer (the daemon's memory keeps it).
     self_fence_after: float | None = None
     self_fenced: bool = False  # the agent stopped its primary for want of the daemon and peer
 

@@ -29,6 +29,7 @@ def new_primary(memory: Memory, new: str, old: str | None) -> Memory:
         primary=new,
         needs_rejoin=needs_rejoin,
         seen_in_recovery=memory.seen_in_recovery - {new},
+        fence_timing=memory.fence_timing,
     )
 
 

@@ -88,8 +88,9 @@ class LocalDriver:
         return None  # no agent: pghad's host is the only observer
 
     async def server_state(self) -> ServerState:
-        if procs.live_postmaster(self.data_dir) is not None:
-            return ServerState.RUNNING
+        pid = procs.live_postmaster(self.data_dir)
+        if pid is not None:
+            return ServerState.FROZEN if procs.is_frozen(pid) else ServerState.RUNNING
         if not all((self.data_dir / name).is_file() for name in WHOLE_DATA_DIR):
             return ServerState.NO_DATA
         return ServerState.STOPPED

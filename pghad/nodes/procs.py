@@ -34,6 +34,11 @@ def is_alive(pid: int) -> bool:
     return state is not None and state not in DEAD_STATES
 
 
+def is_frozen(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP) or a tracer: alive, but answers nothing."""
+    return process_state(pid) in ("T", "t")
+
+
 def postmaster_pid(data_dir: Path) -> int | None:
     try:
         first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]

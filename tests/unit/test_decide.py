@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pghad.cluster.decide import decide
+from pghad.cluster.memory_file import load_memory, save_memory
 from pghad.cluster.model import (
     ClusterState,
     Fence,
@@ -358,17 +360,33 @@ def test_failover_waits_for_the_self_fence_timing_the_primarys_agent_last_confir
     cfg = config(threshold=2)  # self_fence_after 1.5 s
 
     def decided(confirmed: float | None, now: float) -> str:
-        cut_off = NodeObservation(
-            "a", False, error="timeout", witness=Witness(False, None, 0.0, confirmed)
-        )
+        """`confirmed`: what the daemon's memory (state.json) holds for the primary's agent."""
+        cut_off = NodeObservation("a", False, error="timeout", witness=Witness(False, None))
+        timing = (("a", confirmed),) if confirmed is not None else ()
         witness = Witness(True, now)  # the standby's host lost the primary as long
-        return decide(view(cut_off, standby(witness=witness)), memory, cfg, now=now).code
+        held = replace(memory, fence_timing=timing)
+        return decide(view(cut_off, standby(witness=witness)), held, cfg, now=now).code
 
     assert decided(1.5, 2.1) == "failover"  # it confirmed the daemon's own timing
     assert decided(None, 2.1) == "failover"  # an agent of an older pghad, or none confirmed yet
     assert decided(7.5, 2.1) == "primary_down"
     assert decided(7.5, 7.9) == "primary_down"
     assert decided(7.5, 8.1) == "failover"  # 7.5 s and the configured 0.5 s margin
+
+
+def test_the_confirmed_self_fence_timing_is_kept_in_memory_and_survives_its_file(
+    tmp_path: Path,
+) -> None:
+    """What an agent confirmed is in the daemon's memory (state.json), not in its process: a
+    daemon restarted while that agent is cut off still waits for it."""
+    agent_said = standby(witness=Witness(True, None, 0.0, 7.5))
+    d = decide(view(primary(), agent_said), HEALTHY, config(threshold=10), 0)
+    assert dict(d.memory.fence_timing) == {"b": 7.5}
+    save_memory(tmp_path, d.memory, [])
+    assert dict(load_memory(tmp_path, {"a", "b"}).fence_timing) == {"b": 7.5}
+    silent = standby(witness=Witness(False, None))  # no answer: the last confirmed one stays
+    d = decide(view(primary(), silent), d.memory, config(threshold=10), 1)
+    assert dict(d.memory.fence_timing) == {"b": 7.5}
 
 
 def test_a_standby_that_stops_flushing_while_commits_wait_is_relaxed_early() -> None:

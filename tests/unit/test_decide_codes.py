@@ -92,9 +92,7 @@ ROWS = {
         now=50.0,
     ),
     "primary_superseded": Row(view(down("a"), down("b")), DOWN_PAST, now=50.0),
-    "primary_running": Row(
-        view(down("a", ServerState.RUNNING), standby()), DOWN_PAST, now=50.0
-    ),
+    "primary_running": Row(view(down("a", ServerState.RUNNING), standby()), DOWN_PAST, now=50.0),
     "standby_not_in_recovery": Row(
         view(down("a"), NodeObservation("b", True)), DOWN_PAST, now=50.0
     ),

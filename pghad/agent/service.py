@@ -16,6 +16,7 @@ from pghad.errors import ConfigError
 from pghad.nodes.agent import AgentClient
 from pghad.nodes.local import LocalDriver
 
+from .contact import ContactFile, contact_path
 from .lease import Lease
 from .peer_agent import PeerAgentWatch
 from .watch import LOCAL_QUERY, PEER_QUERY, Watch
@@ -79,6 +80,13 @@ class AgentService:
         )
         self.lease = Lease()
         self.started_at = time.monotonic()
+        self.contact = ContactFile(contact_path(config.agent.run_dir, self.node))
+        before = self.contact.load()
+        self.lease.renewed_at = before.get("daemon")
+        self.peer_heard_before = before.get("peer")
+        for watch in (self.peer_watch, self.peer_agent):
+            if watch is not None and self.peer_heard_before is not None:
+                watch.answer.answered_at = self.peer_heard_before
         self.self_fenced: str | None = None
         self._fenced_at = 0.0
         self.self_fence_after = config.self_fence_after  # until the daemon's first heartbeat
@@ -152,10 +160,15 @@ class AgentService:
         reaches this node's server) has answered for that long; None while one answers."""
         interval = self.config.agent.peer_interval
         server = self.peer_watch.answer.silent_for(now, interval)
-        if self.peer_agent is None or server is None:
-            return server
-        agent = self.peer_agent.answer.silent_for(now, interval)
-        return None if agent is None else min(server, agent)
+        if self.peer_agent is not None and server is not None:
+            agent = self.peer_agent.answer.silent_for(now, interval)
+            server = None if agent is None else min(server, agent)
+        return server
+
+    def _peer_heard_at(self) -> float | None:
+        answers = [w.answer for w in (self.peer_watch, self.peer_agent) if w is not None]
+        heard = [a.answered_at for a in answers if a.ever and a.answered_at is not None]
+        return max(heard, default=self.peer_heard_before)
 
     async def _guard(self) -> None:
         while True:
@@ -164,6 +177,7 @@ class AgentService:
             now = time.monotonic()
             daemon = self.daemon_silent_for(now)
             peer = self.peer_silent_for(now)
+            self.contact.save(self.lease.renewed_at, self._peer_heard_at())
             if self.self_fenced is None and should_self_fence(self.writable, daemon, peer, after):
                 self._fenced_at = time.monotonic()
                 detail = await self.driver.fence()

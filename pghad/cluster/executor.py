@@ -108,7 +108,13 @@ class Executor:
             await node.make_read_only()
         except (psycopg.Error, OSError, NodeError) as exc:
             return FenceResult(name, False, f"not fenced: driver: {driver_error}; SQL: {exc}")
-        return FenceResult(name, True, f"made read-only over SQL (driver failed: {driver_error})")
+        # default_transaction_read_only is advisory (a session may turn it off): it narrows what
+        # the node takes, but the node is not fenced, and a fence action is retried.
+        return FenceResult(
+            name,
+            False,
+            f"not fenced: driver: {driver_error}; made read-only over SQL meanwhile (advisory)",
+        )
 
     async def _promote(self, action: Promote) -> tuple[str, dict[str, object]]:
         if self.synchronous:

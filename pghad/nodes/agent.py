@@ -22,6 +22,8 @@ from pghad.config import AgentNodeConfig, Config, NodeConfig
 from pghad.errors import NodeError
 
 HEARTBEAT_TIMEOUT_S = 2.0
+# A witness older than this says nothing about now (a heartbeat still waiting keeps the last).
+WITNESS_MAX_AGE_S = 2 * HEARTBEAT_TIMEOUT_S
 LONG_OPERATION_S = 6 * 3600.0  # rewind and clone copy data
 
 
@@ -125,7 +127,10 @@ class AgentDriver:
         return answer
 
     def witness(self) -> Witness | None:
-        return self._witness or Witness(False, None, 0.0)
+        witness = self._witness
+        if witness is None or time.monotonic() - witness.at > WITNESS_MAX_AGE_S:
+            return Witness(False, None, witness.at if witness else 0.0)
+        return witness
 
     async def is_running(self) -> bool:
         answer = await self.client.call("GET", "/process")

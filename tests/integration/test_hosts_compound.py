@@ -20,9 +20,18 @@ from pghad.lab_hosts import _STARTED, start_agent
 from pghad.nodes.local import LocalDriver
 from tests.support.chaos import Writer, is_writable, streaming_standbys, wait_for
 
-from ..conftest import Lab
+from ..conftest import DaemonProcess, Lab
 from .test_compound import Roles
-from .test_hosts import agent_events, at, hosts, link, running, start_daemon
+from .test_hosts import (
+    agent_events,
+    at,
+    fence_timings,
+    hosts,
+    link,
+    ns,
+    running,
+    start_daemon,
+)
 
 __all__ = ["hosts", "running"]  # fixtures used by name below
 
@@ -137,3 +146,38 @@ def test_a_primary_is_not_fenced_by_the_daemons_absence_while_its_standbys_host_
         )
     finally:
         back.stop()
+
+
+def test_a_daemon_restarted_with_a_lowered_threshold_waits_for_the_cut_off_agents_timing(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    """The agents confirmed 9 s (threshold 12 s); node1's host is cut off, the daemon killed
+    and started again as a new process with the threshold lowered to 2 s. What node1's agent
+    confirmed is in the daemon's state file, so the promotion still waits for it to fence.
+    Before: a process-wide memory, lost with the process, and the standby promoted at 2 s."""
+    lab, net = hosts
+    lab.set("cluster", "failover_threshold", "12.0")
+    daemon = start_daemon(lab, net)
+    restarted = None
+    try:
+        config = lab.config
+        wait_for(lambda: fence_timings(lab) == [9.0, 9.0], 10, what="both agents on 9 s")
+        time.sleep(1.5)  # a round persists what they confirmed
+        writer = Writer(config).start()
+        time.sleep(1.0)
+        link(net, "node1", up=False)
+        daemon.kill9()
+        lab.set("cluster", "failover_threshold", "2.0")
+        restarted = DaemonProcess(lab).start(prefix=["ip", "netns", "exec", ns(net, "witness")])
+        failover = restarted.wait_event(lambda e: e.get("event") == "failover", 40, "failover")
+        time.sleep(1.0)
+        writer.stop()
+        fenced = agent_events(lab, "node1", "self_fenced")
+        assert fenced, "node1's agent did not fence its primary"
+        assert at(fenced[0]) < at(failover), (fenced[0], failover)
+        assert writer.missing_on("node2") == []
+    finally:
+        link(net, "node1", up=True)
+        daemon.stop()
+        if restarted is not None:
+            restarted.stop()

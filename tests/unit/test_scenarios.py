@@ -13,7 +13,7 @@ from pghad.cluster.model import ClusterState, Memory
 from pghad.config import load_config
 from pghad.daemon import Daemon
 from pghad.errors import NodeError
-from pghad.operations import OperationBusy, Switchover
+from pghad.operations import Failover, OperationBusy, Switchover
 from pghad.testing import FakeClock, FakeCluster, fake_config_text
 
 
@@ -341,3 +341,68 @@ def test_status_shows_a_missing_standby_at_once(tmp_path: Path) -> None:
     status = daemon.status()
     assert status["standby_eligible"] and status["standby_streaming"] is False
     assert "NOT streaming" in format_status(status)
+
+
+def test_a_relax_runs_beside_a_copy_that_holds_the_cluster_lane(tmp_path: Path) -> None:
+    """The standby's data is gone and its copy never ends: the primary's writes wait only until
+    sync_relax_after, not for the copy."""
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    copying = asyncio.Event()
+
+    async def endless_clone(source: object) -> None:
+        copying.set()
+        await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        await rounds(daemon, clock, 2)
+        b.running, b.has_data = False, False
+        b.clone = endless_clone  # type: ignore[method-assign]
+        await rounds(daemon, clock, 6)
+        assert copying.is_set()
+        assert daemon.loop.ops.current() == "start_standby of b"  # the copy still runs
+        await daemon.loop.stop()
+
+    asyncio.run(scenario())
+    assert a.sync_names == "" and not daemon.loop.memory.standby_eligible
+
+
+def test_an_operator_failover_is_on_disk_before_the_promotion(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    states: list[dict[str, object]] = []
+    original = b.promote
+
+    async def checking(archive: bool = False) -> bool:
+        states.append(json.loads((tmp_path / "state.json").read_text()))
+        return await original(archive)
+
+    b.promote = checking  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await rounds(daemon, clock, 2)
+        a.running = False
+        pending = asyncio.ensure_future(daemon.submit(Failover()))
+        await rounds(daemon, clock, 3, step=0.1)
+        await asyncio.wait_for(pending, 5)
+
+    asyncio.run(scenario())
+    assert [(s["promoting"], s["needs_rejoin"]) for s in states] == [("b", ["a"])]
+
+
+def test_a_restarted_daemon_never_starts_a_primary_that_may_have_been_superseded(
+    tmp_path: Path,
+) -> None:
+    """state.json says a promotion of b was ordered; a is stopped and b cannot be reached: a new
+    daemon waits (b may be the primary now) instead of starting a on the old timeline."""
+    (tmp_path / "state.json").write_text(
+        json.dumps({"primary": "a", "promoting": "b", "needs_rejoin": ["a"]})
+    )
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    a.running = False
+    b.reachable = b.observable = False
+    asyncio.run(rounds(daemon, clock, 20, step=0.5))
+    assert not any(call.startswith("start") for call in a.calls)
+    assert daemon.recorder.last_decision is not None
+    assert daemon.recorder.last_decision.code == "primary_superseded"

@@ -30,7 +30,7 @@ from pghad.cluster.model import (
     is_safety_action,
 )
 from pghad.cluster.observation import ClusterView, lagging
-from pghad.cluster.observe import observe
+from pghad.cluster.observe import Observer
 from pghad.cluster.procedures import OperationResult
 from pghad.config import Config
 from pghad.errors import NodeError, OperationRefused, PghadError
@@ -41,6 +41,9 @@ from pghad.recorder import Recorder
 from pghad.runtime import Runtime
 
 SUSPECT_PROBE_INTERVAL_S = 0.1
+# While the primary is suspect, a round decides on what has answered by then: a silent host's
+# probe (up to probe_timeout) goes on and its result is taken by a later round.
+SUSPECT_ROUND_DEADLINE_S = 0.25
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
 SETTLING = ("rejoin", "start_standby", "start_primary")
@@ -68,6 +71,7 @@ class Loop:
         self.paused = load_paused(config.state.dir)
         self.ops = Operations()
         self.view = ClusterView()
+        self.observer = Observer()
         self.last_round_at: float | None = None
         self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
         self.hooks = Hooks(recorder, self.spawn)
@@ -83,7 +87,10 @@ class Loop:
     async def tick(self) -> None:
         await self._collect()
         intents = self._intents
-        self.view = await observe(self.runtime.nodes, self.config.cluster.probe_timeout)
+        timeout = self.config.cluster.probe_timeout
+        suspect = self.memory.state is ClusterState.PRIMARY_DOWN
+        deadline = min(timeout, SUSPECT_ROUND_DEADLINE_S) if suspect else timeout
+        self.view = await self.observer.round(self.runtime.nodes, timeout, deadline)
         self.recorder.lag(lagging(self.view, self.config.cluster.lag_alert_s), self.view)
         if intents != self._intents:
             # A promotion was ordered while this round observed: its view predates the intent
@@ -325,6 +332,7 @@ class Loop:
             self.recorder.event("background_failed", level="error", error=str(task.exception()))
 
     async def stop(self) -> None:
+        await self.observer.close()
         await self.archiver.stop()
         await self.ops.cancel_all()
         for task in list(self._background):

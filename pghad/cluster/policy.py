@@ -34,6 +34,11 @@ def refuse_promotion(
     obs = view[standby]
     old = view[primary] if primary is not None and threshold is not None else None
     receiver_age = obs.receiver_msg_age_s or 0.0
+    # The receiver's silence is judged like the witness's: the threshold less the slack, at
+    # most RECEIVER_SILENCE_S (a low threshold must not wait for the fixed 2 s).
+    silence = RECEIVER_SILENCE_S
+    if threshold is not None:
+        silence = min(RECEIVER_SILENCE_S, threshold - WITNESS_SLACK_S)
     witness = obs.witness if threshold is not None else None
     seen = witness.primary_down_for_s if witness is not None else None
     checks = (
@@ -69,7 +74,7 @@ def refuse_promotion(
             + ", so only pghad cannot reach it",
         ),
         (
-            obs.receiver_status == "streaming" and receiver_age < RECEIVER_SILENCE_S,
+            obs.receiver_status == "streaming" and receiver_age < silence,
             "primary_alive_for_standby",
             f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
             "is alive and only unreachable from pghad",

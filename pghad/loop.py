@@ -43,7 +43,7 @@ from pghad.runtime import Runtime
 SUSPECT_PROBE_INTERVAL_S = 0.1
 # While the primary is suspect, a round decides on what has answered by then: a silent host's
 # probe (up to probe_timeout) goes on and its result is taken by a later round.
-SUSPECT_ROUND_DEADLINE_S = 0.25
+SUSPECT_ROUND_DEADLINE_S = 0.15
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
 SETTLING = ("rejoin", "start_standby", "start_primary")

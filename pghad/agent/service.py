@@ -71,7 +71,8 @@ class AgentService:
         self.peer_watch = Watch(self.peer, config.auth, PEER_QUERY, interval, timeout)
         self.peer_agent = (
             PeerAgentWatch(
-                AgentClient(self.peer.agent_url, config.agent.token, config.agent.ca_file, ""),
+                # /health needs no token: none is sent to the other host.
+                AgentClient(self.peer.agent_url, "", config.agent.ca_file, ""),
                 interval,
                 timeout,
             )

@@ -100,8 +100,7 @@ class Loop:
         now = self.clock()
         busy = frozenset(self.runtime.nodes) if self.ops.busy(Lane.CLUSTER) else frozenset()
         relaxing = any(
-            isinstance(a, SetSynchronous) and is_safety_action(a)
-            for a in self.ops.pending_actions()
+            isinstance(a, SetSynchronous) and a.relax for a in self.ops.pending_actions()
         )
         decision = decide(
             self.view, self.memory, self.config, now, busy, paused=self.paused, relaxing=relaxing

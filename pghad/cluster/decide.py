@@ -31,8 +31,6 @@ from .sync_archive import archive_member, compose
 STALL_GRACE_S = 1.0
 
 DECISION_CODES = (
-    "primary_running",
-    "primary_superseded",
     "healthy",
     "enabling_sync",
     "sync_confirming",
@@ -49,6 +47,8 @@ DECISION_CODES = (
     "primary_down",
     "failover",
     "restarting_primary",
+    "primary_superseded",
+    "primary_running",
     "paused",
     "standby_busy",
     "standby_unreachable",
@@ -128,7 +128,6 @@ def _with_primary(
         watermark=memory.sync_watermark,
         was_eligible=memory.standby_eligible,
         stalled=stalled,
-        relaxing=relaxing,
     )
     if relaxing:
         verdict = relax_under_way(link)

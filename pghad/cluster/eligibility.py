@@ -28,7 +28,6 @@ class Link:
     watermark: int | None = None
     was_eligible: bool = False
     stalled: bool = False
-    relaxing: bool = False  # a relax is under way: it may land at any moment
 
     @property
     def streaming(self) -> bool:
@@ -105,7 +104,9 @@ def synchronous(link: Link, relax_after: float) -> Verdict:
             f"{standby} has not streamed for {link.down_for:.1f} s: relaxing synchronous "
             "replication so the primary keeps taking writes; "
             f"{standby} is not eligible for promotion until it catches up",
-            SetSynchronous(link.primary, None, f"{standby} down for {link.down_for:.1f} s"),
+            SetSynchronous(
+                link.primary, None, f"{standby} down for {link.down_for:.1f} s", relax=True
+            ),
         )
     return Verdict(
         link.was_eligible,
@@ -116,7 +117,8 @@ def synchronous(link: Link, relax_after: float) -> Verdict:
 
 
 def asynchronous(link: Link, max_lag: int, sync_names: str) -> Verdict:
-    action = SetSynchronous(link.primary, None, "synchronous mode is off") if sync_names else None
+    off = SetSynchronous(link.primary, None, "synchronous mode is off", relax=True)
+    action = off if sync_names else None
     if link.streaming and link.lag is not None and link.lag <= max_lag:
         return Verdict(True, "healthy", f"{link.standby} streams, {link.lag} B behind", action)
     return Verdict(

@@ -61,6 +61,7 @@ class SetSynchronous:
     standby: str | None
     reason: str
     archive: bool = False  # commits also wait for the WAL archive
+    relax: bool = False  # it drops a member commits wait for now: a safety action
 
 
 Action = Promote | Fence | Rejoin | StartStandby | StartPrimary | SetSynchronous
@@ -87,7 +88,7 @@ def is_safety_action(action: Action) -> bool:
     """Actions never held behind a running operation: relaxing synchronous replication (the
     primary's writes wait on it) and fencing a split brain."""
     if isinstance(action, SetSynchronous):
-        return action.standby is None
+        return action.relax
     return isinstance(action, Fence)
 
 

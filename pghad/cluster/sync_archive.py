@@ -56,8 +56,15 @@ def compose(
     else:
         wanted_standby = standby if standby in current else None
     member = archive is not None and archive.member
-    if frozenset(n for n in (wanted_standby, ARCHIVE if member else None) if n) == current:
+    wanted = frozenset(n for n in (wanted_standby, ARCHIVE if member else None) if n)
+    if wanted == current:
         return None
     reasons = [standby_action.reason] if standby_action else []
     reasons += [archive.reason] if archive else ["the archive is no longer synchronous"]
-    return SetSynchronous(primary.name, wanted_standby, "; ".join(reasons), archive=member)
+    return SetSynchronous(
+        primary.name,
+        wanted_standby,
+        "; ".join(reasons),
+        archive=member,
+        relax=bool(current - wanted),
+    )

@@ -206,7 +206,7 @@ def test_standby_down_past_relax_threshold_relaxes_sync_and_loses_eligibility() 
     first = decide(view(no_standby, unseen), HEALTHY, config(), 10.0)
     assert first.actions == () and first.memory.standby_eligible  # commits still wait for b
     later = decide(view(no_standby, unseen), first.memory, config(), 13.0)
-    assert later.actions == (SetSynchronous("a", None, "b down for 3.0 s"),)
+    assert later.actions == (SetSynchronous("a", None, "b down for 3.0 s", relax=True),)
     assert not later.memory.standby_eligible
 
 

@@ -89,6 +89,14 @@ def test_a_missing_archive_holds_commits_until_relax_then_leaves(tmp_path: Path)
     assert late is not None and not late.member
     change = compose(obs, "b", None, late)
     assert change is not None and (change.standby, change.archive) == ("b", False)
+    assert change.relax  # it drops a member: run beside any operation, like the standby's
+
+
+def test_a_change_that_only_adds_a_member_is_no_relax(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    obs = _primary('"b"', "streaming")
+    change = compose(obs, "b", None, archive_member(config, obs, None, now=1.0))
+    assert change is not None and change.archive and not change.relax
 
 
 def test_when_the_standby_is_relaxed_the_archive_alone_still_holds_commits(
@@ -99,6 +107,7 @@ def test_when_the_standby_is_relaxed_the_archive_alone_still_holds_commits(
     relax = SetSynchronous("a", None, "b down for 3.1 s")
     change = compose(obs, "b", relax, archive_member(config, obs, None, now=5.0))
     assert change is not None and (change.standby, change.archive) == (None, True)
+    assert change.relax
     assert "b down" in change.reason
 
 

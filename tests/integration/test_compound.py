@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,6 +28,7 @@ from tests.support.chaos import (
 )
 
 from ..conftest import DaemonProcess, Lab
+from .test_safety import _quietly
 
 pytestmark = pytest.mark.integration
 
@@ -62,11 +63,6 @@ class Roles:
         finally:
             self._stop.set()
             self._thread.join(5)
-
-
-def _quietly(call: Callable[[str], object], path: str) -> None:
-    with contextlib.suppress(OSError):  # the daemon is killed while it answers
-        call(path)
 
 
 def test_a_switchover_the_daemon_dies_in_then_a_frozen_new_primary_never_revives_the_old(

@@ -111,6 +111,13 @@ def at(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
 
 
+def fenced_before(lab: Lab, node: str, failover: dict[str, Any]) -> None:
+    """`node`'s agent fenced its server before the failover event (never two primaries)."""
+    fenced = agent_events(lab, node, "self_fenced")
+    assert fenced, f"{node}'s agent did not fence its primary"
+    assert at(fenced[0]) < at(failover), (fenced[0], failover)
+
+
 def count(daemon: DaemonProcess, kind: str) -> int:
     return len(daemon.named(kind))
 
@@ -168,9 +175,7 @@ def test_a_threshold_lowered_while_the_primary_is_cut_off_waits_for_its_agent_to
         failover = daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
         time.sleep(1.0)
         writer.stop()
-        fenced = agent_events(lab, "node1", "self_fenced")
-        assert fenced, "node1's agent did not fence its primary"
-        assert at(fenced[0]) < at(failover), (fenced[0], failover)
+        fenced_before(lab, "node1", failover)
         assert writer.missing_on("node2") == []
         link(net, "node1", up=True)
         daemon.wait_event(lambda e: e.get("action") == "rejoin" and e.get("ok"), 40, "rejoin")
@@ -193,10 +198,7 @@ def test_the_primary_host_cut_off_fences_itself_the_standby_takes_over_nothing_l
         assert failover["to"] == "node2"
         time.sleep(2.0)
         writer.stop()
-        fenced = agent_events(lab, "node1", "self_fenced")
-        assert fenced, "node1's agent did not fence its primary"
-        # Never two primaries: the old one stopped taking writes before the new one was promoted.
-        assert at(fenced[0]) < at(failover), (fenced[0], failover)
+        fenced_before(lab, "node1", failover)  # never two primaries
         after_cut = [c for c in writer.acked if c.node == "node1" and c.at > cut + 0.1]
         assert after_cut == []  # nothing acknowledged by the old primary once cut off
         assert writer.missing_on("node2") == []

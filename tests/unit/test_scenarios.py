@@ -14,7 +14,7 @@ from pghad.config import load_config
 from pghad.daemon import Daemon
 from pghad.errors import NodeError
 from pghad.operations import Failover, OperationBusy, Switchover
-from pghad.testing import FakeClock, FakeCluster, fake_config_text
+from pghad.testing import FakeClock, FakeCluster, FakeNode, fake_config_text
 
 
 def make(
@@ -207,17 +207,23 @@ def test_reload_reaches_backups_and_node_passwords(tmp_path: Path) -> None:
     assert cluster.nodes["a"].auth.password == "changed"
 
 
+def states_at_promotion(node: FakeNode, state_dir: Path) -> list[dict[str, object]]:
+    """What state.json held each time `node` was promoted."""
+    states: list[dict[str, object]] = []
+    original = node.promote
+
+    async def checking(archive: bool = False) -> bool:
+        states.append(json.loads((state_dir / "state.json").read_text()))
+        return await original(archive)
+
+    node.promote = checking  # type: ignore[method-assign]
+    return states
+
+
 def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -> None:
     daemon, cluster, clock = make(tmp_path)
     a, b = cluster.nodes["a"], cluster.nodes["b"]
-    states: list[dict[str, object]] = []
-    original = b.promote
-
-    async def checking(archive: bool = False) -> bool:
-        states.append(json.loads((tmp_path / "state.json").read_text()))
-        return await original(archive)
-
-    b.promote = checking  # type: ignore[method-assign]
+    states = states_at_promotion(b, tmp_path)
     asyncio.run(rounds(daemon, clock, 2))
     a.running = False
     asyncio.run(rounds(daemon, clock, 30, step=0.1))
@@ -373,14 +379,7 @@ def test_a_relax_runs_beside_a_copy_that_holds_the_cluster_lane(tmp_path: Path) 
 def test_an_operator_failover_is_on_disk_before_the_promotion(tmp_path: Path) -> None:
     daemon, cluster, clock = make(tmp_path)
     a, b = cluster.nodes["a"], cluster.nodes["b"]
-    states: list[dict[str, object]] = []
-    original = b.promote
-
-    async def checking(archive: bool = False) -> bool:
-        states.append(json.loads((tmp_path / "state.json").read_text()))
-        return await original(archive)
-
-    b.promote = checking  # type: ignore[method-assign]
+    states = states_at_promotion(b, tmp_path)
 
     async def scenario() -> None:
         await rounds(daemon, clock, 2)

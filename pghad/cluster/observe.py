@@ -28,6 +28,9 @@ class Observer:
     async def round(
         self, nodes: Mapping[str, Node], timeout: float, deadline: float
     ) -> ClusterView:
+        current = {id(node) for node in nodes.values()}
+        for key in [key for key in self._waiting if key not in current]:  # nodes of an old config
+            self._waiting.pop(key).cancel()
         tasks = {}
         for name, node in nodes.items():
             task = self._waiting.pop(id(node), None)

@@ -39,6 +39,16 @@ def should_self_fence(
     )
 
 
+def superseded_by_peer(own: dict[str, Any] | None, peer: dict[str, Any] | None) -> bool:
+    """This server and the peer's are both primaries and the peer's timeline is newer: the
+    peer was promoted past this one, which must stop taking writes (the daemon may be cut off
+    and unable to fence it)."""
+    if own is None or peer is None or own["in_recovery"] or peer["in_recovery"]:
+        return False
+    mine, theirs = own.get("timeline"), peer.get("timeline")
+    return mine is not None and theirs is not None and theirs > mine
+
+
 def local_config(node: NodeConfig) -> LocalNodeConfig:
     """The node as its own host runs it: the server listens on `listen` (default: host)."""
     if isinstance(node, AgentNodeConfig):
@@ -174,26 +184,41 @@ class AgentService:
     async def _guard(self) -> None:
         while True:
             await asyncio.sleep(self.config.agent.peer_interval)
-            after = self.self_fence_after
             now = time.monotonic()
             daemon = self.daemon_silent_for(now)
             peer = self.peer_silent_for(now)
             self.contact.save(self.lease.renewed_at, self._peer_heard_at())
-            if self.self_fenced is None and should_self_fence(self.writable, daemon, peer, after):
-                self._fenced_at = time.monotonic()
-                detail = await self.driver.fence()
-                self.self_fenced = detail
-                log.warning(
-                    "self_fenced",
-                    node=self.node.name,
-                    detail=detail,
-                    daemon_silent_s=round(daemon, 1),
-                    peer_silent_s=round(peer or 0.0, 1),
-                )
+            if self.self_fenced is None and self.writable:
+                why = self._fence_reason(now, daemon, peer)
+                if why is not None:
+                    await self._fence(why, daemon, peer)
             elif self.self_fenced is not None and self._server_back():
                 # Kept until the server runs again: the daemon reads it to tell a precaution
                 # (start it again when no promotion happened) from a crash.
                 self.self_fenced = None
+
+    def _fence_reason(self, now: float, daemon: float, peer: float | None) -> str | None:
+        answer = self.peer_watch.answer
+        interval = self.config.agent.peer_interval
+        timely = answer.error is None and answer.silent_for(now, interval) is None
+        if timely and superseded_by_peer(self.local.answer.row, answer.row):
+            return "the other node is a primary on a newer timeline"
+        if should_self_fence(True, daemon, peer, self.self_fence_after):
+            return "it has heard neither the daemon nor the other node's host"
+        return None
+
+    async def _fence(self, why: str, daemon: float, peer: float | None) -> None:
+        self._fenced_at = time.monotonic()
+        detail = await self.driver.fence()
+        self.self_fenced = detail
+        log.warning(
+            "self_fenced",
+            node=self.node.name,
+            detail=detail,
+            reason=why,
+            daemon_silent_s=round(daemon, 1),
+            peer_silent_s=round(peer or 0.0, 1),
+        )
 
     def _server_back(self) -> bool:
         answer = self.local.answer

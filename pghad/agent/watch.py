@@ -19,12 +19,17 @@ from psycopg.rows import dict_row
 from pghad.config import AuthConfig, NodeConfig
 from pghad.conninfo import admin_conninfo
 
-LOCAL_QUERY = """
+# A primary's timeline: the first 8 hex digits of the WAL file it writes (NULL on a standby).
+TIMELINE = """CASE WHEN pg_is_in_recovery() THEN NULL
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END AS timeline"""
+LOCAL_QUERY = f"""
 SELECT pg_is_in_recovery() AS in_recovery,
        current_setting('default_transaction_read_only') = 'on' AS read_only,
-       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+       {TIMELINE}
 """
-PEER_QUERY = "SELECT pg_is_in_recovery() AS in_recovery"
+PEER_QUERY = f"SELECT pg_is_in_recovery() AS in_recovery, {TIMELINE}"
 OVERDUE = 2  # intervals (plus a second) without an answer before a watch reports silence
 
 

@@ -18,7 +18,14 @@ from pghad import pgbin
 from pghad.agent.service import local_config
 from pghad.lab_hosts import _STARTED, start_agent
 from pghad.nodes.local import LocalDriver
-from tests.support.chaos import Writer, is_writable, streaming_standbys, wait_for
+from tests.support.chaos import (
+    Writer,
+    freeze,
+    is_writable,
+    streaming_standbys,
+    thaw,
+    wait_for,
+)
 
 from ..conftest import DaemonProcess, Lab
 from .test_compound import Roles
@@ -180,3 +187,42 @@ def test_a_daemon_restarted_with_a_lowered_threshold_waits_for_the_cut_off_agent
         daemon.stop()
         if restarted is not None:
             restarted.stop()
+
+
+def test_an_old_primary_thawed_while_the_daemon_is_cut_off_fences_itself(
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
+) -> None:
+    """node1 frozen with its agent down, so nothing can stop it; node2 promoted. The daemon's
+    host is then cut off, node1 thaws (writable on the old timeline) and its agent starts again:
+    it sees node2 a primary on a newer timeline and stops node1. Before: it heard node2, so it
+    never fenced, and node1 took commits (cancelled synchronous waits) beside the new primary."""
+    lab, net, daemon = running
+    config = lab.config
+    marker = json.loads((lab.dir / "lab.json").read_text())
+    agent = int(marker["agents"]["node1"])
+    os.kill(agent, signal.SIGKILL)
+    started = _STARTED.pop(agent, None)
+    if started is not None:
+        started.wait(10)
+    pids = freeze(config.node("node1"))
+    try:
+        daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
+        link(net, "witness", up=False)
+    finally:
+        thaw(pids)
+    try:
+        marker["agents"]["node1"] = start_agent(lab.dir, net, "node1")
+        (lab.dir / "lab.json").write_text(json.dumps(marker, indent=2))
+        wait_for(
+            lambda: any(
+                "newer timeline" in str(e.get("reason"))
+                for e in agent_events(lab, "node1", "self_fenced")
+            ),
+            20,
+            what="node1's agent fencing it",
+        )
+        assert is_writable(config, "node1") is None  # stopped
+        assert is_writable(config, "node2") is True
+    finally:
+        link(net, "witness", up=True)
+    daemon.wait_event(lambda e: e.get("action") == "rejoin" and e.get("ok"), 60, "rejoin")

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from pghad.agent.service import superseded_by_peer
 from pghad.cluster.observation import format_lsn, parse_lsn
 from pghad.config import LocalNodeConfig
 from pghad.conninfo import redacted
@@ -116,3 +117,14 @@ def test_cancelled_command_leaves_no_process_behind(tmp_path: Path) -> None:
     asyncio.run(cancel_soon())
     time.sleep(1.5)
     assert not marker.exists()
+
+
+def test_an_agent_fences_a_primary_whose_peer_is_a_primary_on_a_newer_timeline() -> None:
+    primary_tl1 = {"in_recovery": False, "timeline": 1}
+    primary_tl2 = {"in_recovery": False, "timeline": 2}
+    standby = {"in_recovery": True, "timeline": None}
+    assert superseded_by_peer(primary_tl1, primary_tl2)
+    assert not superseded_by_peer(primary_tl2, primary_tl1)  # the newer one keeps serving
+    assert not superseded_by_peer(primary_tl1, primary_tl1)  # one timeline: the daemon decides
+    assert not superseded_by_peer(primary_tl1, standby)
+    assert not superseded_by_peer(primary_tl1, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,7 @@ from pghad.config import Config
 from pghad.errors import NodeError, OperationRefused, PghadError
 from pghad.hooks import Hooks
 from pghad.intake import Intake
-from pghad.operations import Act, Entry, Lane, Operations, Request, describe
+from pghad.operations import Act, Entry, Lane, Operations, Request, TakeBackup, describe
 from pghad.recorder import Recorder
 from pghad.runtime import Runtime
 
@@ -78,7 +79,9 @@ class Loop:
         self.archiver = Archiver(lambda: self.config, runtime.backups.bin_dir, recorder.event)
         self._background: set[asyncio.Task[Any]] = set()
         self._persisting = asyncio.Lock()  # a round and a pause request may both write state.json
-        self._intents = 0  # promotions recorded by operations
+        # A promotion an operation has recorded and not finished: every round keeps it in memory
+        # (a round's view may predate it, or show the old primary still serving before it stops).
+        self._intent: tuple[str, str | None] | None = None
 
     @property
     def config(self) -> Config:
@@ -86,17 +89,11 @@ class Loop:
 
     async def tick(self) -> None:
         await self._collect()
-        intents = self._intents
         timeout = self.config.cluster.probe_timeout
         suspect = self.memory.state is ClusterState.PRIMARY_DOWN
         deadline = min(timeout, SUSPECT_ROUND_DEADLINE_S) if suspect else timeout
         self.view = await self.observer.round(self.runtime.nodes, timeout, deadline)
         self.recorder.lag(lagging(self.view, self.config.cluster.lag_alert_s), self.view)
-        if intents != self._intents:
-            # A promotion was ordered while this round observed: its view predates the intent
-            # and could read the old primary as still serving. The next round looks again.
-            self.ops.wake.set()
-            return
         now = self.clock()
         busy = frozenset(self.runtime.nodes) if self.ops.busy(Lane.CLUSTER) else frozenset()
         relaxing = any(
@@ -105,6 +102,10 @@ class Loop:
         decision = decide(
             self.view, self.memory, self.config, now, busy, paused=self.paused, relaxing=relaxing
         )
+        if self._intent is not None:
+            decision = replace(
+                decision, memory=results.promotion_intended(decision.memory, *self._intent)
+            )
         self.recorder.decision(decision)
         changed = decision.memory != self.memory
         before, self.memory = self.memory, decision.memory
@@ -147,9 +148,9 @@ class Loop:
         one restarted from the file) starts `old` as a primary while `new` may be one."""
         before = self.memory
         self.memory = results.promotion_intended(self.memory, new, old)
-        self._intents += 1
+        self._intent = (new, old)
         if not await self._persist():
-            self.memory = before
+            self.memory, self._intent = before, None
             raise NodeError(
                 f"step record: the state file could not be written, so {new} was not promoted "
                 "(nothing is done unrecorded); free the state directory and retry"
@@ -235,6 +236,8 @@ class Loop:
 
     def _finish(self, entry: Entry) -> None:
         assert entry.task is not None
+        if not isinstance(entry.request, Act | TakeBackup):
+            self._intent = None  # the operation is over: what it made true is observed now
         name = describe(entry.request)
         if entry.task.cancelled():
             self.recorder.event("operation_cancelled", operation=name)

@@ -85,6 +85,9 @@ class Procedures:
     ) -> OperationResult:
         started = time.monotonic()
         old = self.nodes[primary]
+        # On disk before anything changes (and outside the write pause): from here on the old
+        # primary is never started again as a primary before the promotion has settled.
+        await intend(standby, primary)
         # A checkpoint first makes the shutdown checkpoint (and the write pause) short.
         await old.checkpoint()
         writes_stopped = time.monotonic()
@@ -92,7 +95,6 @@ class Procedures:
         final_lsn = await old.process.checkpoint_lsn()
         try:
             await self._wait_received(standby, final_lsn)
-            await intend(standby, primary)
             if not await self.nodes[standby].promote(self.executor.archive_sync):
                 raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
         except (NodeError, psycopg.Error, OSError) as exc:

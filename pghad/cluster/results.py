@@ -12,11 +12,12 @@ def promotion_intended(memory: Memory, new: str, old: str | None) -> Memory:
     from here on `old` may have been superseded, so it is never started as a primary again
     before it has rejoined, even by a daemon restarted from this file."""
     needs_rejoin = memory.needs_rejoin | {old} if old else memory.needs_rejoin
+    # Eligibility is left as it was: a daemon restarted before the promotion finishes what the
+    # operation began (promotes the same standby) when it may, and otherwise waits.
     return replace(
         memory,
         needs_rejoin=needs_rejoin - {new},
         promoting=new,
-        standby_eligible=False,
         seen_in_recovery=memory.seen_in_recovery - {new},
     )
 

@@ -104,7 +104,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.id is None:
         raise OperationRefused("name a backup id, or a point: --to TIME, --to-lsn LSN, --latest")
     restored = asyncio.run(
-        restore_mod.restore(catalog, bin_dir, args.id, args.target.resolve(), port=args.port)
+        restore_mod.restore(catalog, bin_dir, args.id, args.target.absolute(), port=args.port)
     )
     print(
         f"restored {restored.record.id} (chain {' + '.join(restored.chain)}) into "
@@ -150,7 +150,7 @@ def _restore_to_point(
 ) -> int:
     archive = config.archive.path(config.backup.dir)
     done = asyncio.run(
-        restore_to_point(catalog, bin_dir, archive, args.target.resolve(), point, port=args.port)
+        restore_to_point(catalog, bin_dir, archive, args.target.absolute(), point, port=args.port)
     )
     print(
         f"restored {done.backup.id} (chain {' + '.join(done.backup.chain)}) into {done.target}, "

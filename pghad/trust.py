@@ -90,6 +90,8 @@ def claim_target(target: Path) -> bool:
     except FileExistsError:
         pass
     info = os.lstat(target)
+    if stat.S_ISREG(info.st_mode):
+        raise OperationRefused(f"{target} is a file: --target must be a new or empty directory")
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise OperationRefused(
             f"--target {target} exists and is not a directory of root's (a link or another "

@@ -26,6 +26,7 @@ from pghad.backup.planner import Requested
 from pghad.cluster.procedures import OperationResult
 from pghad.control import Control
 from pghad.errors import OperationRefused, PghadError, SetupError
+from pghad.http_limits import BodyGuard
 
 COMMANDS = (
     ("GET", "/", "this list"),
@@ -257,8 +258,9 @@ class ApiServer:
             )
         self.control = control
         self.socket: socket.socket | None = None
+        app = BodyGuard(build_app(control), lambda: control.config.api.token)
         config = uvicorn.Config(
-            build_app(control),
+            app,
             log_config=None,
             access_log=False,
             lifespan="off",

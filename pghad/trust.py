@@ -58,19 +58,33 @@ def untrusted_component(path: Path) -> str | None:
 
 
 def require_trusted_dir(path: Path, setting: str) -> None:
-    """Refuse a directory of root's that another user could write or redirect; the fix named."""
+    """Refuse a directory of pghad's that another user could write or redirect, naming the fix.
+
+    The directory itself, when pghad's, is made 0700 (as the backups directory always was):
+    what other users could put there before is refused as each file is opened.
+    """
     problem = untrusted_component(path)
     if problem is None:
-        path_info = os.lstat(path) if os.path.lexists(path) else None
-        open_write = path_info is not None and path_info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if not open_write:
-            return
-        problem = f"{path} is writable by other users"
+        _private(path)
+        return
     raise SetupError(
         f"{setting} = {str(path)!r} is not safe for pghad (run as root) to use: {problem}. "
         f"Use a directory only root can write, outside the PostgreSQL user's directories "
         f"(e.g. `install -d -o root -m 700 {path}`)"
     )
+
+
+def _private(path: Path) -> None:
+    try:
+        fd = os.open(path, NOFOLLOW_DIR)
+    except FileNotFoundError:
+        return  # made 0700 when pghad creates it
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def claim_target(target: Path) -> bool:
@@ -128,3 +142,19 @@ def _chown_from(dir_fd: int, uid: int, gid: int) -> None:
         else:
             os.chown(entry.name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
     os.fchown(dir_fd, uid, gid)
+
+
+def require_own_dirs(state_dir: Path, backup_dir: Path, archive_dir: Path) -> None:
+    """The state, backup and archive directories: root's alone, or pghad refuses to use them."""
+    for setting, path in (
+        ("state.dir", state_dir),
+        ("backup.dir", backup_dir),
+        ("archive.dir", archive_dir),
+    ):
+        require_trusted_dir(path, setting)
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path` names something under `root` (no `..`, compared without resolving)."""
+    candidate = Path(os.path.normpath(path.absolute()))
+    return candidate.is_relative_to(Path(os.path.normpath(root.absolute()))) and candidate != root

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pghad import trust
 from pghad.archive.pitr import PointTarget, restore_to_point
 from pghad.backup import restore as restore_mod
 from pghad.backup.catalog import Catalog
@@ -27,6 +28,9 @@ from pghad.pgbin import find_bin_dir
 
 def _parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
     config = common.config(args)
+    trust.require_own_dirs(
+        config.state.dir, config.backup.dir, config.archive.path(config.backup.dir)
+    )
     return config, Catalog.of(config), find_bin_dir(config.pg_bin)
 
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from pghad import pgbin
+from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
 from pghad.nodes import procs
 from pghad.nodes.local import LocalDriver
 from tests.support.chaos import kill9, wait_for
@@ -151,3 +155,80 @@ def test_a_planted_restore_target_and_a_tmp_lock_fifo_are_refused(
             wait_for(lambda: not procs.processes_in(restored), 10, what="restored server gone")
         lock.unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(shared), str(secret)], check=False)
+
+
+def test_a_planted_daemon_lock_link_truncates_nothing(
+    lab: Lab, daemon: DaemonProcess, work_root: Path
+) -> None:
+    """The state directory inside the data owner's tree (as the shipped config once had it):
+    that user links daemon.lock to a file of root's. pghad refuses the directory, naming it."""
+    precious = work_root / f"precious-{time.monotonic_ns()}"
+    precious.write_text("root's data\n")
+    state = lab.dir / "node1" / "state"  # node1/ is the data owner's
+    as_user("pghad", "mkdir", str(state))
+    as_user("pghad", "ln", "-s", str(precious), str(state / "daemon.lock"))
+    lab.set("state", "dir", f'"{state}"')
+    daemon.start()
+    assert daemon.process is not None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        daemon.process.wait(timeout=15)
+    log = daemon.log_path.read_text()
+    assert precious.read_text() == "root's data\n"
+    assert daemon.process.returncode not in (None, 0), log[-2000:]
+    assert "state.dir" in log and str(state) in log, log[-2000:]
+    precious.unlink()
+
+
+def test_a_forged_catalog_deletes_nothing_outside(lab: Lab, work_root: Path) -> None:
+    """The backups directory inside the data owner's tree: that user writes a catalog.json
+    whose old backups are directories of root's. A backup (and its retention) must not delete
+    them: the directory is refused, naming it."""
+    victims = []
+    records = []
+    for day in (1, 2, 3):
+        victim = work_root / f"victim-{day}-{time.monotonic_ns()}"
+        victim.mkdir()
+        (victim / "keep").write_text("root's\n")
+        victims.append(victim)
+        record = BackupRecord(
+            id=f"completo-2020-01-0{day}",
+            kind=BackupKind.FULL,
+            status=BackupStatus.OK,
+            day=date(2020, 1, day),
+            started_at=f"2020-01-0{day}T02:00:00+00:00",
+            path=str(victim),
+        )
+        records.append(record.to_dict())
+    backups = lab.dir / "node1" / "backups"
+    as_user("pghad", "mkdir", str(backups))
+    forged = json.dumps({"records": records, "redis_pending": [], "redis_deleted": []})
+    subprocess.run(
+        ["runuser", "-u", "pghad", "--", "tee", str(backups / "catalog.json")],
+        input=forged,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    lab.set("backup", "dir", f'"{backups}"')
+    lab.set("archive", "enabled", "false")
+    try:
+        taken = pghad(lab, "backup", "--kind", "full")
+        assert all((v / "keep").exists() for v in victims), taken.stderr
+        assert taken.returncode != 0
+        assert "backup.dir" in taken.stderr and str(backups) in taken.stderr, taken.stderr
+    finally:
+        for victim in victims:
+            subprocess.run(["rm", "-rf", str(victim)], check=False)
+
+
+def test_a_reload_that_empties_the_token_off_loopback_is_refused(
+    lab: Lab, daemon: DaemonProcess
+) -> None:
+    lab.set("api", "bind", '"0.0.0.0"')
+    lab.set("api", "token", '"t0ken-before"')
+    daemon.start().wait_healthy()
+    lab.set("api", "token", '""')
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event(lambda e: e.get("event") == "config_reload_failed", 15, "reload refused")
+    assert daemon.http("POST", "/pause")[0] == 401
+    assert daemon.http("POST", "/pause", token="t0ken-before")[0] == 200

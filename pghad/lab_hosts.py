@@ -104,6 +104,7 @@ def _as_hosts(config_path: Path, net: dict[str, Any]) -> None:
     agent["bind"] = "0.0.0.0"
     agent["port"] = AGENT_PORT
     agent["token"] = secrets.token_urlsafe(24)
+    agent["plain_http"] = True  # the lab's private namespace network
     doc["agent"] = agent
     doc["api"]["bind"] = net["hosts"]["witness"]["address"]
     with files.create_private(config_path.with_suffix(".tmp")) as handle:

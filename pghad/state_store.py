@@ -48,9 +48,11 @@ def open_private(path: Path, flags: int) -> IO[str]:
             "directory must be root's alone"
         ) from exc
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in (0, os.geteuid()):
         os.close(fd)
-        raise SetupError(f"refusing {path}: not a plain file with a single link: remove it")
+        raise SetupError(
+            f"refusing {path}: not a plain file of pghad's with a single link: remove it"
+        )
     os.set_blocking(fd, True)
     return os.fdopen(fd, "r+" if flags & os.O_RDWR else "a")
 

@@ -21,12 +21,13 @@ def _trusted_owner(uid: int) -> bool:
     return uid in (0, os.geteuid())
 
 
-def untrusted_component(path: Path) -> str | None:
+def untrusted_component(path: Path, *, open_last: bool = False) -> str | None:
     """Why some component of `path` (absolute) could be replaced by another user, or None.
 
     Every existing component must be root's (or this process's user's) and, when a directory,
     writable by nobody else unless sticky (/tmp: others cannot rename what root made there). A
-    link is followed only when it is root's too.
+    link is followed only when it is root's too. `open_last`: the last directory may be writable
+    by others (pghad makes it private).
     """
     current = Path("/")
     parts = list(path.absolute().parts[1:])
@@ -48,7 +49,7 @@ def untrusted_component(path: Path) -> str | None:
             continue
         if not _trusted_owner(info.st_uid):
             return f"{current} is owned by uid {info.st_uid}"
-        if stat.S_ISDIR(info.st_mode):
+        if stat.S_ISDIR(info.st_mode) and not (open_last and not parts):
             open_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
             if open_write and not info.st_mode & stat.S_ISVTX:
                 return f"{current} is writable by other users (mode {info.st_mode & 0o7777:o})"
@@ -63,7 +64,7 @@ def require_trusted_dir(path: Path, setting: str) -> None:
     The directory itself, when pghad's, is made 0700 (as the backups directory always was):
     what other users could put there before is refused as each file is opened.
     """
-    problem = untrusted_component(path)
+    problem = untrusted_component(path, open_last=True)
     if problem is None:
         _private(path)
         return

@@ -53,6 +53,7 @@ def open_private(path: Path, flags: int) -> IO[str]:
         raise SetupError(
             f"refusing {path}: not a plain file of pghad's with a single link: remove it"
         )
+    os.fchmod(fd, 0o600)  # a file an earlier version made 0644 too
     os.set_blocking(fd, True)
     return os.fdopen(fd, "r+" if flags & os.O_RDWR else "a")
 

@@ -21,6 +21,7 @@ import pytest
 
 from pghad import pgbin
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
+from pghad.lab import free_port
 from pghad.nodes import procs
 from pghad.nodes.local import LocalDriver
 from tests.support.chaos import kill9, wait_for
@@ -133,7 +134,7 @@ def test_a_planted_restore_target_and_a_tmp_lock_fifo_are_refused(
     secret.mkdir(mode=0o700)
     planted = shared / "restored"
     as_user(ATTACKER, "ln", "-s", str(secret), str(planted))
-    port = 31000 + os.getpid() % 1000
+    port = free_port(33000 + os.getpid() % 500)
     lock = Path(f"/tmp/.s.PGSQL.{port}.lock")
     as_user(ATTACKER, "mkfifo", str(lock))
     restored = shared / "fine"

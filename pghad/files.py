@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pghad import beneath
 from pghad.errors import NodeError
 
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -23,7 +24,8 @@ _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 @contextlib.contextmanager
 def _directory(path: Path) -> Iterator[int]:
     try:
-        fd = os.open(path, _NOFOLLOW_DIR)
+        # No link another user could have planted, at any component of the path.
+        fd = beneath.open_directory(path)
     except OSError as exc:
         raise NodeError(f"refusing {path}: not a plain directory ({exc.strerror})") from exc
     try:

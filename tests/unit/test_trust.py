@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pghad import trust
+from pghad import beneath, trust
 from pghad.api_guard import RequestGuard
 from pghad.check import redacted_url
 from pghad.config import AuthConfig
@@ -169,3 +169,13 @@ def test_the_agent_client_follows_no_redirect_and_no_proxy(
     assert _Recorder.seen == []  # the token went nowhere else
     assert client._call("GET", "/direct", None, 5) == {}  # reached without the proxy
     os.environ.pop("http_proxy", None)
+
+
+def test_a_link_anywhere_below_another_users_directory_is_refused(shared: Path) -> None:
+    _as_other("mkdir", "-p", str(shared / "theirs" / "real" / "deeper"))
+    _as_other("ln", "-s", "/etc", str(shared / "theirs" / "link"))
+    for planted in (shared / "theirs" / "link", shared / "theirs" / "link" / "ssh"):
+        with pytest.raises(OSError):
+            beneath.open_directory(planted)
+    os.close(beneath.open_directory(shared / "theirs" / "real" / "deeper"))
+    os.close(beneath.open_directory(Path("/proc/self/..")))  # root's links are followed

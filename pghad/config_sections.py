@@ -40,6 +40,10 @@ class AgentConfig(_Model):
     # its server (below cluster.failover_threshold, so it is fenced before any promotion).
     self_fence_after: Annotated[float, Field(gt=0, le=3600)] | None = None
     peer_interval: Annotated[float, Field(ge=0.05, le=10)] = 0.2  # its check of the other node
+    # Where the agent keeps when it last heard the daemon and its peer, so that a restarted
+    # agent fences on the silence that began before it started (a runtime directory: a reboot
+    # empties it). Unwritable: it counts from its own start, and says so.
+    run_dir: Path = Path("/run/pghad-agent")
 
 
 class HooksConfig(_Model):

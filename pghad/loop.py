@@ -23,15 +23,17 @@ from pghad.cluster.model import (
     ClusterState,
     Memory,
     Promote,
+    SetSynchronous,
     action_key,
     action_name,
     action_target,
+    is_safety_action,
 )
 from pghad.cluster.observation import ClusterView, lagging
-from pghad.cluster.observe import observe
+from pghad.cluster.observe import Observer
 from pghad.cluster.procedures import OperationResult
 from pghad.config import Config
-from pghad.errors import OperationRefused, PghadError
+from pghad.errors import NodeError, OperationRefused, PghadError
 from pghad.hooks import Hooks
 from pghad.intake import Intake
 from pghad.operations import Act, Entry, Lane, Operations, Request, describe
@@ -39,6 +41,9 @@ from pghad.recorder import Recorder
 from pghad.runtime import Runtime
 
 SUSPECT_PROBE_INTERVAL_S = 0.1
+# While the primary is suspect, a round decides on what has answered by then: a silent host's
+# probe (up to probe_timeout) goes on and its result is taken by a later round.
+SUSPECT_ROUND_DEADLINE_S = 0.15
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
 SETTLING = ("rejoin", "start_standby", "start_primary")
@@ -66,12 +71,14 @@ class Loop:
         self.paused = load_paused(config.state.dir)
         self.ops = Operations()
         self.view = ClusterView()
+        self.observer = Observer()
         self.last_round_at: float | None = None
         self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
         self.hooks = Hooks(recorder, self.spawn)
         self.archiver = Archiver(lambda: self.config, runtime.backups.bin_dir, recorder.event)
         self._background: set[asyncio.Task[Any]] = set()
         self._persisting = asyncio.Lock()  # a round and a pause request may both write state.json
+        self._intents = 0  # promotions recorded by operations
 
     @property
     def config(self) -> Config:
@@ -79,11 +86,26 @@ class Loop:
 
     async def tick(self) -> None:
         await self._collect()
-        self.view = await observe(self.runtime.nodes, self.config.cluster.probe_timeout)
+        intents = self._intents
+        timeout = self.config.cluster.probe_timeout
+        suspect = self.memory.state is ClusterState.PRIMARY_DOWN
+        deadline = min(timeout, SUSPECT_ROUND_DEADLINE_S) if suspect else timeout
+        self.view = await self.observer.round(self.runtime.nodes, timeout, deadline)
         self.recorder.lag(lagging(self.view, self.config.cluster.lag_alert_s), self.view)
+        if intents != self._intents:
+            # A promotion was ordered while this round observed: its view predates the intent
+            # and could read the old primary as still serving. The next round looks again.
+            self.ops.wake.set()
+            return
         now = self.clock()
         busy = frozenset(self.runtime.nodes) if self.ops.busy(Lane.CLUSTER) else frozenset()
-        decision = decide(self.view, self.memory, self.config, now, busy, paused=self.paused)
+        relaxing = any(
+            isinstance(a, SetSynchronous) and is_safety_action(a)
+            for a in self.ops.pending_actions()
+        )
+        decision = decide(
+            self.view, self.memory, self.config, now, busy, paused=self.paused, relaxing=relaxing
+        )
         self.recorder.decision(decision)
         changed = decision.memory != self.memory
         before, self.memory = self.memory, decision.memory
@@ -99,8 +121,7 @@ class Loop:
             # Not done, so not remembered as done (a failover's "standby no longer eligible"
             # would otherwise refuse the same failover once the disk has room again).
             self.memory, actions = before, ()
-        if actions and not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
-            self.ops.submit(Act(actions))
+        self._submit(actions)
         self.archiver.follow(self.view, self.memory.primary, now)
         self.intake.check_trigger()
         if self.intake.schedule_due(now):
@@ -111,6 +132,29 @@ class Loop:
         metrics.observe_round(self.view, self.memory, time.time(), self.config.cluster.synchronous)
         metrics.observe_archive(self.archiver.state if self.archiver.enabled else None)
         self.last_round_at = self.clock()
+
+    def _submit(self, actions: tuple[Action, ...]) -> None:
+        if not actions:
+            return
+        if not self.ops.busy(Lane.CLUSTER):  # an API request may have come in
+            self.ops.submit(Act(actions))
+            return
+        safety = tuple(a for a in actions if is_safety_action(a))
+        if safety and not self.ops.busy(Lane.SAFETY):
+            self.ops.submit(Act(safety, safety=True))
+
+    async def record_promotion(self, new: str, old: str | None) -> None:
+        """An operation is about to promote `new`: on disk first, so that no daemon (this one, or
+        one restarted from the file) starts `old` as a primary while `new` may be one."""
+        before = self.memory
+        self.memory = results.promotion_intended(self.memory, new, old)
+        self._intents += 1
+        if not await self._persist():
+            self.memory = before
+            raise NodeError(
+                f"step record: the state file could not be written, so {new} was not promoted "
+                "(nothing is done unrecorded); free the state directory and retry"
+            )
 
     async def set_paused(self, paused: bool) -> bool:
         """Maintenance mode on or off, on disk before it is answered; False if unchanged."""
@@ -170,7 +214,7 @@ class Loop:
 
     def _execute(self, request: Request) -> Awaitable[Any]:
         # An operation finishes with the runtime, memory and time it started with.
-        return self.runtime.execute(request, self.memory, self.wall_clock())
+        return self.runtime.execute(request, self.memory, self.wall_clock(), self.record_promotion)
 
     # ---- collecting results (at the start of a round, before observing) --------------------
 
@@ -288,6 +332,7 @@ class Loop:
             self.recorder.event("background_failed", level="error", error=str(task.exception()))
 
     async def stop(self) -> None:
+        await self.observer.close()
         await self.archiver.stop()
         await self.ops.cancel_all()
         for task in list(self._background):

@@ -29,6 +29,9 @@ class OperationBusy(OperationRefused):
 class Lane(StrEnum):
     CLUSTER = "cluster"  # anything that changes a server: one at a time
     BACKUP = "backup"  # backups run beside cluster operations, one at a time
+    # Relaxing synchronous replication and fencing a split brain: never queued behind an
+    # operation (a copy may take hours while the primary's writes wait).
+    SAFETY = "safety"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Act:
     """Actions decided by the loop, run in order."""
 
     actions: tuple[Action, ...]
+    safety: bool = False  # only safety actions, run beside a cluster operation
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,16 @@ Request = Act | Failover | Switchover | Failback | TakeBackup
 
 
 def lane_of(request: Request) -> Lane:
-    return Lane.BACKUP if isinstance(request, TakeBackup) else Lane.CLUSTER
+    if isinstance(request, TakeBackup):
+        return Lane.BACKUP
+    if isinstance(request, Act) and request.safety:
+        return Lane.SAFETY
+    return Lane.CLUSTER
 
 
 def describe(request: Request) -> str:
     match request:
-        case Act(actions):
+        case Act(actions, _):
             return ", ".join(f"{action_name(a)} of {action_target(a)}" for a in actions)
         case TakeBackup():
             return "a backup"
@@ -111,6 +119,11 @@ class Operations:
 
     def busy(self, lane: Lane = Lane.CLUSTER) -> bool:
         return self.current(lane) is not None
+
+    def pending_actions(self) -> list[Action]:
+        """Every action queued or running, in any lane."""
+        entries = [*self.running.values(), *self.queue]
+        return [a for e in entries if isinstance(e.request, Act) for a in e.request.actions]
 
     def submit(self, request: Request) -> asyncio.Future[Any]:
         """Queue a request; refused at once when its lane is taken."""

@@ -18,7 +18,7 @@ from pghad.backup.model import BackupStatus
 from pghad.backup.runner import BackupRunner
 from pghad.cluster.executor import Executor
 from pghad.cluster.model import Memory
-from pghad.cluster.procedures import Procedures
+from pghad.cluster.procedures import Intend, Procedures
 from pghad.config import AgentNodeConfig, Config, DockerNodeConfig
 from pghad.nodes.agent import AgentDriver
 from pghad.nodes.base import NodeDriver
@@ -55,7 +55,8 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, nodes: Mapping[str, Node] | None = None) -> Runtime:
         nodes = nodes if nodes is not None else make_nodes(config)
-        executor = Executor(nodes, config.cluster.synchronous)
+        archive_sync = config.archive.enabled and config.archive.synchronous
+        executor = Executor(nodes, config.cluster.synchronous, archive_sync)
         catalog = Catalog.of(config)
         return cls(
             config=config,
@@ -66,22 +67,22 @@ class Runtime:
             backups=BackupRunner(config, catalog, pgbin.find_bin_dir(config.pg_bin), nodes),
         )
 
-    async def execute(self, request: Request, memory: Memory, now: datetime) -> Any:
+    async def execute(self, request: Request, memory: Memory, now: datetime, intend: Intend) -> Any:
         """Run one request (in its own task): the actions' outcomes, an operation's result, or a
-        backup record."""
+        backup record. `intend` records a promotion on disk before an operation makes it."""
         match request:
-            case Act(actions):
+            case Act(actions, _):
                 return tuple([await self.executor.run(action) for action in actions])
             case Failover(force):
                 return await self.procedures.failover(
-                    memory.primary, memory.standby_eligible, force
+                    memory.primary, memory.standby_eligible, force, intend
                 )
             case Switchover():
-                return await self.procedures.switchover()
+                return await self.procedures.switchover(intend)
             case Failback():
                 preferred = self.config.preferred_primary
                 pending = self.config.cluster.auto_rejoin and preferred in memory.needs_rejoin
-                return await self.procedures.failback(pending)
+                return await self.procedures.failback(intend, pending)
             case TakeBackup(kind):
                 record = await self.backups.run(now, kind)
                 if record.status is BackupStatus.OK:

@@ -120,9 +120,10 @@ class FakeNode:
         if not (self.running and self.reachable):
             raise psycopg.OperationalError(f"{self.name}: connection refused")
 
-    async def promote(self) -> bool:
+    async def promote(self, archive: bool = False) -> bool:
         self._sql("promote")
-        self.in_recovery, self.upstream, self.sync_names = False, None, ""
+        self.in_recovery, self.upstream = False, None
+        self.sync_names = render(None, archive)
         self.timeline += 1
         return True
 

@@ -62,7 +62,14 @@ changes = [Depends(require_token), Depends(require_lease)]
 
 @router.get("/health")
 async def health(service: Service) -> dict[str, Any]:
-    return {"status": "ok", "node": service.node.name}
+    now = time.monotonic()
+    # Whether this host reaches the other node's server: that node's agent counts this host as
+    # present only while it does (a partial cut must not keep a primary from fencing itself).
+    return {
+        "status": "ok",
+        "node": service.node.name,
+        "peer_reachable": service.peer_view(now)["reachable"],
+    }
 
 
 @router.get("/primary")

@@ -13,9 +13,12 @@ from pghad import pgbin
 from pghad.cluster.observation import ServerState
 from pghad.config import AgentNodeConfig, Config, LocalNodeConfig, NodeConfig
 from pghad.errors import ConfigError
+from pghad.nodes.agent import AgentClient
 from pghad.nodes.local import LocalDriver
 
+from .contact import ContactFile, contact_path
 from .lease import Lease
+from .peer_agent import PeerAgentWatch
 from .watch import LOCAL_QUERY, PEER_QUERY, Watch
 
 log = structlog.get_logger("pghad.agent")
@@ -24,8 +27,9 @@ log = structlog.get_logger("pghad.agent")
 def should_self_fence(
     writable: bool, daemon_silent: float | None, peer_silent: float | None, after: float
 ) -> bool:
-    """A primary that has lost both the daemon and its standby (each heard from before) for
-    `after` seconds stops taking writes; losing only one of them never fences."""
+    """A primary that has lost both the daemon and its standby's host for `after` seconds stops
+    taking writes; losing only one of them never fences. Silence counts from the last word, or
+    from the agent's start when there was none."""
     return (
         writable
         and daemon_silent is not None
@@ -65,13 +69,34 @@ class AgentService:
         interval, timeout = config.agent.peer_interval, config.cluster.probe_timeout
         self.local = Watch(self.node, config.auth, LOCAL_QUERY, interval, timeout)
         self.peer_watch = Watch(self.peer, config.auth, PEER_QUERY, interval, timeout)
+        self.peer_agent = (
+            PeerAgentWatch(
+                AgentClient(self.peer.agent_url, config.agent.token, config.agent.ca_file, ""),
+                interval,
+                timeout,
+            )
+            if isinstance(self.peer, AgentNodeConfig)
+            else None
+        )
         self.lease = Lease()
+        self.started_at = time.monotonic()
+        self.contact = ContactFile(contact_path(config.agent.run_dir, self.node))
+        before = self.contact.load()
+        self.lease.renewed_at = before.get("daemon")
+        self.peer_heard_before = before.get("peer")
+        for watch in (self.peer_watch, self.peer_agent):
+            if watch is not None and self.peer_heard_before is not None:
+                watch.answer.answered_at = self.peer_heard_before
         self.self_fenced: str | None = None
+        self._fenced_at = 0.0
         self.self_fence_after = config.self_fence_after  # until the daemon's first heartbeat
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for job in (self.local.run(), self.peer_watch.run(), self._guard()):
+        jobs = [self.local.run(), self.peer_watch.run(), self._guard()]
+        if self.peer_agent is not None:
+            jobs.append(self.peer_agent.run())
+        for job in jobs:
             self._tasks.append(asyncio.create_task(job))
 
     async def stop(self) -> None:
@@ -126,23 +151,53 @@ class AgentService:
             )
             self.self_fence_after = self_fence_after
 
+    def daemon_silent_for(self, now: float) -> float:
+        silent = self.lease.silent_for(now)
+        return silent if silent is not None else now - self.started_at
+
+    def peer_silent_for(self, now: float) -> float | None:
+        """Silence of the peer's host: neither its server nor its agent (vouching that it
+        reaches this node's server) has answered for that long; None while one answers."""
+        interval = self.config.agent.peer_interval
+        server = self.peer_watch.answer.silent_for(now, interval)
+        if self.peer_agent is not None and server is not None:
+            agent = self.peer_agent.answer.silent_for(now, interval)
+            server = None if agent is None else min(server, agent)
+        return server
+
+    def _peer_heard_at(self) -> float | None:
+        answers = [w.answer for w in (self.peer_watch, self.peer_agent) if w is not None]
+        heard = [a.answered_at for a in answers if a.ever and a.answered_at is not None]
+        return max(heard, default=self.peer_heard_before)
+
     async def _guard(self) -> None:
         while True:
             await asyncio.sleep(self.config.agent.peer_interval)
             after = self.self_fence_after
             now = time.monotonic()
-            daemon = self.lease.silent_for(now)
-            answer = self.peer_watch.answer
-            peer = answer.silent_for(now, self.config.agent.peer_interval) if answer.ever else None
+            daemon = self.daemon_silent_for(now)
+            peer = self.peer_silent_for(now)
+            self.contact.save(self.lease.renewed_at, self._peer_heard_at())
             if self.self_fenced is None and should_self_fence(self.writable, daemon, peer, after):
+                self._fenced_at = time.monotonic()
                 detail = await self.driver.fence()
                 self.self_fenced = detail
                 log.warning(
                     "self_fenced",
                     node=self.node.name,
                     detail=detail,
-                    daemon_silent_s=round(daemon or 0.0, 1),
+                    daemon_silent_s=round(daemon, 1),
                     peer_silent_s=round(peer or 0.0, 1),
                 )
-            elif self.self_fenced is not None and daemon is not None and daemon < after:
-                self.self_fenced = None  # the daemon is back: it decides what the node becomes
+            elif self.self_fenced is not None and self._server_back():
+                # Kept until the server runs again: the daemon reads it to tell a precaution
+                # (start it again when no promotion happened) from a crash.
+                self.self_fenced = None
+
+    def _server_back(self) -> bool:
+        answer = self.local.answer
+        return (
+            answer.error is None
+            and answer.row is not None
+            and (answer.answered_at or 0.0) > self._fenced_at
+        )

@@ -31,7 +31,7 @@ OVERDUE = 2  # intervals (plus a second) without an answer before a watch report
 @dataclass
 class Answer:
     row: dict[str, Any] | None = None
-    answered_at: float | None = None  # monotonic time of the last answer
+    answered_at: float | None = None  # monotonic time of the last answer (or of the start)
     ever: bool = False
     error: str | None = None
 
@@ -53,7 +53,8 @@ class Watch:
         self.query = query
         self.interval = interval
         self.timeout = timeout
-        self.answer = Answer()
+        # Silent since start until the first answer: an agent started while cut off is isolated.
+        self.answer = Answer(answered_at=time.monotonic())
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
 
     async def run(self) -> None:
@@ -79,8 +80,6 @@ class Watch:
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop()
             self.answer.error = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
-            if self.answer.answered_at is None:
-                self.answer.answered_at = time.monotonic()  # silent since we started
             return
         self.answer = Answer(row=row, answered_at=time.monotonic(), ever=True)
 

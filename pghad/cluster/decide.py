@@ -10,19 +10,20 @@ from dataclasses import replace
 
 from pghad.config import Config
 
-from .eligibility import Link, asynchronous, stalled_since, synchronous
+from .eligibility import Link, asynchronous, relax_under_way, stalled_since, synchronous
 from .model import (
     Action,
     ClusterState,
     Decision,
-    Fence,
     Memory,
     Promote,
     action_target,
+    is_safety_action,
 )
-from .observation import ClusterView
+from .observation import ClusterView, ServerState
 from .policy import refuse_promotion
-from .repair import repair_standby, restart_primary
+from .repair import repair_standby, restart_primary, restart_self_fenced
+from .split_brain import settle
 from .sync_archive import archive_member, compose
 
 # A standby whose flushed position has not moved for this long while commits wait for it counts
@@ -30,6 +31,8 @@ from .sync_archive import archive_member, compose
 STALL_GRACE_S = 1.0
 
 DECISION_CODES = (
+    "primary_running",
+    "primary_superseded",
     "healthy",
     "enabling_sync",
     "sync_confirming",
@@ -67,50 +70,31 @@ def decide(
     busy: frozenset[str] = frozenset(),
     *,
     paused: bool = False,
+    relaxing: bool = False,
 ) -> Decision:
-    """One round: `busy` names nodes a running operation owns (no new action touches them);
-    `paused` (maintenance mode): every node is left alone and no promotion is made.
+    """One round: `busy` names nodes a running operation owns (no new action touches them, but
+    for the safety actions: relaxing synchronous replication and fencing a split brain);
+    `paused` (maintenance mode): every node is left alone and no promotion is made;
+    `relaxing`: a relax of synchronous replication is under way (no standby turns eligible).
     """
     if paused:
         busy = frozenset(node.name for node in config.nodes)
     writable = view.writable()
-    if len(writable) == 2:
-        return _split_brain(view, memory, busy)
-    if len(writable) == 1:
-        return _with_primary(view, memory, config, now, primary=writable[0], busy=busy)
-    return _without_primary(view, memory, config, now, busy, paused=paused)
-
-
-def _split_brain(view: ClusterView, memory: Memory, busy: frozenset[str]) -> Decision:
-    first, second = view.writable()
-    tl_first, tl_second = view[first].timeline or 0, view[second].timeline or 0
-    if tl_first != tl_second:
-        keep = first if tl_first > tl_second else second
-        why = "the newer timeline"
-    elif memory.primary in (first, second):
-        keep = memory.primary
-        why = "the recorded primary"
-    else:
-        new = replace(memory, state=ClusterState.SPLIT_BRAIN)
-        return Decision(
-            new,
-            (),
-            "split_brain_unresolved",
-            "two writable nodes on the same timeline and no recorded primary: "
-            "fence one by hand (pghad will not guess)",
-        )
-    stale = second if keep == first else first
-    new = replace(
-        memory,
-        state=ClusterState.SPLIT_BRAIN,
-        primary=keep,
-        needs_rejoin=memory.needs_rejoin | {stale},
-        standby_eligible=False,
-        primary_down_since=None,
+    seen = (memory.seen_in_recovery | {n for n, o in view.nodes.items() if o.is_standby}) - set(
+        writable
     )
-    reason = f"{stale} is writable while {keep} is primary ({why}): fencing {stale}"
-    actions: tuple[Action, ...] = () if stale in busy else (Fence(stale, reason),)
-    return Decision(new, actions, "split_brain_fence", reason, {"keep": keep, "fence": stale})
+    memory = replace(
+        memory, seen_in_recovery=frozenset(seen), fence_timing=_confirmed_timing(view, memory)
+    )
+    if len(writable) == 2:
+        if paused:
+            return replace(settle(view, memory, now), actions=())
+        return settle(view, memory, now)
+    if len(writable) == 1:
+        return _with_primary(
+            view, memory, config, now, primary=writable[0], busy=busy, relaxing=relaxing
+        )
+    return _without_primary(view, memory, config, now, busy, paused=paused)
 
 
 def _with_primary(
@@ -121,6 +105,7 @@ def _with_primary(
     *,
     primary: str,
     busy: frozenset[str],
+    relaxing: bool,
 ) -> Decision:
     standby = config.other(primary).name
     obs = view[primary]
@@ -143,8 +128,11 @@ def _with_primary(
         watermark=memory.sync_watermark,
         was_eligible=memory.standby_eligible,
         stalled=stalled,
+        relaxing=relaxing,
     )
-    if config.cluster.synchronous:
+    if relaxing:
+        verdict = relax_under_way(link)
+    elif config.cluster.synchronous:
         verdict = synchronous(link, config.cluster.sync_relax_after)
     else:
         verdict = asynchronous(link, config.cluster.max_lag_on_failover, obs.sync_standby_names)
@@ -183,6 +171,10 @@ def _with_primary(
         standby_progress_at=(
             stall if stall is not None else now if not lag else (memory.standby_seen_at or now)
         ),
+        primary_seen_at=now,
+        promoting=_still_promoting(memory.promoting, primary, streaming),
+        seen_in_recovery=memory.seen_in_recovery,
+        fence_timing=memory.fence_timing,
     )
     details: dict[str, object] = {
         "primary": primary,
@@ -191,8 +183,16 @@ def _with_primary(
         "eligible": verdict.eligible,
         **({"archive_sync": archive.member} if archive else {}),
     }
-    allowed = tuple(a for a in actions if action_target(a) not in busy)
+    allowed = tuple(a for a in actions if action_target(a) not in busy or is_safety_action(a))
     return Decision(new, allowed, code, reason, details)
+
+
+def _still_promoting(promoting: str | None, primary: str, streaming: bool) -> str | None:
+    """A promotion ordered earlier is settled once its node is the primary, or streams as a
+    standby of the primary (it did not take effect)."""
+    if promoting is None or promoting == primary or streaming:
+        return None
+    return promoting
 
 
 def _without_primary(
@@ -216,9 +216,12 @@ def _without_primary(
             "not promoting anything: promote by hand or restore the primary",
         )
     standby = config.other(primary).name
-    since = memory.primary_down_since if memory.primary_down_since is not None else now
+    # Silence counts from the last contact (from start-up when this daemon had none).
+    since = next(
+        (t for t in (memory.primary_down_since, memory.primary_seen_at) if t is not None), now
+    )
     down_for = now - since
-    threshold = _failover_threshold(view, primary, config)
+    threshold = _failover_threshold(memory, primary, config)
     base = replace(memory, state=ClusterState.PRIMARY_DOWN, primary_down_since=since)
     error = view[primary].error or ("in recovery" if view[primary].is_standby else "down")
     details: dict[str, object] = {
@@ -227,6 +230,9 @@ def _without_primary(
         "threshold_s": threshold,
         "error": error,
     }
+    back = restart_self_fenced(view, memory, primary, standby, config)
+    if back is not None and primary not in busy:
+        return Decision(base, (back,), "restarting_primary", back.reason, details)
     if down_for < threshold:
         return Decision(
             base,
@@ -236,12 +242,21 @@ def _without_primary(
             details,
         )
     refusal = refuse_promotion(
-        view, memory.standby_eligible, standby, busy, paused=paused, threshold=threshold
+        view,
+        memory.standby_eligible,
+        standby,
+        busy,
+        paused=paused,
+        threshold=threshold,
+        primary=primary,
     )
     if refusal is not None:
-        restart = restart_primary(view[primary], refusal, config)
+        restart = restart_primary(
+            view, memory, primary=primary, standby=standby, refusal=refusal, config=config
+        )
         if restart is not None:
-            return Decision(base, (restart[1],), "restarting_primary", restart[0], details)
+            code, why, action = restart
+            return Decision(base, (action,) if action else (), code, why, details)
         return Decision(base, (), refusal[0], refusal[1], details)
     reason = (
         f"{primary} unreachable for {down_for:.1f} s (threshold {threshold:g} s, {error}); "
@@ -252,16 +267,30 @@ def _without_primary(
         state=ClusterState.FAILING_OVER,
         needs_rejoin=memory.needs_rejoin | {primary},
         standby_eligible=False,
+        promoting=standby,
+        seen_in_recovery=memory.seen_in_recovery - {standby},
     )
-    return Decision(new, (Promote(standby, primary, reason),), "failover", reason, details)
+    # A host that does not answer has fenced itself by now (synchronous mode: it cannot
+    # acknowledge alone either): the promotion does not wait for its fence.
+    wait = view[primary].server is not ServerState.UNKNOWN or not config.cluster.synchronous
+    promote = Promote(standby, primary, reason, wait_for_fence=wait)
+    return Decision(new, (promote,), "failover", reason, details)
 
 
-def _failover_threshold(view: ClusterView, primary: str, config: Config) -> float:
+def _confirmed_timing(view: ClusterView, memory: Memory) -> tuple[tuple[str, float], ...]:
+    timing = dict(memory.fence_timing)
+    for name, obs in view.nodes.items():
+        witness = obs.witness
+        if witness is not None and witness.available and witness.self_fence_after is not None:
+            timing[name] = witness.self_fence_after
+    return tuple(sorted(timing.items()))
+
+
+def _failover_threshold(memory: Memory, primary: str, config: Config) -> float:
     """The threshold, or longer while the primary's agent last confirmed a longer self-fence
     timing (the threshold was lowered while it was cut off): it must have fenced first."""
     threshold = config.cluster.failover_threshold
-    witness = view[primary].witness
-    confirmed = witness.self_fence_after if witness is not None else None
+    confirmed = dict(memory.fence_timing).get(primary)
     if confirmed is None:
         return threshold
     return round(max(threshold, confirmed + threshold - config.self_fence_after), 3)

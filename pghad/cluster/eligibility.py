@@ -27,8 +27,8 @@ class Link:
     primary_lsn: int | None = None
     watermark: int | None = None
     was_eligible: bool = False
-
     stalled: bool = False
+    relaxing: bool = False  # a relax is under way: it may land at any moment
 
     @property
     def streaming(self) -> bool:
@@ -56,6 +56,14 @@ class Verdict:
     reason: str
     action: SetSynchronous | None = None
     watermark: int | None = None
+
+
+def relax_under_way(link: Link) -> Verdict:
+    """Commits may be acknowledged without the standby from the moment a relax lands: eligible
+    again only after a new watermark, taken once no relax is under way."""
+    return Verdict(
+        False, "relaxing_sync", f"relaxing synchronous replication: {link.standby} is ineligible"
+    )
 
 
 def synchronous(link: Link, relax_after: float) -> Verdict:

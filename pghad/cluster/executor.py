@@ -53,9 +53,12 @@ class FenceResult:
 
 
 class Executor:
-    def __init__(self, nodes: Mapping[str, Node], synchronous: bool) -> None:
+    def __init__(
+        self, nodes: Mapping[str, Node], synchronous: bool, archive_sync: bool = False
+    ) -> None:
         self.nodes = nodes
         self.synchronous = synchronous
+        self.archive_sync = archive_sync  # a new primary's commits wait for the WAL archive
 
     async def run(self, action: Action) -> Outcome:
         started = time.monotonic()
@@ -105,17 +108,28 @@ class Executor:
             await node.make_read_only()
         except (psycopg.Error, OSError, NodeError) as exc:
             return FenceResult(name, False, f"not fenced: driver: {driver_error}; SQL: {exc}")
-        return FenceResult(name, True, f"made read-only over SQL (driver failed: {driver_error})")
+        # default_transaction_read_only is advisory (a session may turn it off): it narrows what
+        # the node takes, but the node is not fenced, and a fence action is retried.
+        return FenceResult(
+            name,
+            False,
+            f"not fenced: driver: {driver_error}; made read-only over SQL meanwhile (advisory)",
+        )
 
     async def _promote(self, action: Promote) -> tuple[str, dict[str, object]]:
         if self.synchronous:
             # Synchronous: an unreachable old primary cannot acknowledge a commit alone, and an
-            # agent fences it on its side; do not hold the promotion for its driver's timeouts.
-            try:
-                fenced = await asyncio.wait_for(self.fence(action.old_primary), SYNC_FENCE_WAIT_S)
-            except TimeoutError:
+            # agent fences it on its side; do not hold the promotion for its driver's timeouts,
+            # nor at all when its host does not answer (it has fenced itself by now).
+            wait = SYNC_FENCE_WAIT_S if action.wait_for_fence else 0.0
+            fence = asyncio.ensure_future(self.fence(action.old_primary))
+            done, _ = await asyncio.wait({fence}, timeout=wait) if wait else (set(), set())
+            if fence in done:
+                fenced = fence.result()
+            else:
+                fence.cancel()
                 fenced = FenceResult(
-                    action.old_primary, False, f"no answer within {SYNC_FENCE_WAIT_S:g} s"
+                    action.old_primary, False, f"no answer within {wait:g} s (host silent)"
                 )
         else:
             fenced = await self.fence(action.old_primary)
@@ -130,7 +144,7 @@ class Executor:
                 "writes; fence it by hand, then fail over with force=true",
             )
         fence_done = time.monotonic()
-        if not await self.nodes[action.node].promote():
+        if not await self.nodes[action.node].promote(self.archive_sync):
             raise NodeError(f"pg_promote on {action.node} did not finish within 30 s")
         return (
             f"{action.node} promoted; old primary {action.old_primary}: {fenced.detail}",

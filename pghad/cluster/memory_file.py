@@ -13,7 +13,8 @@ STATE_FILE = "state.json"
 
 
 def load_memory(state_dir: Path, node_names: set[str]) -> Memory:
-    """Only what cannot be observed is taken: who was primary, and whether the standby was eligible.
+    """Only what cannot be observed is taken: who was primary, whether the standby was eligible,
+    who must rejoin, and a promotion ordered but not seen to settle.
 
     Timers start afresh: a restarted daemon waits a full threshold before promoting.
     """
@@ -26,6 +27,14 @@ def load_memory(state_dir: Path, node_names: set[str]) -> Memory:
         standby_eligible=bool(data.get("standby_eligible", False)),
         needs_rejoin=frozenset(n for n in data.get("needs_rejoin", []) if n in node_names),
         timeline=data.get("timeline"),
+        promoting=data["promoting"] if data.get("promoting") in node_names else None,
+        fence_timing=tuple(
+            sorted(
+                (name, float(seconds))
+                for name, seconds in (data.get("fence_timing") or {}).items()
+                if name in node_names and isinstance(seconds, int | float)
+            )
+        ),
     )
 
 
@@ -39,6 +48,8 @@ def save_memory(
         "standby_eligible": memory.standby_eligible,
         "needs_rejoin": sorted(memory.needs_rejoin),
         "timeline": memory.timeline,
+        "promoting": memory.promoting,
+        "fence_timing": dict(memory.fence_timing),
         "failovers": history[-50:],
     }
     write_atomic(state_dir / STATE_FILE, json.dumps(data, indent=2, default=str) + "\n")

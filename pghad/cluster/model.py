@@ -20,6 +20,9 @@ class Promote:
     node: str
     old_primary: str
     reason: str
+    # False when the old primary's host does not answer: it has fenced itself by the timing
+    # model (its agent's self-fence comes before the threshold), so the promotion does not wait.
+    wait_for_fence: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,14 @@ def action_name(action: Action) -> str:
     }[type(action)]
 
 
+def is_safety_action(action: Action) -> bool:
+    """Actions never held behind a running operation: relaxing synchronous replication (the
+    primary's writes wait on it) and fencing a split brain."""
+    if isinstance(action, SetSynchronous):
+        return action.standby is None
+    return isinstance(action, Fence)
+
+
 def action_key(action: Action) -> str:
     """What backoff is counted by: the kind of action and the node it acts on."""
     return f"{action_name(action)}:{action_target(action)}"
@@ -106,6 +117,18 @@ class Memory:
     standby_flush: int | None = None
     standby_seen_at: float | None = None
     standby_progress_at: float | None = None
+    # When the primary last answered as a writable primary: the threshold counts from there
+    # (from start-up when this daemon has not seen it), not from the first failed probe.
+    primary_seen_at: float | None = None
+    # A promotion ordered (by any path) and not yet seen to have taken effect or to have been
+    # abandoned: that node's role is uncertain, so the old primary is never started as primary.
+    promoting: str | None = None
+    # Nodes this daemon process has itself seen in recovery and not promoted since: evidence
+    # (not memory from a file) that a node pghad cannot reach now is not a primary.
+    seen_in_recovery: frozenset[str] = frozenset()
+    # The self-fence timing each node's agent last confirmed, as (node, seconds): an agent cut
+    # off fences on that timing, so a lowered threshold waits for it, across restarts too.
+    fence_timing: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class ServerState(StrEnum):
     """The node's server process as its driver sees it (not over SQL)."""
 
     RUNNING = "running"
+    FROZEN = "frozen"  # the postmaster exists but is stopped (SIGSTOP) or the container paused
     STOPPED = "stopped"
     NO_DATA = "no_data"  # no usable data directory: only a clone brings it back
     UNKNOWN = "unknown"  # the driver could not tell (host unreachable, timeout)
@@ -38,8 +39,9 @@ class Witness:
     available: bool  # the agent answered this round
     primary_down_for_s: float | None  # None: it reaches the other node now
     at: float = 0.0
-    # The self-fence timing the agent last confirmed (kept while it does not answer).
+    # The self-fence timing the agent confirmed in this answer (the daemon's memory keeps it).
     self_fence_after: float | None = None
+    self_fenced: bool = False  # the agent stopped its primary for want of the daemon and peer
 
 
 @dataclass(frozen=True)

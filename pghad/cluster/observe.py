@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .observation import ClusterView
+from .observation import ClusterView, NodeObservation, ServerState
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
@@ -15,3 +15,41 @@ if TYPE_CHECKING:
 async def observe(nodes: Mapping[str, Node], timeout: float) -> ClusterView:
     found = await asyncio.gather(*(node.probe(timeout) for node in nodes.values()))
     return ClusterView({obs.name: obs for obs in found})
+
+
+class Observer:
+    """The loop's rounds of probes. A probe still waiting when a round must decide counts as no
+    answer for that round and is not started again: the next round takes its result. While the
+    primary is suspect, rounds come every few tenths of a second, not every probe timeout."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, asyncio.Task[NodeObservation]] = {}
+
+    async def round(
+        self, nodes: Mapping[str, Node], timeout: float, deadline: float
+    ) -> ClusterView:
+        tasks = {}
+        for name, node in nodes.items():
+            task = self._waiting.pop(id(node), None)
+            tasks[name] = task if task is not None else asyncio.ensure_future(node.probe(timeout))
+        await asyncio.wait(tasks.values(), timeout=deadline)
+        found = {}
+        for name, task in tasks.items():
+            if task.done():
+                found[name] = task.result()
+                continue
+            self._waiting[id(nodes[name])] = task
+            found[name] = NodeObservation(
+                name,
+                False,
+                error=f"no answer within {deadline:g} s (still waiting)",
+                server=ServerState.UNKNOWN,
+                witness=nodes[name].process.witness(),
+            )
+        return ClusterView(found)
+
+    async def close(self) -> None:
+        for task in self._waiting.values():
+            task.cancel()
+        await asyncio.gather(*self._waiting.values(), return_exceptions=True)
+        self._waiting.clear()

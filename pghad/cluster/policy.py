@@ -3,7 +3,7 @@ the operator's failover alike."""
 
 from __future__ import annotations
 
-from .observation import ClusterView
+from .observation import ClusterView, ServerState
 
 # How long the standby may have heard nothing from the primary's walsender before pghad believes
 # the primary is really gone rather than unreachable from pghad alone.
@@ -21,21 +21,35 @@ def refuse_promotion(
     *,
     paused: bool = False,
     threshold: float | None = None,
+    primary: str | None = None,
 ) -> tuple[str, str] | None:
     """The first reason not to promote `standby` now, as (code, reason), or None.
 
     The one promotion policy: automatic failover and the operator's failover both ask it (the
     operator may override only `standby_ineligible`, with force). With `threshold` (automatic
     failover), a standby with an agent also needs that agent's word that the primary has been
-    unreachable from its own host as long: the second witness.
+    unreachable from its own host as long: the second witness. Without agents, a primary whose
+    driver says its server runs (and is not frozen) is alive: only pghad's connections fail.
     """
     obs = view[standby]
+    old = view[primary] if primary is not None and threshold is not None else None
     receiver_age = obs.receiver_msg_age_s or 0.0
+    # The receiver's silence is judged like the witness's: the threshold less the slack, at
+    # most RECEIVER_SILENCE_S (a low threshold must not wait for the fixed 2 s).
+    silence = RECEIVER_SILENCE_S
+    if threshold is not None:
+        silence = min(RECEIVER_SILENCE_S, threshold - WITNESS_SLACK_S)
     witness = obs.witness if threshold is not None else None
     seen = witness.primary_down_for_s if witness is not None else None
     checks = (
         (paused, "paused", "pghad is paused (maintenance mode): `pghad resume` ends it"),
         (standby in busy, "standby_busy", "an operation is running on it"),
+        (
+            old is not None and old.witness is None and old.server is ServerState.RUNNING,
+            "primary_running",
+            f"{primary}'s driver says its server is running and not frozen: it refuses "
+            "pghad's connections (pg_hba.conf, connection slots, a password) but is alive",
+        ),
         (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
         (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),
         (
@@ -60,7 +74,7 @@ def refuse_promotion(
             + ", so only pghad cannot reach it",
         ),
         (
-            obs.receiver_status == "streaming" and receiver_age < RECEIVER_SILENCE_S,
+            obs.receiver_status == "streaming" and receiver_age < silence,
             "primary_alive_for_standby",
             f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
             "is alive and only unreachable from pghad",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,9 @@ from .policy import refuse_promotion
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
+
+# Writes the promotion of (new, old) to disk before it is made; raises if it cannot.
+Intend = Callable[[str, str | None], Awaitable[None]]
 
 RECEIVE_WAIT_S = 10.0
 STREAM_WAIT_S = 60.0
@@ -53,10 +56,10 @@ class Procedures:
 
     # ---- switchover ------------------------------------------------------------------------
 
-    async def switchover(self, cause: str = "switchover") -> OperationResult:
+    async def switchover(self, intend: Intend, cause: str = "switchover") -> OperationResult:
         view = await self.observe()
         primary, standby = self._healthy_pair(view)
-        return await self._switch(primary, standby, cause)
+        return await self._switch(primary, standby, cause, intend)
 
     def _healthy_pair(self, view: ClusterView) -> tuple[str, str]:
         writable = view.writable()
@@ -77,7 +80,9 @@ class Procedures:
             )
         return primary, standby
 
-    async def _switch(self, primary: str, standby: str, cause: str) -> OperationResult:
+    async def _switch(
+        self, primary: str, standby: str, cause: str, intend: Intend
+    ) -> OperationResult:
         started = time.monotonic()
         old = self.nodes[primary]
         # A checkpoint first makes the shutdown checkpoint (and the write pause) short.
@@ -87,7 +92,8 @@ class Procedures:
         final_lsn = await old.process.checkpoint_lsn()
         try:
             await self._wait_received(standby, final_lsn)
-            if not await self.nodes[standby].promote():
+            await intend(standby, primary)
+            if not await self.nodes[standby].promote(self.executor.archive_sync):
                 raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
         except (NodeError, psycopg.Error, OSError) as exc:
             raise NodeError(await self._put_back(primary, standby, exc)) from exc
@@ -140,10 +146,12 @@ class Procedures:
 
     # ---- failover --------------------------------------------------------------------------
 
-    async def failover(self, primary: str | None, eligible: bool, force: bool) -> OperationResult:
+    async def failover(
+        self, primary: str | None, eligible: bool, force: bool, intend: Intend
+    ) -> OperationResult:
         view = await self.observe()
         if primary is not None and view[primary].writable:
-            return await self.switchover(cause="manual")
+            return await self.switchover(intend, cause="manual")
         writable = view.writable()
         if writable:
             raise OperationRefused(f"{writable[0]} is writable but is not the recorded primary")
@@ -168,7 +176,8 @@ class Procedures:
                     "with force=true"
                 )
             fenced = fence.detail
-        if not await self.nodes[standby].promote():
+        await intend(standby, primary)
+        if not await self.nodes[standby].promote(self.executor.archive_sync):
             raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
         return OperationResult(
             operation="failover",
@@ -182,7 +191,7 @@ class Procedures:
 
     # ---- failback --------------------------------------------------------------------------
 
-    async def failback(self, pending_rejoin: bool = False) -> OperationResult:
+    async def failback(self, intend: Intend, pending_rejoin: bool = False) -> OperationResult:
         """`pending_rejoin`: the preferred node is a fenced former primary awaiting rejoin."""
         preferred = self.config.preferred_primary
         view = await self.observe()
@@ -205,7 +214,7 @@ class Procedures:
         if replica is None or replica.state != "streaming":
             rejoined = await rejoin(self.nodes[preferred], self.nodes[current])
         await self._wait_streaming(current, preferred)
-        result = await self._switch(current, preferred, cause="failback")
+        result = await self._switch(current, preferred, "failback", intend)
         return OperationResult(
             operation="failback",
             new_primary=preferred,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pghad.config import Config
 
-from .model import Action, Rejoin, StartPrimary, StartStandby
-from .observation import NodeObservation, ServerState
+from .model import Action, Memory, Rejoin, StartPrimary, StartStandby
+from .observation import ClusterView, NodeObservation, ServerState
 
 
 def repair_standby(
@@ -43,16 +43,64 @@ def repair_standby(
 NO_OTHER_PRIMARY = ("standby_unreachable", "standby_ineligible", "standby_witness_unknown")
 
 
+def superseded(memory: Memory, primary: str, standby: str, view: ClusterView) -> str | None:
+    """Why `primary` may have been superseded by `standby` (then it is never started as a
+    primary), or None when the evidence says the standby is not a primary."""
+    if memory.promoting is not None:
+        return f"a promotion of {memory.promoting} was ordered and is not settled"
+    if primary in memory.needs_rejoin:
+        return f"{primary} is a former primary awaiting its rejoin"
+    if view[standby].is_standby or standby in memory.seen_in_recovery:
+        return None
+    return (
+        f"this daemon has not seen {standby} as a standby since it started, so {standby} "
+        "may be a newer primary"
+    )
+
+
 def restart_primary(
-    obs: NodeObservation, refusal: tuple[str, str], config: Config
-) -> tuple[str, StartPrimary] | None:
+    view: ClusterView,
+    memory: Memory,
+    *,
+    primary: str,
+    standby: str,
+    refusal: tuple[str, str],
+    config: Config,
+) -> tuple[str, str, StartPrimary | None] | None:
     """Start the primary again when its driver says the server is stopped (killed, crashed,
     fenced by its agent) and the standby may not be promoted: otherwise nothing takes writes.
-    A primary pghad cannot observe, or whose data directory is gone, is left alone."""
+    A primary pghad cannot observe, or whose data directory is gone, is left alone, and so is one
+    that may have been superseded (then: code `primary_superseded`, no action)."""
     code, why = refusal
+    obs = view[primary]
     if code not in NO_OTHER_PRIMARY or not config.cluster.auto_rejoin:
         return None
     if obs.reachable or obs.server is not ServerState.STOPPED:
         return None
-    reason = f"{why}; {obs.name}'s server is stopped: starting it again as the primary"
-    return reason, StartPrimary(obs.name, reason)
+    doubt = superseded(memory, primary, standby, view)
+    if doubt is not None:
+        reason = f"{why}; not starting {primary} as the primary: {doubt}"
+        return "primary_superseded", reason, None
+    reason = f"{why}; {primary}'s server is stopped: starting it again as the primary"
+    return "restarting_primary", reason, StartPrimary(primary, reason)
+
+
+def restart_self_fenced(
+    view: ClusterView, memory: Memory, primary: str, standby: str, config: Config
+) -> StartPrimary | None:
+    """A primary that fenced itself while cut off, whose agent answers again before any
+    promotion: the fence was a precaution for a promotion that did not happen, so it is started
+    again at once (a blip shorter than the threshold must not end in a failover)."""
+    obs = view[primary]
+    witness = obs.witness
+    if witness is None or not witness.available or not witness.self_fenced:
+        return None
+    if obs.reachable or obs.server is not ServerState.STOPPED or not config.cluster.auto_rejoin:
+        return None
+    if superseded(memory, primary, standby, view) is not None:
+        return None
+    return StartPrimary(
+        primary,
+        f"{primary} fenced itself while cut off and its host answers again; {standby} was "
+        "not promoted: starting it again as the primary",
+    )

@@ -38,12 +38,19 @@ async def set_synchronous_standby(
         await conn.execute("SELECT pg_reload_conf()")
 
 
-async def promote(node: NodeConfig, auth: AuthConfig, wait_s: int = 30) -> bool:
-    """Clear synchronous settings inherited from the old primary, then promote and wait."""
+async def promote(
+    node: NodeConfig, auth: AuthConfig, archive: bool = False, wait_s: int = 30
+) -> bool:
+    """Set the new primary's synchronous members, then promote and wait. `archive`: its first
+    commit already waits for the synchronous WAL archive, never acknowledged by it alone."""
     async with await connect(node, auth, 5.0) as conn:
-        # Copied from the old primary by pg_rewind / pg_basebackup: left in place, the new
-        # primary's first commits would wait for a synchronous standby that is not there.
-        await conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        # The old primary's names were copied by pg_rewind / pg_basebackup: left in place, the
+        # new primary's first commits would wait for a standby that is not there (itself).
+        await conn.execute(
+            sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(
+                sql.Literal(sync_names.render(None, archive))
+            )
+        )
         # After a promote request the startup process may still sleep one retry interval
         # (5 s by default) waiting for the dead primary's WAL before it ends recovery.
         await conn.execute("ALTER SYSTEM SET wal_retrieve_retry_interval = '100ms'")

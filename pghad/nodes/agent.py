@@ -24,9 +24,8 @@ from pghad.config import AgentNodeConfig, Config, NodeConfig
 from pghad.errors import ConfigError, NodeError
 
 HEARTBEAT_TIMEOUT_S = 2.0
-# Agent URL -> the self-fence timing that agent last confirmed. Process-wide: drivers are built
-# again on reload, and an agent cut off then still fences on what it confirmed before.
-CONFIRMED_TIMING: dict[str, float] = {}
+# A witness older than this says nothing about now (a heartbeat still waiting keeps the last).
+WITNESS_MAX_AGE_S = 2 * HEARTBEAT_TIMEOUT_S
 LONG_OPERATION_S = 6 * 3600.0  # rewind and clone copy data
 
 
@@ -142,26 +141,28 @@ class AgentDriver:
             self._beat = asyncio.ensure_future(
                 self.client.call("POST", "/heartbeat", beat, HEARTBEAT_TIMEOUT_S)
             )
-        url = self.client.url
         try:
             answer: dict[str, Any] = await asyncio.shield(self._beat)
         except NodeError:
-            self._witness = Witness(False, None, time.monotonic(), CONFIRMED_TIMING.get(url))
+            self._witness = Witness(False, None, time.monotonic())
             raise
-        if answer.get("self_fence_after") is not None:
-            CONFIRMED_TIMING[url] = float(answer["self_fence_after"])
+        confirmed = answer.get("self_fence_after")
         peer = answer.get("peer") or {}
         down = peer.get("down_for_s")
         self._witness = Witness(
             available=True,
             primary_down_for_s=float(down) if down is not None else None,
             at=time.monotonic(),
-            self_fence_after=CONFIRMED_TIMING.get(url),
+            self_fence_after=float(confirmed) if confirmed is not None else None,
+            self_fenced=answer.get("self_fenced") is not None,
         )
         return answer
 
     def witness(self) -> Witness | None:
-        return self._witness or Witness(False, None, 0.0, CONFIRMED_TIMING.get(self.client.url))
+        witness = self._witness
+        if witness is None or time.monotonic() - witness.at > WITNESS_MAX_AGE_S:
+            return Witness(False, None, witness.at if witness else 0.0)
+        return witness
 
     async def is_running(self) -> bool:
         answer = await self.client.call("GET", "/process")

@@ -68,7 +68,7 @@ class DockerDriver:
     # Engine calls block: they run in this node's own threads, so a slow engine answer about one
     # container never holds up the other node, nor asyncio's shared executor.
     _executor: ThreadPoolExecutor = field(init=False, repr=False)
-    _status: Future[bool] | None = field(default=None, init=False, repr=False)
+    _status: Future[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(2, f"docker-{self.node.name}")
@@ -93,10 +93,10 @@ class DockerDriver:
         await self._call(container.reload)
         return bool(container.status == "running")
 
-    def _read_running(self) -> bool:
+    def _read_status(self) -> str:
         container = self._container()
         container.reload()
-        return bool(container.status == "running")
+        return str(container.status)
 
     def witness(self) -> Witness | None:
         return None  # no agent: pghad's host is the only observer
@@ -104,12 +104,14 @@ class DockerDriver:
     async def server_state(self) -> ServerState:
         # One status call at a time: a probe whose deadline passed leaves its call to the next.
         if self._status is None or self._status.done():
-            self._status = self._executor.submit(self._read_running)
+            self._status = self._executor.submit(self._read_status)
         try:
-            running = await asyncio.wrap_future(self._status)
+            status = await asyncio.wrap_future(self._status)
         except Exception:  # the engine or the container cannot be read: say so, do not guess
             return ServerState.UNKNOWN
-        return ServerState.RUNNING if running else ServerState.STOPPED
+        if status == "paused":
+            return ServerState.FROZEN
+        return ServerState.RUNNING if status == "running" else ServerState.STOPPED
 
     async def _one_off(self, command: str, env: dict[str, str] | None = None) -> str:
         """Run `command` as postgres in a throwaway container with the node's volumes."""

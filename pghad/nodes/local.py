@@ -92,8 +92,9 @@ class LocalDriver:
         return await asyncio.to_thread(self._server_state)
 
     def _server_state(self) -> ServerState:
-        if procs.live_postmaster(self.data_dir) is not None:
-            return ServerState.RUNNING
+        pid = procs.live_postmaster(self.data_dir)
+        if pid is not None:
+            return ServerState.FROZEN if procs.is_frozen(pid) else ServerState.RUNNING
         if not all((self.data_dir / name).is_file() for name in WHOLE_DATA_DIR):
             return ServerState.NO_DATA
         return ServerState.STOPPED

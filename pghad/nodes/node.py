@@ -34,8 +34,9 @@ class Node(Protocol):
         """One observation within `timeout`; a hung or slow node is unreachable."""
         ...
 
-    async def promote(self) -> bool:
-        """End recovery; True once the node is writable."""
+    async def promote(self, archive: bool = False) -> bool:
+        """End recovery; True once the node is writable. `archive`: commits wait for the
+        synchronous WAL archive from the first one on."""
         ...
 
     async def set_synchronous(self, standby: str | None, archive: bool = False) -> None: ...
@@ -72,8 +73,8 @@ class PgNode:
         observed = await sql_probe
         return dataclasses.replace(observed, server=server, witness=self.process.witness())
 
-    async def promote(self) -> bool:
-        return await sqlops.promote(self.config, self.auth)
+    async def promote(self, archive: bool = False) -> bool:
+        return await sqlops.promote(self.config, self.auth, archive)
 
     async def set_synchronous(self, standby: str | None, archive: bool = False) -> None:
         await sqlops.set_synchronous_standby(self.config, self.auth, standby, archive)

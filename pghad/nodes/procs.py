@@ -36,6 +36,11 @@ def is_alive(pid: int) -> bool:
     return state is not None and state not in DEAD_STATES
 
 
+def is_frozen(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP) or a tracer: alive, but answers nothing."""
+    return process_state(pid) in ("T", "t")
+
+
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Read as root from a directory the PostgreSQL user writes: never a link, never waiting on a
 # FIFO or a device (O_NONBLOCK), a regular file checked through the open descriptor.

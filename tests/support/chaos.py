@@ -34,8 +34,15 @@ OPEN_WAIT_S = 0.25  # how long one round of connection attempts waits for a writ
 
 
 def connect(config: Config, name: str, timeout: int = 2) -> psycopg.Connection:
+    # Keepalives end a connection to a host that vanished (a cut link, a removed namespace)
+    # within seconds: a commit abandoned there must not hold the test process at exit.
     return psycopg.connect(
-        admin_conninfo(config.node(name), config.auth, connect_timeout=timeout), autocommit=True
+        admin_conninfo(config.node(name), config.auth, connect_timeout=timeout),
+        autocommit=True,
+        keepalives_idle=2,
+        keepalives_interval=1,
+        keepalives_count=3,
+        tcp_user_timeout=6000,
     )
 
 

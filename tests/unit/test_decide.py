@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pghad.cluster.decide import decide
+from pghad.cluster.memory_file import load_memory, save_memory
 from pghad.cluster.model import (
     ClusterState,
     Fence,
@@ -147,7 +149,8 @@ def test_blip_resets_the_timer() -> None:
     back = decide(view(primary(), standby()), memory, config(threshold=10), 105.0)
     assert back.memory.primary_down_since is None
     again = decide(view(down("a"), standby()), back.memory, config(threshold=10), 111.0)
-    assert again.actions == () and again.memory.primary_down_since == 111.0
+    # Silence counts from the last contact (105), not from the first failed probe.
+    assert again.actions == () and again.memory.primary_down_since == 105.0
 
 
 def test_ineligible_standby_is_not_promoted_and_the_reason_says_so() -> None:
@@ -168,8 +171,12 @@ def test_a_stopped_primary_whose_standby_may_not_take_over_is_started_again() ->
     assert d.code == "restarting_primary" and d.memory.primary == "a"
     assert d.actions == (StartPrimary("a", d.reason),)
     assert "may lack acknowledged commits" in d.reason and "starting it again" in d.reason
-    d = decide(view(down("a"), down("b")), replace(memory, standby_eligible=True), config(1), 50)
-    assert d.code == "restarting_primary"  # the standby is down too
+    seen = replace(memory, standby_eligible=True, seen_in_recovery=frozenset({"b"}))
+    d = decide(view(down("a"), down("b")), seen, config(1), 50)
+    assert d.code == "restarting_primary"  # the standby is down too, last seen as a standby
+    unseen = replace(memory, standby_eligible=True)
+    d = decide(view(down("a"), down("b")), unseen, config(1), 50)
+    assert d.code == "primary_superseded" and d.actions == ()  # b may be a newer primary
     no_data = down("a", ServerState.NO_DATA)  # only a restore brings it back: left to the operator
     assert decide(view(no_data, standby()), memory, config(1), 50).code == "standby_ineligible"
     assert decide(view(down("a"), standby()), memory, config(1), 0.5).code == "primary_down"
@@ -283,12 +290,14 @@ def test_properties_hold_over_any_sequence(
     cfg = config(threshold=threshold)
     memory = Memory()
     now = 0.0
-    down_since: dict[str, float] = {}
+    started = rounds[0][3]
+    last_contact: dict[str, float] = {}
     for kind_a, kind_b, synced, step in rounds:
         now += step
         v = view(_observe("a", "b", kind_a, synced), _observe("b", "a", kind_b, synced))
         for name, kind in (("a", kind_a), ("b", kind_b)):
-            down_since.setdefault(name, now) if kind != "primary" else down_since.pop(name, None)
+            if kind == "primary":
+                last_contact[name] = now
         d = decide(v, memory, cfg, now)
         promotes = [a for a in d.actions if isinstance(a, Promote)]
         assert len(promotes) <= 1
@@ -297,8 +306,8 @@ def test_properties_hold_over_any_sequence(
             # Never promote while the primary answers, or a standby that is not eligible.
             assert not v[old].writable
             assert memory.standby_eligible
-            # Never before the primary was down for the full threshold.
-            assert now - down_since[old] >= threshold - 1e-9
+            # Never before the full threshold since the last contact (or since start-up).
+            assert now - last_contact.get(old, started) >= threshold - 1e-9
             assert v[action.node].is_standby
         # Two writable nodes: one of them is always fenced (or the daemon refuses to guess).
         if len(v.writable()) == 2:
@@ -351,17 +360,33 @@ def test_failover_waits_for_the_self_fence_timing_the_primarys_agent_last_confir
     cfg = config(threshold=2)  # self_fence_after 1.5 s
 
     def decided(confirmed: float | None, now: float) -> str:
-        cut_off = NodeObservation(
-            "a", False, error="timeout", witness=Witness(False, None, 0.0, confirmed)
-        )
+        """`confirmed`: what the daemon's memory (state.json) holds for the primary's agent."""
+        cut_off = NodeObservation("a", False, error="timeout", witness=Witness(False, None))
+        timing = (("a", confirmed),) if confirmed is not None else ()
         witness = Witness(True, now)  # the standby's host lost the primary as long
-        return decide(view(cut_off, standby(witness=witness)), memory, cfg, now=now).code
+        held = replace(memory, fence_timing=timing)
+        return decide(view(cut_off, standby(witness=witness)), held, cfg, now=now).code
 
     assert decided(1.5, 2.1) == "failover"  # it confirmed the daemon's own timing
     assert decided(None, 2.1) == "failover"  # an agent of an older pghad, or none confirmed yet
     assert decided(7.5, 2.1) == "primary_down"
     assert decided(7.5, 7.9) == "primary_down"
     assert decided(7.5, 8.1) == "failover"  # 7.5 s and the configured 0.5 s margin
+
+
+def test_the_confirmed_self_fence_timing_is_kept_in_memory_and_survives_its_file(
+    tmp_path: Path,
+) -> None:
+    """What an agent confirmed is in the daemon's memory (state.json), not in its process: a
+    daemon restarted while that agent is cut off still waits for it."""
+    agent_said = standby(witness=Witness(True, None, 0.0, 7.5))
+    d = decide(view(primary(), agent_said), HEALTHY, config(threshold=10), 0)
+    assert dict(d.memory.fence_timing) == {"b": 7.5}
+    save_memory(tmp_path, d.memory, [])
+    assert dict(load_memory(tmp_path, {"a", "b"}).fence_timing) == {"b": 7.5}
+    silent = standby(witness=Witness(False, None))  # no answer: the last confirmed one stays
+    d = decide(view(primary(), silent), d.memory, config(threshold=10), 1)
+    assert dict(d.memory.fence_timing) == {"b": 7.5}
 
 
 def test_a_standby_that_stops_flushing_while_commits_wait_is_relaxed_early() -> None:

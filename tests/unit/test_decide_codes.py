@@ -85,7 +85,14 @@ ROWS = {
         view(down("a"), standby()), DOWN_PAST, now=50.0, busy=frozenset({"a", "b"})
     ),
     "standby_unreachable": Row(view(down("a", UNSEEN), down("b")), DOWN_PAST, now=50.0),
-    "restarting_primary": Row(view(down("a"), down("b")), DOWN_PAST, (StartPrimary,), now=50.0),
+    "restarting_primary": Row(
+        view(down("a"), down("b")),
+        replace(DOWN_PAST, seen_in_recovery=frozenset({"b"})),
+        (StartPrimary,),
+        now=50.0,
+    ),
+    "primary_superseded": Row(view(down("a"), down("b")), DOWN_PAST, now=50.0),
+    "primary_running": Row(view(down("a", ServerState.RUNNING), standby()), DOWN_PAST, now=50.0),
     "standby_not_in_recovery": Row(
         view(down("a"), NodeObservation("b", True)), DOWN_PAST, now=50.0
     ),

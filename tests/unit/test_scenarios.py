@@ -13,7 +13,7 @@ from pghad.cluster.model import ClusterState, Memory
 from pghad.config import load_config
 from pghad.daemon import Daemon
 from pghad.errors import NodeError
-from pghad.operations import OperationBusy, Switchover
+from pghad.operations import Failover, OperationBusy, Switchover
 from pghad.testing import FakeClock, FakeCluster, fake_config_text
 
 
@@ -31,11 +31,12 @@ def make(
 
 
 async def settle(daemon: Daemon) -> None:
-    for _ in range(100):
+    """Let running requests finish (an operation writes its promotion intent in a thread)."""
+    for _ in range(1000):
         running = [e.task for e in daemon.loop.ops.running.values() if e.task]
         if all(task.done() for task in running):
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.002)
 
 
 async def rounds(daemon: Daemon, clock: FakeClock, count: int, step: float = 1.0) -> None:
@@ -167,7 +168,7 @@ def test_one_operation_at_a_time_and_the_trigger_waits(tmp_path: Path) -> None:
 def test_a_switchover_whose_promotion_fails_puts_the_old_primary_back(tmp_path: Path) -> None:
     daemon, cluster, clock = make(tmp_path)
 
-    async def refuse() -> bool:
+    async def refuse(archive: bool = False) -> bool:
         raise NodeError("b: promotion refused")
 
     cluster.nodes["b"].promote = refuse  # type: ignore[method-assign]
@@ -212,9 +213,9 @@ def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -
     states: list[dict[str, object]] = []
     original = b.promote
 
-    async def checking() -> bool:
+    async def checking(archive: bool = False) -> bool:
         states.append(json.loads((tmp_path / "state.json").read_text()))
-        return await original()
+        return await original(archive)
 
     b.promote = checking  # type: ignore[method-assign]
     asyncio.run(rounds(daemon, clock, 2))
@@ -222,7 +223,7 @@ def test_a_failover_decision_is_persisted_before_the_promotion(tmp_path: Path) -
     asyncio.run(rounds(daemon, clock, 30, step=0.1))
     assert len(states) == 1
     assert states[0]["state"] == "failing_over" and states[0]["standby_eligible"] is False
-    assert states[0]["needs_rejoin"] == ["a"]
+    assert states[0]["needs_rejoin"] == ["a"] and states[0]["promoting"] == "b"
     assert not b.in_recovery and a.streaming_to(b)
 
 
@@ -340,3 +341,71 @@ def test_status_shows_a_missing_standby_at_once(tmp_path: Path) -> None:
     status = daemon.status()
     assert status["standby_eligible"] and status["standby_streaming"] is False
     assert "NOT streaming" in format_status(status)
+
+
+def test_a_relax_runs_beside_a_copy_that_holds_the_cluster_lane(tmp_path: Path) -> None:
+    """The standby's data is gone and its copy never ends: the primary's writes wait only until
+    sync_relax_after, not for the copy."""
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    copying = asyncio.Event()
+
+    async def endless_clone(source: object) -> None:
+        copying.set()
+        await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        await rounds(daemon, clock, 2)
+        b.running, b.has_data = False, False
+        b.clone = endless_clone  # type: ignore[method-assign]
+        for _ in range(6):  # not `rounds`: its settling would wait for the endless copy
+            await daemon.loop.tick()
+            await asyncio.sleep(0.05)
+            clock.advance(1.0)
+        assert copying.is_set()
+        assert daemon.loop.ops.current() == "start_standby of b"  # the copy still runs
+        await daemon.loop.stop()
+
+    asyncio.run(scenario())
+    assert a.sync_names == "" and not daemon.loop.memory.standby_eligible
+
+
+def test_an_operator_failover_is_on_disk_before_the_promotion(tmp_path: Path) -> None:
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    states: list[dict[str, object]] = []
+    original = b.promote
+
+    async def checking(archive: bool = False) -> bool:
+        states.append(json.loads((tmp_path / "state.json").read_text()))
+        return await original(archive)
+
+    b.promote = checking  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await rounds(daemon, clock, 2)
+        a.running = False
+        pending = asyncio.ensure_future(daemon.submit(Failover()))
+        await rounds(daemon, clock, 3, step=0.1)
+        await asyncio.wait_for(pending, 5)
+
+    asyncio.run(scenario())
+    assert [(s["promoting"], s["needs_rejoin"]) for s in states] == [("b", ["a"])]
+
+
+def test_a_restarted_daemon_never_starts_a_primary_that_may_have_been_superseded(
+    tmp_path: Path,
+) -> None:
+    """state.json says a promotion of b was ordered; a is stopped and b cannot be reached: a new
+    daemon waits (b may be the primary now) instead of starting a on the old timeline."""
+    (tmp_path / "state.json").write_text(
+        json.dumps({"primary": "a", "promoting": "b", "needs_rejoin": ["a"]})
+    )
+    daemon, cluster, clock = make(tmp_path)
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    a.running = False
+    b.reachable = b.observable = False
+    asyncio.run(rounds(daemon, clock, 20, step=0.5))
+    assert not any(call.startswith("start") for call in a.calls)
+    assert daemon.recorder.last_decision is not None
+    assert daemon.recorder.last_decision.code == "primary_superseded"

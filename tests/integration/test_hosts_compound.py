@@ -1,0 +1,183 @@
+"""Faults that combine on three namespace hosts with agents: an agent restarted while its host is
+cut off, a cut shorter than the threshold but longer than the self-fence, the daemon away while
+the standby's server is stopped cleanly. Counts lost commits and moments with two primaries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from pghad import pgbin
+from pghad.agent.service import local_config
+from pghad.lab_hosts import _STARTED, start_agent
+from pghad.nodes.local import LocalDriver
+from tests.support.chaos import Writer, is_writable, streaming_standbys, wait_for
+
+from ..conftest import DaemonProcess, Lab
+from .test_compound import Roles
+from .test_hosts import (
+    agent_events,
+    at,
+    fence_timings,
+    hosts,
+    link,
+    ns,
+    running,
+    start_daemon,
+)
+
+__all__ = ["hosts", "running"]  # fixtures used by name below
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None, reason="namespaces need root and ip"
+    ),
+]
+
+
+def _restart_agent(lab: Lab, net: dict[str, Any], node: str) -> None:
+    marker_path = lab.dir / "lab.json"
+    marker = json.loads(marker_path.read_text())
+    pid = int(marker["agents"][node])
+    os.kill(pid, signal.SIGKILL)
+    started = _STARTED.pop(pid, None)
+    if started is not None:
+        started.wait(10)
+    marker["agents"][node] = start_agent(lab.dir, net, node)
+    marker_path.write_text(json.dumps(marker, indent=2))
+
+
+def test_an_agent_restarted_while_its_host_is_cut_off_fences_before_the_promotion(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    """node1's host is cut off and its agent restarted there at once. The new agent has heard
+    no one: it fences on the silence that began before it started. Before: it never fenced, its
+    server stayed writable beside the promoted standby."""
+    lab, net = hosts
+    lab.set("cluster", "failover_threshold", "4.0")  # the agent fences at 3 s
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        time.sleep(1.5)
+        cut = time.monotonic()
+        link(net, "node1", up=False)
+        _restart_agent(lab, net, "node1")
+        failover = daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
+        time.sleep(1.0)
+        fenced = [e for e in agent_events(lab, "node1", "self_fenced") if at(e) > at(failover)]
+        before = [e for e in agent_events(lab, "node1", "self_fenced") if at(e) <= at(failover)]
+        assert before, f"node1's restarted agent did not fence before the promotion: {fenced}"
+        link(net, "node1", up=True)
+        with Roles(lab).watching() as roles:
+            daemon.wait_event(lambda e: e.get("action") == "rejoin" and e.get("ok"), 40, "rejoin")
+            wait_for(lambda: is_writable(config, "node1") is False, 20, what="node1 a standby")
+        writer.stop()
+        assert roles.both == []
+        assert [c for c in writer.acked if c.node == "node1" and c.at > cut + 0.1] == []
+        assert writer.missing_on("node2") == []
+    finally:
+        link(net, "node1", up=True)
+        daemon.stop()
+
+
+def test_a_cut_shorter_than_the_threshold_ends_without_a_failover(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    """Threshold 6 s, self-fence 2 s, node1's host cut for 3.5 s: its agent fences (it cannot
+    know the cut is short), and once it answers again the daemon starts it again as the primary:
+    no promotion happened, so none is needed. Before: the standby was promoted after the heal."""
+    lab, net = hosts
+    lab.set("cluster", "failover_threshold", "6.0")
+    lab.set("agent", "self_fence_after", "2.0")
+    daemon = start_daemon(lab, net)
+    try:
+        config = lab.config
+        writer = Writer(config).start()
+        time.sleep(1.5)
+        link(net, "node1", up=False)
+        time.sleep(3.5)
+        link(net, "node1", up=True)
+        with Roles(lab).watching() as roles:
+            wait_for(lambda: is_writable(config, "node1") is True, 20, what="node1 writable")
+            time.sleep(8.0)  # past the threshold after the heal
+        writer.stop()
+        assert agent_events(lab, "node1", "self_fenced"), "the cut did not reach the self-fence"
+        assert daemon.named("failover") == []
+        assert daemon.decisions("restarting_primary")
+        assert roles.both == []
+        assert is_writable(config, "node2") is False
+        assert writer.missing_on("node1") == []
+    finally:
+        link(net, "node1", up=True)
+        daemon.stop()
+
+
+def test_a_primary_is_not_fenced_by_the_daemons_absence_while_its_standbys_host_answers(
+    running: tuple[Lab, dict[str, Any], Any],
+) -> None:
+    """The daemon stopped (maintenance) and the standby's server stopped cleanly: node1 hears
+    neither, but node2's agent answers and still reaches node1. Before: node1 fenced itself and
+    the cluster had no primary until the daemon came back."""
+    lab, net, daemon = running
+    config = lab.config
+    fence_after = 1.5  # 0.75 x the 2 s threshold
+    daemon.stop()
+    node2 = local_config(config.node("node2"))
+    driver = LocalDriver(node2, config.auth, pgbin.find_bin_dir(config.pg_bin))
+    asyncio.run(driver.stop("fast"))
+    time.sleep(4 * fence_after)
+    assert agent_events(lab, "node1", "self_fenced") == []
+    assert is_writable(config, "node1") is True
+    back = start_daemon(lab, net)  # starts node2 again as node1's standby
+    try:
+        wait_for(
+            lambda: streaming_standbys(config, "node1").get("node2") is not None,
+            30,
+            what="node2 streaming again",
+        )
+    finally:
+        back.stop()
+
+
+def test_a_daemon_restarted_with_a_lowered_threshold_waits_for_the_cut_off_agents_timing(
+    hosts: tuple[Lab, dict[str, Any]],
+) -> None:
+    """The agents confirmed 9 s (threshold 12 s); node1's host is cut off, the daemon killed
+    and started again as a new process with the threshold lowered to 2 s. What node1's agent
+    confirmed is in the daemon's state file, so the promotion still waits for it to fence.
+    Before: a process-wide memory, lost with the process, and the standby promoted at 2 s."""
+    lab, net = hosts
+    lab.set("cluster", "failover_threshold", "12.0")
+    daemon = start_daemon(lab, net)
+    restarted = None
+    try:
+        config = lab.config
+        wait_for(lambda: fence_timings(lab) == [9.0, 9.0], 10, what="both agents on 9 s")
+        time.sleep(1.5)  # a round persists what they confirmed
+        writer = Writer(config).start()
+        time.sleep(1.0)
+        link(net, "node1", up=False)
+        daemon.kill9()
+        lab.set("cluster", "failover_threshold", "2.0")
+        restarted = DaemonProcess(lab).start(prefix=["ip", "netns", "exec", ns(net, "witness")])
+        failover = restarted.wait_event(lambda e: e.get("event") == "failover", 40, "failover")
+        time.sleep(1.0)
+        writer.stop()
+        fenced = agent_events(lab, "node1", "self_fenced")
+        assert fenced, "node1's agent did not fence its primary"
+        assert at(fenced[0]) < at(failover), (fenced[0], failover)
+        assert writer.missing_on("node2") == []
+    finally:
+        link(net, "node1", up=True)
+        daemon.stop()
+        if restarted is not None:
+            restarted.stop()

@@ -72,9 +72,7 @@ class AgentService:
         self.peer_watch = Watch(self.peer, config.auth, PEER_QUERY, interval, timeout)
         self.peer_agent = (
             PeerAgentWatch(
-                AgentClient(
-                    self.peer.agent_url, agent.token, agent.ca_file, "", agent.plain_http
-                ),
+                AgentClient(self.peer.agent_url, agent.token, agent.ca_file, "", agent.plain_http),
                 interval,
                 timeout,
             )

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pghad import logs
 from pghad import operations as ops
 from pghad.api_guard import ACCEPT_BACKLOG, BoundedH11Protocol, RequestGuard, is_loopback
 from pghad.backup.model import BackupRecord, BackupStatus
@@ -26,6 +27,7 @@ from pghad.backup.planner import Requested
 from pghad.cluster.procedures import OperationResult
 from pghad.control import Control
 from pghad.errors import OperationRefused, PghadError, SetupError
+from pghad.http_limits import BodyGuard
 
 COMMANDS = (
     ("GET", "/", "this list"),
@@ -118,7 +120,8 @@ async def index(control: ControlDep) -> dict[str, Any]:
 
 @router.get("/status", summary="Cluster status")
 async def status(control: ControlDep) -> dict[str, Any]:
-    return control.status()
+    answer: dict[str, Any] = logs.scrub(control.status())  # node errors may quote a conninfo
+    return answer
 
 
 @router.get("/events", summary="Recent decisions and actions")
@@ -257,8 +260,9 @@ class ApiServer:
             )
         self.control = control
         self.socket: socket.socket | None = None
+        app = BodyGuard(build_app(control), lambda: control.config.api.token)
         config = uvicorn.Config(
-            build_app(control),
+            app,
             log_config=None,
             access_log=False,
             lifespan="off",

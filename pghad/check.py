@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -200,6 +201,15 @@ def _backups(config: Config, now: datetime) -> list[Check]:
     ]
 
 
+def redacted_url(url: str) -> str:
+    """The URL without its password (redis://:secret@host -> redis://:***@host)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _redis(config: Config) -> Check:
     client = redis.Redis.from_url(config.redis.url, socket_timeout=2, socket_connect_timeout=2)
     try:
@@ -211,7 +221,7 @@ def _redis(config: Config) -> Check:
         return Check(
             "redis",
             Level.WARN,
-            f"{config.redis.url}: {exc}",
+            f"{redacted_url(config.redis.url)}: {exc}",
             "pghad works without it; backups' metadata reaches it when it is back",
         )
     finally:
@@ -237,7 +247,10 @@ def _redis(config: Config) -> Check:
 
 async def _agent(config: Config, node: NodeConfig) -> Check:
     assert isinstance(node, AgentNodeConfig)
-    client = AgentClient(node.agent_url, config.agent.token, config.agent.ca_file, "pghad-check")
+    agent = config.agent
+    client = AgentClient(
+        node.agent_url, agent.token, agent.ca_file, "pghad-check", agent.plain_http
+    )
     name = f"agent {node.name}"
     try:
         process = await client.call("GET", "/process", timeout=3.0)

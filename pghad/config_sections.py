@@ -33,6 +33,9 @@ class AgentConfig(_Model):
     tls_cert: Path | None = None  # the agent serves HTTPS with these two
     tls_key: Path | None = None
     ca_file: Path | None = None  # the daemon verifies agents' certificates with this
+    # true: agents off loopback may be reached by plain http, the token in clear (a private
+    # network only, such as the lab's namespaces); false: such an agent_url is refused.
+    plain_http: bool = False
     # A primary's agent that has heard neither the daemon nor its standby for this long stops
     # its server (below cluster.failover_threshold, so it is fenced before any promotion).
     self_fence_after: Annotated[float, Field(gt=0, le=3600)] | None = None

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from pghad import logs
+from pghad import logs, trust
 from pghad.api_guard import is_loopback
 from pghad.backup.model import BackupRecord
 from pghad.config import Config, load_config
@@ -223,6 +223,10 @@ class Daemon:
             )
             self.notifier.ready("reload failed; running with the previous config")
             return
+        # Secrets of the old and the new config are scrubbed from now on (a replaced password
+        # may still appear in a late message).
+        secrets = config_secrets(self.config) + config_secrets(merged)
+        logs.configure(merged.log.format, merged.log.level, secrets)
         self.loop.runtime = runtime
         self.recorder.event(
             "config_reloaded",
@@ -264,6 +268,9 @@ def run_daemon(config_path: Path) -> int:
         )
     raise_descriptor_limit()
     logs.configure(config.log.format, config.log.level, config_secrets(config))
+    trust.require_own_dirs(
+        config.state.dir, config.backup.dir, config.archive.path(config.backup.dir)
+    )
     lock = hold_daemon_lock(config.state.dir)
     try:
         daemon = Daemon(config, config_path)

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from pghad import logs
 from pghad.state_store import EventJournal
 
 STREAM = "pghad:events"
@@ -77,6 +78,7 @@ class EventSink:
         self.stream = stream
 
     def record(self, event: dict[str, Any]) -> None:
+        event = logs.scrub(event)  # no secret in the journal, Redis or the API's /events
         self.journal.append(event)
         if self.stream is not None:
             self.stream.push(event)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pghad import beneath
 from pghad.errors import NodeError
 
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -23,7 +24,8 @@ _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 @contextlib.contextmanager
 def _directory(path: Path) -> Iterator[int]:
     try:
-        fd = os.open(path, _NOFOLLOW_DIR)
+        # No link another user could have planted, at any component of the path.
+        fd = beneath.open_directory(path)
     except OSError as exc:
         raise NodeError(f"refusing {path}: not a plain directory ({exc.strerror})") from exc
     try:
@@ -34,7 +36,9 @@ def _directory(path: Path) -> Iterator[int]:
 
 def _open_plain(dir_fd: int, path: Path, flags: int, mode: int) -> int:
     try:
-        fd = os.open(path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        # O_NONBLOCK: a FIFO planted there is refused below, not waited on.
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path.name, flags, mode, dir_fd=dir_fd)
     except OSError as exc:
         raise NodeError(f"refusing {path}: {exc.strerror} (a link pghad did not make?)") from exc
     info = os.fstat(fd)
@@ -47,8 +51,9 @@ def _open_plain(dir_fd: int, path: Path, flags: int, mode: int) -> int:
 def write_file(path: Path, data: bytes, owner: tuple[int, int] | None, mode: int = 0o600) -> None:
     """Create or replace the contents of `path`, owned by `owner` (uid, gid) when given."""
     with _directory(path.parent) as dir_fd:
-        fd = _open_plain(dir_fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = _open_plain(dir_fd, path, os.O_WRONLY | os.O_CREAT, mode)
         try:
+            os.ftruncate(fd, 0)  # only once it is known to be a plain file of one link
             if owner is not None and os.geteuid() == 0:
                 os.fchown(fd, *owner)
             os.fchmod(fd, mode)
@@ -68,7 +73,7 @@ def ensure_file(path: Path, owner: tuple[int, int] | None, mode: int = 0o600) ->
             os.close(fd)
 
 
-def read_text(path: Path) -> str | None:
+def read_text(path: Path, errors: str = "strict") -> str | None:
     """The text of a plain file, None when it does not exist; links are refused."""
     with _directory(path.parent) as dir_fd:
         try:
@@ -78,7 +83,13 @@ def read_text(path: Path) -> str | None:
                 return None
             raise
         with os.fdopen(fd, "rb") as handle:
-            return handle.read().decode()
+            return handle.read().decode(errors=errors)
+
+
+def remove_in(directory: Path, name: str) -> None:
+    """Remove `name` from a directory opened without following links (a link itself)."""
+    with _directory(directory) as dir_fd, contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def remove(path: Path) -> None:

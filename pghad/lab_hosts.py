@@ -105,6 +105,7 @@ def _as_hosts(config_path: Path, net: dict[str, Any]) -> None:
     agent["port"] = AGENT_PORT
     agent["token"] = secrets.token_urlsafe(24)
     agent["run_dir"] = str(config_path.parent / "agent-run")
+    agent["plain_http"] = True  # the lab's private namespace network
     doc["agent"] = agent
     doc["api"]["bind"] = net["hosts"]["witness"]["address"]
     with files.create_private(config_path.with_suffix(".tmp")) as handle:

@@ -42,7 +42,19 @@ class ScrubSecrets:
         return event_dict
 
 
+# The scrubber of the last configure(): events bound for the journal, Redis and API answers go
+# through it as log lines do (structlog's own configuration is process-wide as well).
+_scrubber = ScrubSecrets(())
+
+
+def scrub(value: Any) -> Any:
+    """`value` (a string, or a dict or list of them) with every configured secret replaced."""
+    return _scrubber._clean(value)
+
+
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = ()) -> None:
+    global _scrubber  # noqa: PLW0603 -- one scrubber per process, like structlog's configuration
+    _scrubber = ScrubSecrets(secrets)
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
@@ -52,7 +64,7 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            ScrubSecrets(secrets),
+            _scrubber,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

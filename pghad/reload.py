@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pghad.api_guard import is_loopback
 from pghad.config import Config
 from pghad.errors import ConfigError
 
@@ -43,6 +44,12 @@ def merge_reloaded(running: Config, new: Config) -> tuple[Config, list[str]]:
             "cluster": new.cluster.model_copy(update={"name": running.cluster.name}),
         }
     )
+    if not is_loopback(merged.api.bind) and not merged.api.token:
+        # The rule checked at start holds on reload too: an empty token would open the API.
+        raise ConfigError(
+            f"api.token is empty while the API is bound to {merged.api.bind!r}, not a loopback "
+            "address: keep a token (or PGHAD_API_TOKEN) set"
+        )
     names = [node.name for node in running.nodes]
     preferred = merged.cluster.preferred_primary
     if preferred is not None and preferred not in names:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -35,11 +36,43 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def open_private(path: Path, flags: int) -> IO[str]:
+    """A file of the state directory, created 0600; a link, a FIFO or a file with other links
+    is refused (SetupError naming it), never followed or waited on."""
+    flags |= os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise SetupError(
+            f"refusing {path}: {exc.strerror} (a link planted there?): remove it; the state "
+            "directory must be root's alone"
+        ) from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in (0, os.geteuid()):
+        os.close(fd)
+        raise SetupError(
+            f"refusing {path}: not a plain file of pghad's with a single link: remove it"
+        )
+    os.fchmod(fd, 0o600)  # a file an earlier version made 0644 too
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+" if flags & os.O_RDWR else "a")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object pghad wrote; None when missing, damaged, or not pghad's own plain file (a
+    link, a FIFO, or a file another user put there is never trusted, followed or waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid()):
+            return None
+        try:
+            data = json.loads(handle.read())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
     return data if isinstance(data, dict) else None
 
 
@@ -52,10 +85,10 @@ class EventJournal:
         self._count: int | None = None
 
     def append(self, event: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._count is None:
             self._count = len(self.read(self.limit * 2))
-        with self.path.open("a") as handle:
+        with open_private(self.path, os.O_WRONLY | os.O_APPEND) as handle:
             handle.write(json.dumps(event, default=str) + "\n")
         self._count += 1
         if self._count > self.limit * 2:
@@ -65,10 +98,13 @@ class EventJournal:
 
     def read(self, limit: int = 100) -> list[dict[str, Any]]:
         try:
-            with self.path.open() as handle:
-                lines = deque(handle, maxlen=limit)
-        except FileNotFoundError:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # missing, or a link pghad did not make
             return []
+        with os.fdopen(fd, errors="replace") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return []
+            lines = deque(handle, maxlen=limit)
         events = []
         for line in lines:
             try:
@@ -83,8 +119,8 @@ def hold_daemon_lock(state_dir: Path) -> IO[str]:
 
     The lock lasts as long as the returned file stays open (the daemon's lifetime).
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = (state_dir / "daemon.lock").open("a+")
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handle = open_private(state_dir / "daemon.lock", os.O_RDWR)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

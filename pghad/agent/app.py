@@ -21,6 +21,7 @@ from pghad.nodes.base import Role
 from .service import AgentService
 
 router = APIRouter()
+MAX_LEASE_TTL_S = 60.0
 
 
 def _service(request: Request) -> AgentService:
@@ -87,7 +88,8 @@ async def replica(service: Service) -> JSONResponse:
 class Beat(BaseModel):
     holder: str
     host: str
-    ttl: float = 10.0
+    # Bounded: a lease asked for a day would keep every other daemon out for a day.
+    ttl: Annotated[float, Field(gt=0, le=MAX_LEASE_TTL_S)] = 10.0
     self_fence_after: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 

@@ -16,6 +16,7 @@ from pghad import logs
 from pghad.api_guard import ACCEPT_BACKLOG, BoundedH11Protocol, is_loopback
 from pghad.config import Config, load_config
 from pghad.errors import ConfigError
+from pghad.http_limits import BodyGuard
 from pghad.reload import changed
 
 from .app import build_agent_app
@@ -75,8 +76,9 @@ async def reload_agent(service: AgentService, config_path: Path) -> None:
 
 async def serve(service: AgentService, config_path: Path) -> None:
     agent = service.config.agent
+    app = BodyGuard(build_agent_app(service), lambda: service.config.agent.token)
     config = uvicorn.Config(
-        build_agent_app(service),
+        app,
         host=agent.bind,
         port=agent.port,
         log_config=None,

@@ -77,12 +77,13 @@ class AgentService:
         bin_dir = pgbin.find_bin_dir(config.pg_bin)
         self.driver = LocalDriver(local_config(self.node), config.auth, bin_dir)
         interval, timeout = config.agent.peer_interval, config.cluster.probe_timeout
+        agent = config.agent
         self.local = Watch(self.node, config.auth, LOCAL_QUERY, interval, timeout)
         self.peer_watch = Watch(self.peer, config.auth, PEER_QUERY, interval, timeout)
         self.peer_agent = (
             PeerAgentWatch(
                 # /health needs no token: none is sent to the other host.
-                AgentClient(self.peer.agent_url, "", config.agent.ca_file, ""),
+                AgentClient(self.peer.agent_url, "", agent.ca_file, "", agent.plain_http),
                 interval,
                 timeout,
             )

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pghad import runas
+from pghad import files, runas
 from pghad.backup import restore as backup_restore
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.steps import StepFailed
 from pghad.cluster.observation import format_lsn, parse_lsn
 from pghad.commands import run_command
-from pghad.config import AuthConfig, LocalNodeConfig
+from pghad.config import AuthConfig
 from pghad.errors import OperationRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
@@ -145,11 +145,16 @@ def recovery_settings(target: Path, point: PointTarget) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rewrite_auto_conf(target: Path, extra: str) -> None:
+def _rewrite_auto_conf(target: Path, extra: str, owner: tuple[int, int] | None = None) -> None:
+    """Never through a link: after recovery the tree is the server's user's."""
     auto = target / "postgresql.auto.conf"
-    lines = auto.read_text().splitlines(keepends=True) if auto.exists() else []
+    lines = (files.read_text(auto) or "").splitlines(keepends=True)
     kept = [ln for ln in lines if ln.split("=", 1)[0].strip() not in RECOVERY_SETTINGS]
-    auto.write_text("".join(kept) + extra)
+    files.write_file(auto, ("".join(kept) + extra).encode(), owner)
+
+
+def _log_text(log: Path) -> str:
+    return files.read_text(log, errors="replace") or ""
 
 
 def free_port() -> int:
@@ -173,7 +178,7 @@ async def _wait_promoted(driver: LocalDriver, bin_dir: Path, target: Path, log: 
         if await cluster_state(bin_dir, target) == "in production":
             return
         if not await driver.is_running():
-            tail = " / ".join(log.read_text(errors="replace").strip().splitlines()[-4:])
+            tail = " / ".join(_log_text(log).strip().splitlines()[-4:])
             raise StepFailed("recover", f"the server stopped in recovery: {tail}")
         await asyncio.sleep(0.2)
     raise StepFailed("recover", f"not promoted after {RECOVERY_TIMEOUT_S} s")
@@ -199,14 +204,13 @@ async def restore_to_point(
     restored = await backup_restore.restore(catalog, bin_dir, backup.id, target)
     start = parse_lsn(backup.start_lsn) or 0
     await asyncio.to_thread(stage_wal, archive_dir, target, start)
+    # Every edit of root's before the tree is handed to the server's user.
     _rewrite_auto_conf(target, recovery_settings(target, point))
-    (target / "recovery.signal").write_text("")
+    files.write_file(target / "recovery.signal", b"", None)
     user = owner or (runas.ensure_lab_user() if runas.is_root() else None)
     if user is not None:
         await asyncio.to_thread(backup_restore.chown_tree, target, user)
-    node = LocalNodeConfig(
-        name="restored", host="127.0.0.1", port=port or free_port(), data_dir=target
-    )
+    node = backup_restore.restored_node(target, port or free_port())
     log = target / "restore-postgresql.log"
     driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user, log_path=log)
     started = time.monotonic()
@@ -217,9 +221,9 @@ async def restore_to_point(
         await driver.stop("immediate")
         raise
     replay_s = time.monotonic() - started
-    shutil.rmtree(target / STAGING, ignore_errors=True)
-    _rewrite_auto_conf(target, "")
-    text = log.read_text(errors="replace")
+    shutil.rmtree(target / STAGING, ignore_errors=True)  # fd-based: links are not followed
+    _rewrite_auto_conf(target, "", files.owner_ids(target))
+    text = _log_text(log)
     found = LAST_COMMIT.findall(text)
     redo = {kind: parse_lsn(lsn) or 0 for kind, lsn in REDO.findall(text)}
     if port is None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import pwd
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pghad import runas
+from pghad import files, runas, trust
 from pghad.commands import run_command
 from pghad.config import AuthConfig, LocalNodeConfig
 from pghad.errors import OperationRefused
@@ -188,24 +188,35 @@ def _empty(target: Path, *, remove: bool) -> None:
 
 
 def _detach(target: Path) -> None:
-    """Make the restored directory an independent server, not a standby of the cluster."""
+    """Make the restored directory an independent server, not a standby of the cluster.
+
+    Done as root while the tree is still root's; nothing there is followed if it is a link.
+    """
     for signal_file in ("standby.signal", "recovery.signal"):
-        (target / signal_file).unlink(missing_ok=True)
+        files.remove_in(target, signal_file)
     auto = target / "postgresql.auto.conf"
-    if auto.exists():
-        lines = auto.read_text().splitlines(keepends=True)
-        auto.write_text(
-            "".join(ln for ln in lines if ln.split("=", 1)[0].strip() not in CLUSTER_SETTINGS)
-        )
+    text = files.read_text(auto)
+    if text is not None:
+        lines = text.splitlines(keepends=True)
+        kept = "".join(ln for ln in lines if ln.split("=", 1)[0].strip() not in CLUSTER_SETTINGS)
+        files.write_file(auto, kept.encode(), None)
 
 
 def chown_tree(target: Path, user: str) -> None:
+    """Hand the restored tree to `user`, through descriptors, after every edit of root's."""
     if not runas.is_root():
         return
-    for root, dirs, files in os.walk(target):
-        for name in [*dirs, *files]:
-            runas.chown_to(Path(root, name), user)
-    runas.chown_to(target, user)
+    entry = pwd.getpwnam(user)
+    trust.chown_tree(target, entry.pw_uid, entry.pw_gid)
+
+
+def restored_node(target: Path, port: int) -> LocalNodeConfig:
+    """The restored server's settings: its socket in its own directory (never /tmp, where
+    anyone can plant a lock file), unless that path is too long for a socket."""
+    socket_dir = target if len(str(target)) < 90 else None
+    return LocalNodeConfig(
+        name="restored", host="127.0.0.1", port=port, data_dir=target, socket_dir=socket_dir
+    )
 
 
 async def restore(
@@ -221,32 +232,29 @@ async def restore(
     record = find(catalog, backup_id)
     if record.status is not BackupStatus.OK:
         raise OperationRefused(f"{record.id} is {record.status.value}: only ok backups restore")
-    if target.exists() and not target.is_dir():
-        raise OperationRefused(f"{target} is a file: --target must be a new or empty directory")
-    if target.exists() and any(target.iterdir()):
-        raise OperationRefused(f"{target} is not empty: choose a new directory for --target")
     chain = _chain(catalog, record)
-    # A zstd backup is checked as it is unpacked (one read instead of two).
-    checks = await asyncio.gather(
-        *(verify(bin_dir, m) for m in chain if m.compression != "zstd"), return_exceptions=True
-    )
-    for check in checks:
-        _raise_failure(check)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    existed = target.exists()
+    # Root makes the target itself (or takes an empty one of its own): never a path another
+    # user could have planted, at any component.
+    existed = trust.claim_target(target)
     try:
+        # A zstd backup is checked as it is unpacked (one read instead of two).
+        checks = await asyncio.gather(
+            *(verify(bin_dir, m) for m in chain if m.compression != "zstd"),
+            return_exceptions=True,
+        )
+        for check in checks:
+            _raise_failure(check)
         await _rebuild(bin_dir, chain, target)
+        _detach(target)
     except BaseException:
         # A failed restore leaves the target as it found it: absent or empty.
         await asyncio.to_thread(_empty, target, remove=not existed)
         raise
-    _detach(target)
-    target.chmod(0o700)
     user = None
     if port is not None:
         user = owner or runas.ensure_lab_user()
-        chown_tree(target, user)
-        node = LocalNodeConfig(name="restored", host="127.0.0.1", port=port, data_dir=target)
+        await asyncio.to_thread(chown_tree, target, user)
+        node = restored_node(target, port)
         # The restored server's log stays inside what was restored, not beside it.
         log = target / "restore-postgresql.log"
         driver = LocalDriver(node, AuthConfig(), bin_dir, os_user=user, log_path=log)

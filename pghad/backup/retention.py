@@ -8,6 +8,7 @@ from pathlib import Path
 from pghad.archive.wal_files import prunable, segment_size
 from pghad.cluster.observation import parse_lsn
 from pghad.config import Config
+from pghad.trust import is_inside
 
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus
@@ -18,8 +19,10 @@ def apply_retention(config: Config, catalog: Catalog) -> list[BackupRecord]:
     records = catalog.records()
     deleted = to_delete(records, config.backup.keep_cycles)
     for record in deleted:
-        shutil.rmtree(record.path, ignore_errors=True)
-        if record.logical_dump:
+        # Only what lies in the backups directory: a forged catalog names no other path.
+        if is_inside(Path(record.path), config.backup.dir):
+            shutil.rmtree(record.path, ignore_errors=True)
+        if record.logical_dump and is_inside(Path(record.logical_dump), config.backup.dir):
             Path(record.logical_dump).unlink(missing_ok=True)
         catalog.delete(record)
     gone = {r.id for r in deleted}

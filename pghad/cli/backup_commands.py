@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pghad import trust
 from pghad.archive.pitr import PointTarget, restore_to_point
 from pghad.backup import restore as restore_mod
 from pghad.backup.catalog import Catalog
@@ -27,6 +28,9 @@ from pghad.pgbin import find_bin_dir
 
 def _parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
     config = common.config(args)
+    trust.require_own_dirs(
+        config.state.dir, config.backup.dir, config.archive.path(config.backup.dir)
+    )
     return config, Catalog.of(config), find_bin_dir(config.pg_bin)
 
 
@@ -104,7 +108,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.id is None:
         raise OperationRefused("name a backup id, or a point: --to TIME, --to-lsn LSN, --latest")
     restored = asyncio.run(
-        restore_mod.restore(catalog, bin_dir, args.id, args.target.resolve(), port=args.port)
+        restore_mod.restore(catalog, bin_dir, args.id, args.target.absolute(), port=args.port)
     )
     print(
         f"restored {restored.record.id} (chain {' + '.join(restored.chain)}) into "
@@ -150,7 +154,7 @@ def _restore_to_point(
 ) -> int:
     archive = config.archive.path(config.backup.dir)
     done = asyncio.run(
-        restore_to_point(catalog, bin_dir, archive, args.target.resolve(), point, port=args.port)
+        restore_to_point(catalog, bin_dir, archive, args.target.absolute(), point, port=args.port)
     )
     print(
         f"restored {done.backup.id} (chain {' + '.join(done.backup.chain)}) into {done.target}, "

@@ -12,14 +12,16 @@ import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pghad.api_guard import is_loopback
 from pghad.cluster.observation import ServerState, Witness
 from pghad.config import AgentNodeConfig, Config, NodeConfig
-from pghad.errors import NodeError
+from pghad.errors import ConfigError, NodeError
 
 HEARTBEAT_TIMEOUT_S = 2.0
 # A witness older than this says nothing about now (a heartbeat still waiting keeps the last).
@@ -41,12 +43,39 @@ def holder_id(config: Config) -> str:
     return f"{socket.gethostname()}:{config.state.dir}"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """An agent never redirects: a redirect is answered as an error, and the token is never
+    sent on to wherever it points."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+def _in_clear_off_loopback(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme != "https" and not is_loopback(parts.hostname or "")
+
+
 class AgentClient:
-    def __init__(self, url: str, token: str, ca_file: Path | None, holder: str) -> None:
+    def __init__(
+        self, url: str, token: str, ca_file: Path | None, holder: str, plain_http: bool = False
+    ) -> None:
         self.url = url.rstrip("/")
+        if token and not plain_http and _in_clear_off_loopback(self.url):
+            raise ConfigError(
+                f"agent_url {url!r} would carry agent.token in clear: use https:// (agent.tls_cert "
+                "and agent.tls_key on the agent, agent.ca_file here), a loopback address, or "
+                "agent.plain_http = true on a private network"
+            )
         self.token = token
         self.holder = holder
         self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        # No proxy from the environment (http_proxy, https_proxy): agents are reached directly.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            urllib.request.HTTPSHandler(context=self.context),
+            _NoRedirect(),
+        )
         # Threads of its own: an agent that does not answer holds up only its own calls,
         # never the loop's other work in the shared pool.
         self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent")
@@ -58,15 +87,16 @@ class AgentClient:
         request.add_header("X-Pghad-Holder", self.holder)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
-        context = self.context if self.url.startswith("https") else None
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+            with self._opener.open(request, timeout=timeout) as answer:
                 return json.loads(answer.read() or b"{}")
         except urllib.error.HTTPError as exc:
             try:
                 detail = json.loads(exc.read() or b"{}")
             except json.JSONDecodeError:
                 detail = {}
+            finally:
+                exc.close()
             if exc.code == 409 and "holder" in detail:
                 raise LeaseRefused(self.url, detail.get("host")) from exc
             message = detail.get("message") or exc.reason
@@ -86,7 +116,9 @@ class AgentDriver:
     def __init__(self, node: AgentNodeConfig, config: Config) -> None:
         self._node = node
         agent = config.agent
-        self.client = AgentClient(node.agent_url, agent.token, agent.ca_file, holder_id(config))
+        self.client = AgentClient(
+            node.agent_url, agent.token, agent.ca_file, holder_id(config), agent.plain_http
+        )
         self._witness: Witness | None = None
         self._host = socket.gethostname()
         self._beat: asyncio.Future[dict[str, Any]] | None = None

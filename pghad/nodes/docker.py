@@ -138,14 +138,18 @@ class DockerDriver:
             raise NodeError(f"{self.node.name}: {program} failed: {exc}") from exc
         return bytes(output).decode(errors="replace")
 
-    def _node_conf_command(self, primary: NodeConfig | None) -> str:
+    def _node_conf(self, primary: NodeConfig | None) -> str:
         conninfo = replication_conninfo(primary, self.auth, self.node.name) if primary else None
-        text = nodeconf.render(self.node.model_copy(update={"host": "*"}), conninfo)
+        return nodeconf.render(self.node.model_copy(update={"host": "*"}), conninfo)
+
+    def _node_conf_command(self, standby: bool) -> str:
+        """Writes $PGHAD_NODE_CONF: the settings (a password among them) travel in the one-off's
+        environment, never on its command line."""
         data = shlex.quote(str(self.data_dir))
-        signal = f"touch {data}/standby.signal" if primary else f"rm -f {data}/standby.signal"
+        signal = f"touch {data}/standby.signal" if standby else f"rm -f {data}/standby.signal"
         include = shlex.quote(nodeconf.INCLUDE_LINE)
         return (
-            f"printf %s {shlex.quote(text)} > {data}/{nodeconf.NODE_CONF} && "
+            f'printf %s "$PGHAD_NODE_CONF" > {data}/{nodeconf.NODE_CONF} && '
             f"chmod 600 {data}/{nodeconf.NODE_CONF} && {signal} && "
             f"(tail -n1 {data}/postgresql.conf | grep -qxF {include} || "
             f"echo {include} >> {data}/postgresql.conf) && "
@@ -157,7 +161,9 @@ class DockerDriver:
             return
         if role is Role.STANDBY and primary is None:
             raise NodeError(f"{self.node.name}: a standby needs a primary to stream from")
-        await self._one_off(self._node_conf_command(primary if role is Role.STANDBY else None))
+        standby = role is Role.STANDBY
+        conf = self._node_conf(primary if standby else None)
+        await self._one_off(self._node_conf_command(standby), env={"PGHAD_NODE_CONF": conf})
         container = await self._call(self._container)
         await self._call(container.start)
 

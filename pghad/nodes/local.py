@@ -82,12 +82,16 @@ class LocalDriver:
         return result
 
     async def is_running(self) -> bool:
-        return procs.live_postmaster(self.data_dir) is not None
+        # Off the loop: the files and /proc entries it reads are the PostgreSQL user's.
+        return await asyncio.to_thread(procs.live_postmaster, self.data_dir) is not None
 
     def witness(self) -> Witness | None:
         return None  # no agent: pghad's host is the only observer
 
     async def server_state(self) -> ServerState:
+        return await asyncio.to_thread(self._server_state)
+
+    def _server_state(self) -> ServerState:
         pid = procs.live_postmaster(self.data_dir)
         if pid is not None:
             return ServerState.FROZEN if procs.is_frozen(pid) else ServerState.RUNNING
@@ -117,7 +121,7 @@ class LocalDriver:
         await procs.stop_writers_into(self.data_dir)
         await self._wait_for_orphans()
         procs.clear_stale_pidfile(self.data_dir)
-        procs.clear_stale_socket_lock(self.node.socket_dir or Path("/tmp"), self.node.port)
+        procs.clear_stale_socket_lock(self.node.socket_dir, self.node.port)
         self._write_node_conf(primary if role is Role.STANDBY else None)
         files.ensure_file(self.log_file, self._owner_ids())
         await self._pg(
@@ -160,6 +164,10 @@ class LocalDriver:
         Only a process that is this data directory's postmaster is signalled: postmaster.pid is
         written by the PostgreSQL user, who could name any process in it.
         """
+        if procs.data_dir_id(self.data_dir) is None:
+            # A link (or nothing) where the data directory should be: no process can be told
+            # to be this server's, so none is touched.
+            return f"not running (no data directory at {self.data_dir}, or a link: nothing killed)"
         pid = procs.live_postmaster(self.data_dir)
         if pid is None:
             killed = procs.kill_all_in(self.data_dir)

@@ -11,8 +11,10 @@ import contextlib
 import ctypes
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -39,11 +41,61 @@ def is_frozen(pid: int) -> bool:
     return process_state(pid) in ("T", "t")
 
 
-def postmaster_pid(data_dir: Path) -> int | None:
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Read as root from a directory the PostgreSQL user writes: never a link, never waiting on a
+# FIFO or a device (O_NONBLOCK), a regular file checked through the open descriptor.
+_NOFOLLOW_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class DataDirId:
+    """A data directory as opened without following links: its device, inode and owner."""
+
+    dev: int
+    ino: int
+    uid: int
+
+
+def data_dir_id(data_dir: Path) -> DataDirId | None:
+    """The directory itself (never what a link there points to), or None when it is missing,
+    a link or not a directory."""
     try:
-        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
-    except (FileNotFoundError, PermissionError):
+        fd = os.open(data_dir, _NOFOLLOW_DIR)
+    except OSError:
         return None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return DataDirId(info.st_dev, info.st_ino, info.st_uid)
+
+
+def read_small(directory: Path, name: str, limit: int = 4096) -> str | None:
+    """The start of a plain file in `directory`, or None: a link (at the directory or the
+    file), a FIFO, a device, or a missing file is never followed, opened blocking or read."""
+    try:
+        dir_fd = os.open(directory, _NOFOLLOW_DIR)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, _NOFOLLOW_READ, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    text = read_small(data_dir, "postmaster.pid")
+    first = (text or "").split("\n", 1)[0]
     return int(first) if first.strip().isdigit() else None
 
 
@@ -55,20 +107,30 @@ def live_postmaster(data_dir: Path) -> int | None:
     return pid
 
 
+def _is_postgres_in(pid: int, ident: DataDirId) -> bool:
+    """A postgres process of the directory's owner whose working directory is that directory
+    (compared by device and inode: a path can be a link, an inode cannot)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        exe_name = (proc / "exe").readlink().name
+        uid = proc.stat().st_uid
+        cwd = os.stat(proc / "cwd")
+    except OSError:
+        return False
+    return (
+        exe_name in ("postgres", "postmaster")
+        and uid == ident.uid
+        and (cwd.st_dev, cwd.st_ino) == (ident.dev, ident.ino)
+    )
+
+
 def is_postmaster_of(pid: int, data_dir: Path) -> bool:
     """Whether `pid` is a postgres process working in `data_dir`, run by the directory's owner.
 
     postmaster.pid is written by the PostgreSQL user, so the PID in it proves nothing alone.
     """
-    proc = Path(f"/proc/{pid}")
-    try:
-        exe_name = (proc / "exe").readlink().name
-        cwd = (proc / "cwd").readlink()
-        uid = proc.stat().st_uid
-        owner = data_dir.stat().st_uid
-    except OSError:
-        return False
-    return exe_name in ("postgres", "postmaster") and cwd == data_dir.resolve() and uid == owner
+    ident = data_dir_id(data_dir)
+    return ident is not None and _is_postgres_in(pid, ident)
 
 
 def _process_dirs() -> Iterator[Path]:
@@ -87,16 +149,16 @@ def _sigkill(pids: list[int]) -> int:
 
 
 def processes_in(data_dir: Path) -> list[int]:
-    """Live processes whose working directory is the data directory (postmaster and backends)."""
-    target = data_dir.resolve()
+    """Live PostgreSQL processes of this data directory (postmaster and backends): run by the
+    directory's owner, from a postgres executable, working in that very directory. Never
+    "whatever works there": the directory could be a link the PostgreSQL user planted."""
+    ident = data_dir_id(data_dir)
+    if ident is None:
+        return []
     found = []
     for entry in _process_dirs():
-        try:
-            cwd = (entry / "cwd").readlink()
-        except OSError:
-            continue
         pid = int(entry.name)
-        if cwd == target and is_alive(pid):
+        if _is_postgres_in(pid, ident) and is_alive(pid):
             found.append(pid)
     return found
 
@@ -137,26 +199,44 @@ async def stop_writers_into(data_dir: Path, bound_s: float = 5.0) -> int:
     return len(pids)
 
 
+def _unlink_in(directory: Path, names: tuple[str, ...]) -> None:
+    """Remove entries of a directory opened without following links (a link is removed itself)."""
+    try:
+        dir_fd = os.open(directory, _NOFOLLOW_DIR)
+    except OSError:
+        return
+    try:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def clear_stale_pidfile(data_dir: Path) -> bool:
     """Remove postmaster.pid only when its PID is dead or a zombie and nothing runs in the dir."""
-    pid_file = data_dir / "postmaster.pid"
-    if not pid_file.exists() or live_postmaster(data_dir) or processes_in(data_dir):
+    if data_dir_id(data_dir) is None or not os.path.lexists(data_dir / "postmaster.pid"):
         return False
-    pid_file.unlink(missing_ok=True)
+    if live_postmaster(data_dir) or processes_in(data_dir):
+        return False
+    _unlink_in(data_dir, ("postmaster.pid",))
     return True
 
 
-def clear_stale_socket_lock(socket_dir: Path, port: int) -> bool:
-    """Remove a Unix socket lock file left by a dead postmaster (PostgreSQL refuses to start)."""
-    lock = socket_dir / f".s.PGSQL.{port}.lock"
-    try:
-        first = lock.read_text().split("\n", 1)[0].strip()
-    except (FileNotFoundError, PermissionError):
+def clear_stale_socket_lock(socket_dir: Path | None, port: int) -> bool:
+    """Remove a Unix socket lock file left by a dead postmaster (PostgreSQL refuses to start).
+
+    Only in the node's own socket directory: never /tmp, where anyone can plant the file.
+    """
+    if socket_dir is None:
         return False
+    text = read_small(socket_dir, f".s.PGSQL.{port}.lock")
+    if text is None:
+        return False
+    first = text.split("\n", 1)[0].strip()
     if first.isdigit() and is_alive(int(first)):
         return False
-    lock.unlink(missing_ok=True)
-    (socket_dir / f".s.PGSQL.{port}").unlink(missing_ok=True)
+    _unlink_in(socket_dir, (f".s.PGSQL.{port}.lock", f".s.PGSQL.{port}"))
     return True
 
 

@@ -113,6 +113,8 @@ async def heartbeat(service: Service, beat: Beat) -> dict[str, Any]:
         "server": (await service.server_state()).value,
         "writable": service.writable,
         "self_fenced": service.self_fenced,
+        # Fenced as a precaution while cut off (the daemon may start it again), not superseded.
+        "fenced_isolated": service.self_fenced is not None and service.fenced_isolated,
         "self_fence_after": service.self_fence_after,
         "peer": service.peer_view(now),
     }

@@ -24,6 +24,10 @@ from .watch import LOCAL_QUERY, PEER_QUERY, Watch
 log = structlog.get_logger("pghad.agent")
 
 
+ISOLATED = "it has heard neither the daemon nor the other node's host"
+SUPERSEDED = "the other node is a primary on a newer timeline"
+
+
 def should_self_fence(
     writable: bool, daemon_silent: float | None, peer_silent: float | None, after: float
 ) -> bool:
@@ -100,6 +104,7 @@ class AgentService:
             if watch is not None and self.peer_heard_before is not None:
                 watch.answer.answered_at = self.peer_heard_before
         self.self_fenced: str | None = None
+        self.fenced_isolated = False  # fenced for want of the daemon and peer, not superseded
         self._fenced_at = 0.0
         self.self_fence_after = config.self_fence_after  # until the daemon's first heartbeat
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,15 +208,16 @@ class AgentService:
         interval = self.config.agent.peer_interval
         timely = answer.error is None and answer.silent_for(now, interval) is None
         if timely and superseded_by_peer(self.local.answer.row, answer.row):
-            return "the other node is a primary on a newer timeline"
+            return SUPERSEDED
         if should_self_fence(True, daemon, peer, self.self_fence_after):
-            return "it has heard neither the daemon nor the other node's host"
+            return ISOLATED
         return None
 
     async def _fence(self, why: str, daemon: float, peer: float | None) -> None:
         self._fenced_at = time.monotonic()
         detail = await self.driver.fence()
         self.self_fenced = detail
+        self.fenced_isolated = why == ISOLATED
         log.warning(
             "self_fenced",
             node=self.node.name,

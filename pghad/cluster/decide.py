@@ -230,7 +230,7 @@ def _without_primary(
         "error": error,
     }
     back = restart_self_fenced(view, memory, primary, standby, config)
-    if back is not None and primary not in busy:
+    if back is not None and back.node not in busy:
         return Decision(base, (back,), "restarting_primary", back.reason, details)
     if down_for < threshold:
         return Decision(

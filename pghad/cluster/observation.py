@@ -41,7 +41,9 @@ class Witness:
     at: float = 0.0
     # The self-fence timing the agent confirmed in this answer (the daemon's memory keeps it).
     self_fence_after: float | None = None
-    self_fenced: bool = False  # the agent stopped its primary for want of the daemon and peer
+    # The agent stopped its primary for want of the daemon and peer (a precaution; not when
+    # it stopped it for the other node being a primary on a newer timeline).
+    self_fenced: bool = False
 
 
 @dataclass(frozen=True)

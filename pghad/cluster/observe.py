@@ -35,18 +35,29 @@ class Observer:
         for name, node in nodes.items():
             task = self._waiting.pop(id(node), None)
             tasks[name] = task if task is not None else asyncio.ensure_future(node.probe(timeout))
-        await asyncio.wait(tasks.values(), timeout=deadline)
+        # The driver's word (cheap: /proc, or the shared heartbeat) for a probe that waits on.
+        states = {
+            name: asyncio.ensure_future(node.process.server_state())
+            for name, node in nodes.items()
+        }
+        await asyncio.wait([*tasks.values(), *states.values()], timeout=deadline)
         found = {}
         for name, task in tasks.items():
+            state = states[name]
+            if not state.done():
+                state.cancel()
             if task.done():
                 found[name] = task.result()
                 continue
             self._waiting[id(nodes[name])] = task
+            server = ServerState.UNKNOWN
+            if state.done() and not state.cancelled() and state.exception() is None:
+                server = state.result()
             found[name] = NodeObservation(
                 name,
                 False,
                 error=f"no answer within {deadline:g} s (still waiting)",
-                server=ServerState.UNKNOWN,
+                server=server,
                 witness=nodes[name].process.witness(),
             )
         return ClusterView(found)

@@ -95,10 +95,17 @@ class Procedures:
         final_lsn = await old.process.checkpoint_lsn()
         try:
             await self._wait_received(standby, final_lsn)
-            if not await self.nodes[standby].promote(self.executor.archive_sync):
-                raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
+            promoted_in_time = await self.nodes[standby].promote(self.executor.archive_sync)
         except (NodeError, psycopg.Error, OSError) as exc:
             raise NodeError(await self._put_back(primary, standby, exc)) from exc
+        if not promoted_in_time:
+            # The promote request was made: it may still take effect, so the old primary is not
+            # started again beside it. The daemon finishes the failover (or an operator).
+            raise NodeError(
+                f"step promote: {standby} did not leave recovery within 30 s; its promotion "
+                f"may still take effect, so {primary} stays stopped (it awaits its rejoin): "
+                f"the daemon promotes {standby} when it can"
+            )
         promoted = time.monotonic()
         method = await rejoin(old, self.nodes[standby])
         return OperationResult(

@@ -46,6 +46,8 @@ NO_OTHER_PRIMARY = ("standby_unreachable", "standby_ineligible", "standby_witnes
 def superseded(memory: Memory, primary: str, standby: str, view: ClusterView) -> str | None:
     """Why `primary` may have been superseded by `standby` (then it is never started as a
     primary), or None when the evidence says the standby is not a primary."""
+    if view[standby].server is ServerState.NO_DATA:
+        return None  # whatever it was, it holds nothing now: `primary` is the only copy
     if memory.promoting is not None:
         return f"a promotion of {memory.promoting} was ordered and is not settled"
     if primary in memory.needs_rejoin:
@@ -88,19 +90,38 @@ def restart_primary(
 def restart_self_fenced(
     view: ClusterView, memory: Memory, primary: str, standby: str, config: Config
 ) -> StartPrimary | None:
-    """A primary that fenced itself while cut off, whose agent answers again before any
-    promotion: the fence was a precaution for a promotion that did not happen, so it is started
-    again at once (a blip shorter than the threshold must not end in a failover)."""
-    obs = view[primary]
-    witness = obs.witness
-    if witness is None or not witness.available or not witness.self_fenced:
+    """A primary that fenced itself while cut off, whose agent answers again: the fence was a
+    precaution, so it is started again at once. Either the recorded primary, when no promotion
+    happened (a cut shorter than the threshold must not end in a failover), or the node whose
+    promotion was ordered and took effect (it was writable when it fenced itself) while the old
+    primary awaits its rejoin: otherwise nothing would ever take writes again."""
+    if not config.cluster.auto_rejoin:
         return None
-    if obs.reachable or obs.server is not ServerState.STOPPED or not config.cluster.auto_rejoin:
-        return None
-    if superseded(memory, primary, standby, view) is not None:
+    promoted = memory.promoting
+    if promoted is not None and promoted != primary and _self_fenced(view, promoted):
+        if primary not in memory.needs_rejoin:
+            return None
+        return StartPrimary(
+            promoted,
+            f"{promoted} was promoted, then fenced itself while cut off, and its host answers "
+            f"again; {primary} awaits its rejoin: starting {promoted} again as the primary",
+        )
+    if not _self_fenced(view, primary) or superseded(memory, primary, standby, view) is not None:
         return None
     return StartPrimary(
         primary,
         f"{primary} fenced itself while cut off and its host answers again; {standby} was "
         "not promoted: starting it again as the primary",
+    )
+
+
+def _self_fenced(view: ClusterView, node: str) -> bool:
+    obs = view[node]
+    witness = obs.witness
+    return (
+        witness is not None
+        and witness.available
+        and witness.self_fenced
+        and not obs.reachable
+        and obs.server is ServerState.STOPPED
     )

@@ -154,7 +154,7 @@ class AgentDriver:
             primary_down_for_s=float(down) if down is not None else None,
             at=time.monotonic(),
             self_fence_after=float(confirmed) if confirmed is not None else None,
-            self_fenced=answer.get("self_fenced") is not None,
+            self_fenced=bool(answer.get("fenced_isolated")),
         )
         return answer
 

@@ -407,3 +407,31 @@ def test_a_standby_that_stops_flushing_while_commits_wait_is_relaxed_early() -> 
     for now, cluster in enumerate(moving):
         memory = decide(cluster, memory, cfg, now=float(now)).memory
     assert memory.standby_progress_at == 4.0 and memory.standby_eligible
+
+
+def test_a_promoted_node_that_fenced_itself_while_cut_off_is_started_again() -> None:
+    """b was promoted (a to rejoin), then fenced itself while cut off; its agent answers again.
+    Nothing else may take writes (a may have been superseded): b is started again."""
+    memory = Memory(primary="a", promoting="b", needs_rejoin=frozenset({"a"}))
+    fenced = Witness(True, None, 0.0, None, self_fenced=True)
+    b = NodeObservation("b", False, error="refused", server=ServerState.STOPPED, witness=fenced)
+    d = decide(view(down("a"), b), memory, config(threshold=10), 1.0)
+    assert d.code == "restarting_primary" and [type(a) for a in d.actions] == [StartPrimary]
+    assert d.actions[0].node == "b"  # type: ignore[union-attr]
+    crashed = replace(b, witness=Witness(True, None, 0.0, None))  # not a precaution: left alone
+    assert decide(view(down("a"), crashed), memory, config(threshold=10), 1.0).actions == ()
+
+
+def test_a_node_with_no_data_supersedes_nothing() -> None:
+    """A promotion of b was ordered, but b has lost its data: a holds everything and is
+    started again once b may not be promoted."""
+    memory = Memory(
+        state=ClusterState.PRIMARY_DOWN,
+        primary="a",
+        promoting="b",
+        needs_rejoin=frozenset({"a"}),
+        primary_down_since=0.0,
+    )
+    no_data = down("b", ServerState.NO_DATA)
+    d = decide(view(down("a"), no_data), memory, config(threshold=1), 50.0)
+    assert d.code == "restarting_primary" and d.actions == (StartPrimary("a", d.reason),)

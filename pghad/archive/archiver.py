@@ -28,6 +28,7 @@ from pghad.commands import child_env, kill_group
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo, replication_conninfo
 
+from .shipping import Shipping
 from .wal_files import (
     archived,
     compress_file,
@@ -55,6 +56,10 @@ class ArchiveState:
     segments: int = 0
     stored_bytes: int = 0
     last_error: str | None = None
+    # WAL stored here that the bucket does not have yet (repository.type = "s3"), its bound.
+    spool_bytes: int = 0
+    spool_alert_bytes: int | None = None
+    upload_error: str | None = None
     caught_up_at: float | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +72,15 @@ class ArchiveState:
             "segments": self.segments,
             "stored_bytes": self.stored_bytes,
             "last_error": self.last_error,
+            **(
+                {
+                    "spool_bytes": self.spool_bytes,
+                    "spool_alert_bytes": self.spool_alert_bytes,
+                    "upload_error": self.upload_error,
+                }
+                if self.spool_alert_bytes is not None
+                else {}
+            ),
         }
 
 
@@ -82,6 +96,7 @@ class Archiver:
         self._chores: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._not_before = 0.0
+        self._shipping = Shipping(self.state, emit)
 
     @property
     def config(self) -> Config:
@@ -277,6 +292,7 @@ class Archiver:
         if stored:
             self.emit("archive_stored", level="debug", segments=stored)
         self.refresh_totals()
+        self._shipping.ship(self.config, directory)
         return stored
 
     def refresh_totals(self) -> None:

@@ -5,19 +5,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pghad.archive.wal_files import prunable, segment_size
+from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, prunable, segment_size
 from pghad.cluster.observation import parse_lsn
 from pghad.config import Config
 
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus
 from .planner import to_delete
+from .repository import store_of
+from .repository.backups import delete_backup
+from .repository.wal import prune_wal
 
 
 def apply_retention(config: Config, catalog: Catalog) -> list[BackupRecord]:
     records = catalog.records()
     deleted = to_delete(records, config.backup.keep_cycles)
+    store = store_of(config)
     for record in deleted:
+        if store is not None:
+            delete_backup(store, record.id)  # the bucket first: never listed there, gone here
         shutil.rmtree(record.path, ignore_errors=True)
         if record.logical_dump:
             Path(record.logical_dump).unlink(missing_ok=True)
@@ -31,6 +37,10 @@ def prune_archive(config: Config, kept: list[BackupRecord]) -> list[Path]:
     """Archived WAL older than the oldest kept backup's start: nothing can replay it."""
     archive = config.archive.path(config.backup.dir)
     starts = [lsn for r in kept if (lsn := parse_lsn(r.start_lsn)) is not None]
+    store = store_of(config)
+    if store is not None and starts:
+        size = segment_size(archive) if archive.is_dir() else DEFAULT_SEGMENT_SIZE
+        prune_wal(store, min(starts), size)
     if not archive.is_dir() or not starts:
         return []
     old = prunable(archive, min(starts), segment_size(archive))

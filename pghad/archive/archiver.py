@@ -39,6 +39,7 @@ from .wal_files import (
 )
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+FINAL_SHIP_S = 30.0
 GONE = "has already been removed"  # the primary no longer has the WAL the archive asks for
 
 Emit = Callable[..., None]
@@ -149,6 +150,11 @@ class Archiver:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.enabled and self.config.repository.is_s3:
+            # What pg_receivewal wrote last (the partial segment too) goes to the bucket before
+            # the daemon exits, when the bucket answers in time; otherwise it waits here.
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self.store_finished), FINAL_SHIP_S)
 
     async def _store(self) -> None:
         try:

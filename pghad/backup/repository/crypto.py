@@ -136,15 +136,19 @@ def _read_exact(source: IO[bytes], size: int) -> bytes:
     return data
 
 
-def decrypt_stream(source: IO[bytes], target: IO[bytes], key: bytes | None, name: str) -> int:
+def decrypt_stream(
+    source: IO[bytes], target: IO[bytes], key: bytes | None, name: str, label: str = ""
+) -> int:
     """Write the plain content of the object `name` read from `source` to `target`; returns
-    the plain bytes written. Raises ObjectDamaged (naming the object) on any mismatch."""
+    the plain bytes written. Raises ObjectDamaged (naming the object, as `label` when given)
+    on any mismatch."""
+    where = label or name
     buffered = io.BufferedReader(_Raw(source), CHUNK)
     source = buffered
     header = _read_exact(source, HEADER_LEN)
     if not header.startswith(MAGIC):
         if key is not None:
-            raise ObjectDamaged(f"{name} is not encrypted, but the repository is: refusing it")
+            raise ObjectDamaged(f"{where} is not encrypted, but the repository is: refusing it")
         target.write(header)
         written = len(header)
         while piece := source.read(CHUNK):
@@ -153,27 +157,27 @@ def decrypt_stream(source: IO[bytes], target: IO[bytes], key: bytes | None, name
         return written
     if key is None:
         raise ObjectDamaged(
-            f"{name} is encrypted: set repository.encryption_key_file (or encryption_key_env) "
+            f"{where} is encrypted: set repository.encryption_key_file (or encryption_key_env) "
             "to the repository's key"
         )
     if not hmac.compare_digest(header[len(MAGIC) : len(MAGIC) + CHECK_LEN], key_check(key)):
-        raise ObjectDamaged(f"{name}: wrong encryption key (it was encrypted with another key)")
+        raise ObjectDamaged(f"{where}: wrong encryption key (it was encrypted with another key)")
     cipher, prefix = AESGCM(key), header[len(MAGIC) + CHECK_LEN :]
     index, written = 0, 0
     while True:
         length = _read_exact(source, _LENGTH.size)
         if len(length) < _LENGTH.size:
-            raise ObjectDamaged(f"{name} is cut short after chunk {index}")
+            raise ObjectDamaged(f"{where} is cut short after chunk {index}")
         (size,) = _LENGTH.unpack(length)
         if size < TAG_LEN or size > CHUNK + TAG_LEN:
-            raise ObjectDamaged(f"{name} is damaged at chunk {index} (bad length)")
+            raise ObjectDamaged(f"{where} is damaged at chunk {index} (bad length)")
         sealed = _read_exact(source, size)
         last = not buffered.peek(1)
         try:
             plain = cipher.decrypt(_nonce(prefix, index), sealed, _aad(name, index, last))
         except InvalidTag as exc:
             raise ObjectDamaged(
-                f"{name} was changed or damaged: chunk {index} fails authentication"
+                f"{where} was changed or damaged: chunk {index} fails authentication"
             ) from exc
         target.write(plain)
         written += len(plain)

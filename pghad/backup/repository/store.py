@@ -162,7 +162,7 @@ class Store:
             answer = self.client.get_object(Bucket=self.config.bucket, Key=self._key(name))
             body = answer["Body"]
             try:
-                return decrypt_stream(body, target, self.key, f"{self.where}{name}")
+                return decrypt_stream(body, target, self.key, name, f"{self.where}{name}")
             finally:
                 body.close()
 

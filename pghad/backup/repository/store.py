@@ -99,7 +99,7 @@ class Store:
 
     @property
     def where(self) -> str:
-        return f"s3://{self.config.bucket}/{self.config.prefix}"
+        return f"s3://{self.config.bucket}/{self._key('')}"
 
     def _key(self, name: str) -> str:
         prefix = self.config.prefix.strip("/")

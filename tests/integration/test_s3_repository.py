@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,15 @@ from pghad.cluster.observation import parse_lsn
 from pghad.lab import free_port
 from pghad.lab_s3 import BUCKET, S3Server
 from pghad.nodes import procs
-from tests.support.chaos import Writer, kill9, set_config_value, streaming_standbys, wait_for
+from tests.support.chaos import (
+    WRITER_TABLE,
+    Writer,
+    connect,
+    kill9,
+    set_config_value,
+    streaming_standbys,
+    wait_for,
+)
 from tests.support.s3 import client, new_key, objects, use_bucket
 
 from ..conftest import REPO, DaemonProcess, Lab, RedisServer
@@ -59,7 +67,7 @@ def fresh_host(lab: Lab, name: str, drop: tuple[str, ...] = (), **changes: str) 
         set_config_value(path, "repository", key, value)
     doc = tomlkit.parse(path.read_text())
     for key in drop:
-        del doc["repository"][key]  # type: ignore[union-attr]
+        del doc["repository"][key]
     path.write_text(tomlkit.dumps(doc))
     return path
 
@@ -120,8 +128,8 @@ def test_full_and_incremental_in_the_bucket_everything_lost_restore_latest_on_a_
     acked = [c for c in writer.acked if c.wall < lost_at]
     assert len(acked) > 100
     assert [c.id for c in acked if c.id not in ids] == []  # not one acknowledged commit lost
-    hashes = redis.Redis.from_url(private_redis.url).keys("backup:*")
-    assert sorted(k.decode() for k in hashes) == sorted(
+    hashes = redis.Redis.from_url(private_redis.url, decode_responses=True).keys("backup:*")
+    assert sorted(hashes) == sorted(
         f"backup:{rid.replace('-', ':', 1)}" for rid in (body["backup"]["parent"], incremental)
     )
 
@@ -220,3 +228,61 @@ def test_retention_deletes_in_the_bucket_exactly_what_it_deletes_here(
     }
     assert f"backups/{taken[2].id}/record.json" in after and "wal/00000002.history" in after
     assert not Path(taken[0].path).exists() and Path(taken[2].path).exists()
+
+
+def archive_status(daemon: DaemonProcess) -> dict[str, object]:
+    code, body = daemon.http("GET", "/status", token=daemon.lab.config.api.token)
+    assert code == 200, body
+    archive = body.get("archive") or {}
+    assert isinstance(archive, dict)
+    return archive
+
+
+def test_the_bucket_down_for_a_minute_under_a_writer_spools_loses_nothing_and_drains(
+    lab: Lab, daemon: DaemonProcess, s3_server: S3Server
+) -> None:
+    prefix = f"t4-{time.monotonic_ns()}"
+    use_bucket(lab.config_path, s3_server, prefix)
+    config = lab.config
+    daemon.start().wait_healthy()
+    code, body = daemon.post("/backups?kind=full")
+    assert code == 200 and body["backup"]["status"] == "ok", body
+    archive_caught_up(daemon)
+    writer = Writer(config, pause_s=0.01).start()
+    time.sleep(1)
+    s3_server.stop()
+    down_at = time.monotonic()
+    try:
+        with connect(config, "node1") as conn:
+            while time.monotonic() - down_at < 60:  # finished segments pile up in the spool
+                conn.execute("SELECT pg_switch_wal()")
+                time.sleep(4)
+        daemon.wait_event(lambda e: e.get("event") == "archive_upload_failed", 5, "upload failed")
+        spooled = archive_status(daemon)
+        assert int(str(spooled["spool_bytes"])) > 0, spooled
+        during = [c for c in writer.acked if c.wall > time.time() - 40]
+        chosen = during[len(during) // 2]
+    finally:
+        s3_server.start()
+    daemon.wait_event(lambda e: e.get("event") == "archive_upload_resumed", 60, "upload resumed")
+    wait_for(lambda: archive_status(daemon)["spool_bytes"] == 0, timeout=60, what="spool drained")
+    writer.stop()
+    archive_caught_up(daemon)
+    local = {p.name for p in config.archive.path(config.backup.dir).iterdir() if p.is_file()}
+    in_bucket = {n.removeprefix("wal/") for n in objects(s3_server, prefix) if n.startswith("wal/")}
+    segments = {n for n in local if n.endswith(".zst")}
+    assert len(segments) >= 15
+    assert segments <= in_bucket  # every segment the archive stored reached the bucket
+    with connect(config, "node1") as conn:
+        live = {int(r[0]) for r in conn.execute(f"SELECT id FROM {WRITER_TABLE}").fetchall()}
+
+    point = datetime.fromtimestamp(chosen.wall + 0.005).astimezone()
+    fresh = fresh_host(lab, "pitr")  # the bucket only: no local backup, archive or catalog
+    port = free_port(31000)
+    target = lab.dir.parent / f"{lab.dir.name}-pitr-target"
+    result = pghad(
+        fresh, "restore", "--to", point.isoformat(), "--target", str(target), "--port", str(port)
+    )
+    assert result.returncode == 0, result.stderr
+    ids, _timeline = restored_rows(config, target, port_of(result))
+    assert ids == {i for i in live if i <= chosen.id}

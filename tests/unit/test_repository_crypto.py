@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 
@@ -93,5 +94,5 @@ def test_a_reader_that_returns_short_reads_still_decrypts() -> None:
     out = io.BytesIO()
     from pghad.backup.repository.crypto import decrypt_stream
 
-    decrypt_stream(Trickle(), out, KEY, NAME)
+    decrypt_stream(cast(IO[bytes], Trickle()), out, KEY, NAME)
     assert out.getvalue() == data

@@ -6,7 +6,6 @@ The record is saved as running before any work starts; a failure records which s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +27,7 @@ from .catalog import Catalog
 from .dump import logical_dump
 from .model import BackupKind, BackupRecord, BackupStatus, backup_id
 from .planner import Plan, Requested, choose
-from .repository import store_of
-from .repository.backups import MANIFEST, fetch_files, list_backup, remove_upload, upload_backup
+from .repository.taking import Taking
 from .restartpoint import advance_restartpoint
 from .retention import apply_retention
 from .steps import (
@@ -45,7 +43,6 @@ from .steps import (
     unwritable,
     verify_args,
 )
-from .zstd_tar import basebackup_to_zstd
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
@@ -63,6 +60,10 @@ class BackupRunner:
     progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
     _step: str = field(default="prepare", init=False)
     _dump: str | None = field(default=None, init=False)
+    _repository: Taking = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._repository = Taking(self.config)
 
     async def _observe(self) -> ClusterView:
         return await observe(self.nodes, self.config.cluster.probe_timeout)
@@ -148,7 +149,7 @@ class BackupRunner:
             # A full disk, a dead source, a failed verify, a stop: nothing partial stays behind.
             record = record.with_(logical_dump=self._dump)
             await asyncio.shield(asyncio.to_thread(remove_partial, record))
-            await asyncio.shield(self._remove_upload(record.id))
+            await asyncio.shield(self._repository.remove(record.id))
             error = str(exc) if isinstance(exc, StepFailed) else f"step {self._step}: {exc}"
             if isinstance(exc, asyncio.CancelledError):
                 error = f"step {self._step}: cancelled (the daemon stopped)"
@@ -162,8 +163,7 @@ class BackupRunner:
             finished_at=(now + timedelta(seconds=elapsed)).isoformat(),
             duration_s=round(elapsed, 3),
         )
-        if record.status is BackupStatus.OK:
-            record = await self._list_in_repository(record)
+        record = await self._repository.list(record)
         await self._save(record)
         if record.kind is BackupKind.INCREMENTAL and any(
             marker in (record.error or "") for marker in SUMMARY_ERRORS
@@ -211,6 +211,7 @@ class BackupRunner:
         records: list[BackupRecord],
     ) -> BackupRecord:
         self._step, self._dump = "prepare", None
+        self._repository = Taking(self.config)
         path = Path(record.path)
         problem = unwritable(path.parent)
         if problem is not None:
@@ -226,7 +227,7 @@ class BackupRunner:
         args = ["-D", "-" if zstd else str(path), "-c", "fast", "--no-password"]
         args += ["-Ft", "-X", "fetch"] if zstd else ["-X", "stream"]
         if plan.parent is not None:
-            await self._parent_manifest(plan.parent)
+            await self._repository.parent_manifest(plan.parent)
             args.append(f"--incremental={Path(plan.parent.path) / 'backup_manifest'}")
         if self.progress and not zstd:
             args.append("--progress")
@@ -237,9 +238,8 @@ class BackupRunner:
         self._step = "pg_basebackup"
         if zstd:
             path.mkdir(mode=0o700)
-            password = self.config.auth.replication_password
             program = [str(self.bin_dir / "pg_basebackup"), *args]
-            await basebackup_to_zstd(program, password, path, self.config.backup.zstd_level)
+            await self._repository.basebackup_zstd(program, path, record.id)
         else:
             await self._program("pg_basebackup", args, step="pg_basebackup")
         copied = time.monotonic()
@@ -269,46 +269,7 @@ class BackupRunner:
             conninfo = admin_conninfo(source, self.config.auth, with_password=False)
             await logical_dump(self.bin_dir, conninfo, self.config.auth.password, dump)
             record = record.with_(logical_dump=str(dump), logical_dump_bytes=dump.stat().st_size)
-        return await self._upload(record)
-
-    async def _upload(self, record: BackupRecord) -> BackupRecord:
-        store = store_of(self.config)
-        if store is None:
-            return record
-        self._step = "upload"
-        uploading = time.monotonic()
-        local_copy = self.config.repository.local_copy
-        record = await asyncio.to_thread(upload_backup, store, record, local_copy)
-        return record.with_(
-            extra={**record.extra, "upload_s": round(time.monotonic() - uploading, 3)}
-        )
-
-    async def _list_in_repository(self, record: BackupRecord) -> BackupRecord:
-        """The bucket lists the backup (its record.json) once every file is stored."""
-        store = store_of(self.config)
-        if store is None:
-            return record
-        try:
-            await asyncio.to_thread(list_backup, store, record)
-        except PghadError as exc:
-            await asyncio.to_thread(remove_partial, record)
-            await self._remove_upload(record.id)
-            return record.with_(status=BackupStatus.FAILED, error=f"step upload: {exc}")
-        return record
-
-    async def _parent_manifest(self, parent: BackupRecord) -> None:
-        """An incremental needs its parent's manifest: from the bucket when it is not here."""
-        store = store_of(self.config)
-        if store is not None and not (Path(parent.path) / MANIFEST).exists():
-            await asyncio.to_thread(fetch_files, store, parent, Path(parent.path), (MANIFEST,))
-
-    async def _remove_upload(self, backup_id: str) -> None:
-        """What a failed backup had put in the bucket (best effort: it was never listed)."""
-        store = store_of(self.config) if self.config.repository.is_s3 else None
-        if store is None:
-            return
-        with contextlib.suppress(PghadError):
-            await asyncio.to_thread(remove_upload, store, backup_id)
+        return await self._repository.upload(record)
 
     async def _program(self, program: str, args: list[str], step: str) -> str:
         env = {"PGPASSWORD": self.config.auth.replication_password}

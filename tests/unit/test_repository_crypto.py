@@ -17,6 +17,7 @@ from pghad.backup.repository.crypto import (
     encrypt_bytes,
     load_key,
     parse_key,
+    sealed_size,
 )
 from pghad.errors import ConfigError
 
@@ -96,3 +97,8 @@ def test_a_reader_that_returns_short_reads_still_decrypts() -> None:
 
     decrypt_stream(cast(IO[bytes], Trickle()), out, KEY, NAME)
     assert out.getvalue() == data
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 5 * CHUNK])
+def test_sealed_size_is_what_encryption_writes(size: int) -> None:
+    assert sealed_size(size) == len(encrypt_bytes(bytes(size), KEY, NAME))

@@ -16,6 +16,7 @@ from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.steps import StepFailed, make_private_dir
 from pghad.backup.zstd_tar import ARCHIVE
 
+from .crypto import sealed_size
 from .store import Store
 
 MANIFEST = "backup_manifest"
@@ -27,23 +28,25 @@ def folder(backup_id: str) -> str:
     return f"backups/{backup_id}/"
 
 
-def upload_backup(store: Store, record: BackupRecord, local_copy: bool) -> BackupRecord:
-    """Store the backup's files and check the bucket has each whole (list_backup lists it).
-    Without a local copy, the archive is removed here (the manifest stays, for incrementals)."""
-    path = Path(record.path)
-    sizes = {name: (path / name).stat().st_size for name in FILES}
-    with ThreadPoolExecutor(len(FILES)) as pool:
-        for done in [pool.submit(store.put_file, folder(record.id) + n, path / n) for n in FILES]:
-            done.result()
-    stored = store.names(folder(record.id))
-    for name, size in sizes.items():
-        if folder(record.id) + name not in stored:
-            raise StepFailed("upload", f"{store.where}{folder(record.id)}{name} is missing")
-        if store.key is None and stored[folder(record.id) + name] != size:
-            raise StepFailed("upload", f"{store.where}{folder(record.id)}{name}: size differs")
-    if not local_copy:
-        (path / ARCHIVE).unlink(missing_ok=True)
-    return record.with_(extra={**record.extra, "repository": store.where})
+def upload_backup(store: Store, record: BackupRecord, streamed: int) -> BackupRecord:
+    """After the archive streamed up (`streamed` bytes): store the manifest beside it and check
+    the bucket has both whole (list_backup then lists the backup)."""
+    path = folder(record.id)
+    store.put_file(path + MANIFEST, Path(record.path) / MANIFEST)
+    expected = {ARCHIVE: streamed, MANIFEST: (Path(record.path) / MANIFEST).stat().st_size}
+    stored = store.names(path)
+    for name, plain in expected.items():
+        size = plain if store.key is None else sealed_size(plain)
+        if stored.get(path + name) != size:
+            found = stored.get(path + name, "no object")
+            raise StepFailed(
+                "upload", f"{store.where}{path}{name}: {found} bytes stored, {size} sent"
+            )
+    archive = streamed if store.key is None else sealed_size(streamed)
+    return record.with_(
+        size_bytes=archive + stored[path + MANIFEST],
+        extra={**record.extra, "repository": store.where},
+    )
 
 
 def list_backup(store: Store, record: BackupRecord) -> None:

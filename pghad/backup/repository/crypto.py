@@ -201,6 +201,12 @@ class _Raw(io.RawIOBase):
         return len(piece)
 
 
+def sealed_size(plain: int) -> int:
+    """The size of an object of `plain` bytes once encrypted."""
+    chunks = max(1, -(-plain // CHUNK))
+    return HEADER_LEN + plain + chunks * (_LENGTH.size + TAG_LEN)
+
+
 def decrypt_bytes(data: bytes, key: bytes | None, name: str) -> bytes:
     out = io.BytesIO()
     decrypt_stream(io.BytesIO(data), out, key, name)

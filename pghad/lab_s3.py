@@ -175,3 +175,50 @@ def _is_weed(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return b"weed" in cmdline.split(b"\0")[0] and state != "Z"
+
+
+LAB_S3_DIR = "s3"
+LAB_FIRST_PORT = 18333
+
+
+def lab_s3_up(lab_dir: Path, first_port: int = LAB_FIRST_PORT) -> S3Server:
+    """The lab's S3 server (created on first use, started if stopped), and the lab's config
+    pointed at it: backups and the WAL archive in its bucket, encrypted with a key of the lab's."""
+    import tomlkit
+
+    from pghad import files
+
+    directory = lab_dir.resolve() / LAB_S3_DIR
+    server = S3Server.load(directory) or S3Server.create(directory, first_port)
+    if server.pid is None or not _is_weed(server.pid):
+        server.start()
+    key = directory / "repository.key"
+    if not key.exists():
+        with files.create_private(key) as handle:
+            handle.write(secrets.token_bytes(32).hex().encode() + b"\n")
+    config_path = lab_dir / "config.toml"
+    doc = tomlkit.parse(config_path.read_text())
+    doc.setdefault("backup", tomlkit.table())["compression"] = "zstd"
+    doc.setdefault("archive", tomlkit.table())["enabled"] = True
+    repository = doc.setdefault("repository", tomlkit.table())
+    repository.update(
+        {
+            "type": "s3",
+            "endpoint": server.endpoint,
+            "bucket": BUCKET,
+            "prefix": "lab",
+            "credentials_file": str(server.credentials_file()),
+            "encryption_key_file": str(key),
+        }
+    )
+    config_path.write_text(tomlkit.dumps(doc))
+    return server
+
+
+def lab_s3_down(lab_dir: Path) -> bool:
+    """Stop the lab's S3 server if it has one (its objects stay); True if it had one."""
+    server = S3Server.load(lab_dir.resolve() / LAB_S3_DIR)
+    if server is None:
+        return False
+    server.stop()
+    return True

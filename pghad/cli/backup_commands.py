@@ -61,7 +61,12 @@ def _backup_here(args: argparse.Namespace) -> int:
     config, catalog, bin_dir = _parts(args)
     nodes = make_nodes(config)
     runner = BackupRunner(config, catalog, bin_dir, nodes, progress=sys.stderr.isatty())
-    print(f"taking a backup ({args.kind}) into {config.backup.dir} ...", file=sys.stderr)
+    where = f"{config.backup.dir}" + (
+        f" and s3://{config.repository.bucket}/{config.repository.prefix}"
+        if config.repository.is_s3
+        else ""
+    )
+    print(f"taking a backup ({args.kind}) into {where} ...", file=sys.stderr)
     record = asyncio.run(runner.run(local_now(), Requested(args.kind)))
     if record.status is not BackupStatus.OK:
         print(f"pghad: error: backup {record.id} failed: {record.error}", file=sys.stderr)

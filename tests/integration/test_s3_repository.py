@@ -4,6 +4,7 @@ the WAL archive in the bucket, restored on a fresh host, encrypted, refused when
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pghad.backup.planner import Requested
 from pghad.backup.repository import store_of
 from pghad.backup.zstd_tar import ARCHIVE
 from pghad.cluster.observation import parse_lsn
-from pghad.lab import free_port
+from pghad.lab import free_port, lab_destroy
 from pghad.lab_s3 import BUCKET, S3Server
 from pghad.nodes import procs
 from tests.support.chaos import (
@@ -35,21 +36,25 @@ from tests.support.chaos import (
 )
 from tests.support.s3 import client, new_key, objects, use_bucket
 
-from ..conftest import REPO, DaemonProcess, Lab, RedisServer
+from ..conftest import REPO, DaemonProcess, Lab, RedisServer, make_lab
 from .test_archive import archive_caught_up, port_of, restored_rows
 from .test_backups import DAY1, runner_for, write_day
 
 pytestmark = pytest.mark.integration
 
 
-def pghad(config_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def pghad(
+    config_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return subprocess.run(
         [sys.executable, "-m", "pghad", *args, "--config", str(config_path)],
         capture_output=True,
         text=True,
         cwd=REPO,
         check=False,
-        timeout=timeout,
+        timeout=300,
+        env={**clean, **(env or {})},
     )
 
 
@@ -172,6 +177,11 @@ def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_
     )
     wrong_credentials = fresh_host(lab, "wrong-credentials", credentials_file=f'"{bad_secret}"')
     refused(pghad(wrong_credentials, *restore), "refused the credentials", "credentials_file")
+    from_env = fresh_host(lab, "credentials-from-env", drop=("credentials_file",))
+    refused(pghad(from_env, "backups"), "repository: no credentials", "AWS_ACCESS_KEY_ID")
+    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    listed = pghad(from_env, "backups", env=env)
+    assert listed.returncode == 0 and record.id in listed.stdout, listed.stderr
     for config_path in (wrong_key, no_key, lost_key, wrong_credentials):
         assert not list((config_path.parent / "backups").glob(f"{record.id}/*"))
 
@@ -286,3 +296,35 @@ def test_the_bucket_down_for_a_minute_under_a_writer_spools_loses_nothing_and_dr
     assert result.returncode == 0, result.stderr
     ids, _timeline = restored_rows(config, target, port_of(result))
     assert ids == {i for i in live if i <= chosen.id}
+
+
+def test_lab_up_s3_backs_up_to_its_own_bucket_and_destroy_stops_the_server(
+    work_root: Path,
+) -> None:
+    made = make_lab(work_root, "lab-s3")
+    try:
+        up = subprocess.run(
+            [sys.executable, "-m", "pghad", "lab", "up", "--s3", "--dir", str(made.dir)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+            timeout=120,
+        )
+        assert up.returncode == 0, up.stderr
+        server = S3Server.load(made.dir / "s3")
+        assert server is not None and server.pid is not None
+        config = made.config
+        assert config.repository.is_s3 and config.repository.encryption_key_file is not None
+        taken = pghad(made.config_path, "backup", "--kind", "full")
+        assert taken.returncode == 0, taken.stderr
+        backup_id = taken.stdout.split(":")[0]
+        assert f"backups/{backup_id}/record.json" in objects(server, "lab")
+        verified = pghad(made.config_path, "verify", backup_id)
+        assert verified.returncode == 0 and "read from s3://pghad/lab/" in verified.stdout
+    finally:
+        lab_destroy(made.dir)
+    assert (
+        not Path(f"/proc/{server.pid}").exists()
+        or b"weed" not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    )

@@ -21,7 +21,7 @@ BUCKET = "pghad"
 PORT_FLAGS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
     "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
-    "admin.port", "admin.port.grpc",
+    "admin.port", "admin.port.grpc", "s3.port.https",
 )  # fmt: skip
 STATE = "s3.json"
 
@@ -81,6 +81,15 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
+    @property
+    def https_endpoint(self) -> str:
+        """The same S3 over TLS, with a certificate from ca_file's CA."""
+        return f"https://127.0.0.1:{self.ports['s3.port.https']}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "tls" / "ca.pem"
+
     def credentials_file(self) -> Path:
         path = self.directory / "credentials"
         path.write_text(
@@ -106,6 +115,8 @@ class S3Server:
         argv = [str(weed_binary()), "mini", f"-dir={self.directory / 'data'}", "-ip=127.0.0.1"]
         argv += ["-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"]
         argv += [f"-s3.config={config}", f"-bucket={BUCKET}"]
+        cert, key = _tls_files(self.directory / "tls")
+        argv += [f"-s3.cert.file={cert}", f"-s3.key.file={key}"]
         argv += [f"-{flag}={port}" for flag, port in self.ports.items()]
         (self.directory / "data").mkdir(mode=0o700, exist_ok=True)
         with (self.directory / "weed.log").open("ab") as log:
@@ -165,6 +176,60 @@ class S3Server:
                 time.sleep(0.1)
         self.pid = None
         self._save()
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path]:
+    """A CA (ca.pem) and a certificate for 127.0.0.1 it signed, made once."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=3650))
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pghad lab S3 CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 def _is_weed(pid: int) -> bool:

@@ -182,7 +182,13 @@ def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_
     env = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
     listed = pghad(from_env, "backups", env=env)
     assert listed.returncode == 0 and record.id in listed.stdout, listed.stderr
-    for config_path in (wrong_key, no_key, lost_key, wrong_credentials):
+    https = f'"{s3_server.https_endpoint}"'
+    untrusted = fresh_host(lab, "tls-unknown-ca", endpoint=https)
+    refused(pghad(untrusted, "backups"), "TLS certificate was not accepted", "repository.ca_file")
+    trusted = fresh_host(lab, "tls", ca_file=f'"{s3_server.ca_file}"', endpoint=https)
+    listed = pghad(trusted, "backups")
+    assert listed.returncode == 0 and record.id in listed.stdout, listed.stderr
+    for config_path in (wrong_key, no_key, lost_key, wrong_credentials, untrusted):
         assert not list((config_path.parent / "backups").glob(f"{record.id}/*"))
 
     # One byte changed in the stored archive: verify and restore name the object, write nothing.

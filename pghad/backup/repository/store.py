@@ -133,6 +133,12 @@ class Store:
                     f"repository.bucket {self.config.bucket!r}: no such bucket"
                 ) from exc
             raise RepositoryError(f"{doing} {self.where}{name} failed: {exc}") from exc
+        except botocore.exceptions.SSLError as exc:
+            raise RepositoryError(
+                f"repository.endpoint {self.config.endpoint}: the TLS certificate was not "
+                f"accepted while {doing} {name} (set repository.ca_file to the CA that signed "
+                f"it): {exc}"
+            ) from exc
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise RepositoryError(
                 f"repository.endpoint {self.config.endpoint or 'AWS'}: cannot reach the bucket "

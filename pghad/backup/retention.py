@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import structlog
+
 from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, prunable, segment_size
 from pghad.cluster.observation import parse_lsn
 from pghad.config import Config
+from pghad.errors import PghadError
 
 from .catalog import Catalog
 from .model import BackupRecord, BackupStatus
@@ -16,21 +19,30 @@ from .repository import store_of
 from .repository.backups import delete_backup
 from .repository.wal import prune_wal
 
+log = structlog.get_logger("pghad")
+
 
 def apply_retention(config: Config, catalog: Catalog) -> list[BackupRecord]:
     records = catalog.records()
     deleted = to_delete(records, config.backup.keep_cycles)
     store = store_of(config)
+    removed = []
     for record in deleted:
         if store is not None:
-            delete_backup(store, record.id)  # the bucket first: never listed there, gone here
+            try:
+                delete_backup(store, record.id)  # the bucket first: never listed there, gone here
+            except PghadError as exc:
+                # Kept here too until the bucket answers: both hold the same backups.
+                log.warning("retention_deferred", backup=record.id, error=str(exc))
+                break
+        removed.append(record)
         shutil.rmtree(record.path, ignore_errors=True)
         if record.logical_dump:
             Path(record.logical_dump).unlink(missing_ok=True)
         catalog.delete(record)
-    gone = {r.id for r in deleted}
+    gone = {r.id for r in removed}
     prune_archive(config, [r for r in records if r.id not in gone and r.status is BackupStatus.OK])
-    return deleted
+    return removed
 
 
 def prune_archive(config: Config, kept: list[BackupRecord]) -> list[Path]:
@@ -40,7 +52,10 @@ def prune_archive(config: Config, kept: list[BackupRecord]) -> list[Path]:
     store = store_of(config)
     if store is not None and starts:
         size = segment_size(archive) if archive.is_dir() else DEFAULT_SEGMENT_SIZE
-        prune_wal(store, min(starts), size)
+        try:
+            prune_wal(store, min(starts), size)
+        except PghadError as exc:
+            log.warning("retention_deferred", wal="bucket", error=str(exc))
     if not archive.is_dir() or not starts:
         return []
     old = prunable(archive, min(starts), segment_size(archive))

@@ -20,6 +20,7 @@ from pghad.archive.wal_files import WalName
 from pghad.backup.model import BackupStatus
 from pghad.backup.planner import Requested
 from pghad.backup.repository import store_of
+from pghad.backup.retention import apply_retention
 from pghad.backup.zstd_tar import ARCHIVE
 from pghad.cluster.observation import parse_lsn
 from pghad.lab import free_port, lab_destroy
@@ -227,6 +228,13 @@ def test_retention_deletes_in_the_bucket_exactly_what_it_deletes_here(
     for name in [*fake, "00000002.history"]:
         store.put_bytes(f"wal/{name}", b"x")  # stand-ins: retention reads names, not contents
     before = set(objects(s3_server, prefix))
+    closed = f"http://127.0.0.1:{free_port(39000)}"  # nothing listens: the bucket is down
+    down = config.model_copy(
+        update={"repository": config.repository.model_copy(update={"endpoint": closed})}
+    )
+    assert apply_retention(down, runner.catalog) == []  # deferred: nothing deleted anywhere
+    assert set(objects(s3_server, prefix)) == before
+    assert [r.id for r in runner.catalog.records()] == [r.id for r in taken]
 
     deleted = runner.apply_retention()
 

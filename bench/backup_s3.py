@@ -4,8 +4,8 @@ On one lab database (pgbench scale 70 by default) and a SeaweedFS `weed mini` on
 - full backup: local zstd vs to the bucket (streamed, encrypted, no local copy), medians of 3
   alternating runs;
 - an incremental after changing 1% of the rows (a contiguous range) in each;
-- restore of full + incremental: from local disk vs from the bucket (fetched, decrypted, then
-  restored as from local disk, as on a new host), medians of 3 alternating runs;
+- restore of full + incremental: from local disk vs from the bucket (streamed, decrypted and
+  unpacked as it arrives, as on a new host), medians of 3 alternating runs;
 - pgBackRest (Debian's package) beside them, when it supports this PostgreSQL: it is asked
   (stanza-create) and its answer is recorded.
 """
@@ -28,7 +28,7 @@ from pghad import runas
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord
 from pghad.backup.planner import Requested
-from pghad.backup.repository import fetch
+from pghad.backup.repository.streaming import streamed
 from pghad.backup.restore import restore
 from pghad.backup.runner import BackupRunner
 from pghad.config import Config
@@ -79,11 +79,8 @@ def _full(runner: BackupRunner, now: datetime) -> BackupRecord:
 async def _restore_from_bucket(
     config: Config, runner: BackupRunner, ident: str, target: Path
 ) -> None:
-    await fetch.fetch_backup(config, runner.catalog, ident)
-    try:
+    async with streamed(config, runner.catalog, ident):
         await restore(runner.catalog, runner.bin_dir, ident, target)
-    finally:
-        fetch.drop_fetched(config, runner.catalog, ident)
 
 
 def pgbackrest_answer(config: Config, root: Path) -> dict[str, object]:

@@ -16,6 +16,7 @@ from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
 from pghad.backup.repository import fetch
+from pghad.backup.repository.streaming import streamed
 from pghad.backup.runner import BackupRunner
 from pghad.cli import common
 from pghad.client import ApiUnreachable
@@ -132,13 +133,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 async def _restore(
     config: Config, catalog: Catalog, bin_dir: Path, args: argparse.Namespace
 ) -> restore_mod.Restored:
-    await fetch.fetch_backup(config, catalog, args.id)
-    try:
+    async with streamed(config, catalog, args.id):
         return await restore_mod.restore(
             catalog, bin_dir, args.id, args.target.resolve(), port=args.port
         )
-    finally:
-        fetch.drop_fetched(config, catalog, args.id)
 
 
 def _started(bin_dir: Path, target: Path, port: int, owner: str | None) -> str:
@@ -177,9 +175,10 @@ def _restore_to_point(
     archive = config.archive.path(config.backup.dir)
 
     async def fetch_then_restore() -> PointRestored:
-        await fetch.fetch_for_point(config, catalog, point)
+        backup_id = await fetch.fetch_wal_for_point(config, catalog, point)
         target = args.target.resolve()
-        return await restore_to_point(catalog, bin_dir, archive, target, point, port=args.port)
+        async with streamed(config, catalog, backup_id or ""):
+            return await restore_to_point(catalog, bin_dir, archive, target, point, port=args.port)
 
     done = asyncio.run(fetch_then_restore())
     print(

@@ -131,6 +131,7 @@ def test_full_and_incremental_in_the_bucket_everything_lost_restore_latest_on_a_
     result = pghad(fresh, "restore", "--latest", "--target", str(target), "--port", str(port))
     assert result.returncode == 0, result.stderr
     ids, _timeline = restored_rows(config, target, port_of(result))
+    assert not list((fresh.parent / "backups").rglob(ARCHIVE))  # streamed, never landed here
     acked = [c for c in writer.acked if c.wall < lost_at]
     assert len(acked) > 100
     assert [c.id for c in acked if c.id not in ids] == []  # not one acknowledged commit lost
@@ -144,6 +145,29 @@ def refused(result: subprocess.CompletedProcess[str], *expected: str) -> None:
     assert result.returncode != 0, result.stdout
     for text in expected:
         assert text in result.stderr, result.stderr
+
+
+def connection_settings(lab: Lab, s3_server: S3Server, backup_id: str) -> list[Path]:
+    """Wrong credentials, none, TLS without the CA: each refused naming the setting; from the
+    environment, and TLS with repository.ca_file: listed. Returns the refused hosts' configs."""
+    bad_secret = lab.dir.parent / "wrong-credentials"
+    bad_secret.write_text(
+        f"[default]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = nope\n"
+    )
+    wrong_credentials = fresh_host(lab, "wrong-credentials", credentials_file=f'"{bad_secret}"')
+    refused(pghad(wrong_credentials, "backups"), "refused the credentials", "credentials_file")
+    from_env = fresh_host(lab, "credentials-from-env", drop=("credentials_file",))
+    refused(pghad(from_env, "backups"), "repository: no credentials", "AWS_ACCESS_KEY_ID")
+    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    listed = pghad(from_env, "backups", env=env)
+    assert listed.returncode == 0 and backup_id in listed.stdout, listed.stderr
+    https = f'"{s3_server.https_endpoint}"'
+    untrusted = fresh_host(lab, "tls-unknown-ca", endpoint=https)
+    refused(pghad(untrusted, "backups"), "TLS certificate was not accepted", "repository.ca_file")
+    trusted = fresh_host(lab, "tls", ca_file=f'"{s3_server.ca_file}"', endpoint=https)
+    listed = pghad(trusted, "backups")
+    assert listed.returncode == 0 and backup_id in listed.stdout, listed.stderr
+    return [wrong_credentials, untrusted]
 
 
 def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_change_nothing(
@@ -172,25 +196,17 @@ def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_
     refused(pghad(no_key, *restore), "is encrypted: set repository.encryption_key_file")
     lost_key = fresh_host(lab, "lost-key", encryption_key_file='"/nonexistent/repo.key"')
     refused(pghad(lost_key, *restore), "repository.encryption_key_file /nonexistent/repo.key")
-    bad_secret = lab.dir.parent / "wrong-credentials"
-    bad_secret.write_text(
-        f"[default]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = nope\n"
-    )
-    wrong_credentials = fresh_host(lab, "wrong-credentials", credentials_file=f'"{bad_secret}"')
-    refused(pghad(wrong_credentials, *restore), "refused the credentials", "credentials_file")
-    from_env = fresh_host(lab, "credentials-from-env", drop=("credentials_file",))
-    refused(pghad(from_env, "backups"), "repository: no credentials", "AWS_ACCESS_KEY_ID")
-    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
-    listed = pghad(from_env, "backups", env=env)
-    assert listed.returncode == 0 and record.id in listed.stdout, listed.stderr
-    https = f'"{s3_server.https_endpoint}"'
-    untrusted = fresh_host(lab, "tls-unknown-ca", endpoint=https)
-    refused(pghad(untrusted, "backups"), "TLS certificate was not accepted", "repository.ca_file")
-    trusted = fresh_host(lab, "tls", ca_file=f'"{s3_server.ca_file}"', endpoint=https)
-    listed = pghad(trusted, "backups")
-    assert listed.returncode == 0 and record.id in listed.stdout, listed.stderr
-    for config_path in (wrong_key, no_key, lost_key, wrong_credentials, untrusted):
+    refused_hosts = [wrong_key, no_key, lost_key, *connection_settings(lab, s3_server, record.id)]
+    for config_path in refused_hosts:
         assert not list((config_path.parent / "backups").glob(f"{record.id}/*"))
+
+    # A restore refused before it reads (the target is not empty): the streams stop, no FIFO
+    # is left where the archive would be.
+    target.mkdir()
+    (target / "keep").write_text("")
+    refused(pghad(lab.config_path, *restore), "is not empty")
+    assert [p.name for p in Path(record.path).iterdir()] == ["backup_manifest"]
+    shutil.rmtree(target)
 
     # One byte changed in the stored archive: verify and restore name the object, write nothing.
     s3 = client(s3_server)

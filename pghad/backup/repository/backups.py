@@ -90,13 +90,5 @@ def fetch_files(store: Store, record: BackupRecord, into: Path, names: tuple[str
             store.get_file(folder(record.id) + name, into / name)
 
 
-def fetch_chain(store: Store, chain: list[BackupRecord]) -> None:
-    """Every member's files into its local path, from the bucket, members in parallel."""
-    with ThreadPoolExecutor(max(1, len(chain))) as pool:
-        jobs = [pool.submit(fetch_files, store, m, Path(m.path), FILES) for m in chain]
-        for job in jobs:
-            job.result()
-
-
 def delete_backup(store: Store, backup_id: str) -> None:
     remove_upload(store, backup_id)

@@ -6,8 +6,9 @@ On one lab database (pgbench scale 70 by default) and a SeaweedFS `weed mini` on
 - an incremental after changing 1% of the rows (a contiguous range) in each;
 - restore of full + incremental: from local disk vs from the bucket (streamed, decrypted and
   unpacked as it arrives, as on a new host), medians of 3 alternating runs;
-- pgBackRest (Debian's package) beside them, when it supports this PostgreSQL: it is asked
-  (stanza-create) and its answer is recorded.
+- pgBackRest (Debian's package) beside them: asked first whether it supports this PostgreSQL
+  (stanza-create; 2.45 refuses 18, and its answer is recorded), then measured on Debian's
+  PostgreSQL 15 with the same data to the same bucket (pgbackrest_s3.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import common  # noqa: F401 - makes the repository's tests importable
+import pgbackrest_s3
 
 from pghad import runas
 from pghad.backup.catalog import Catalog
@@ -178,6 +180,10 @@ def _measure(
         float(str(result["s3_restore_s"])) / float(str(result["local_restore_s"])), 2
     )
     result.update(pgbackrest_answer(config, root))
+    try:
+        result.update(pgbackrest_s3.measure(root / "pgbackrest-15", server, scale))
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        result["pgbackrest_error"] = str(exc)
     return result
 
 

@@ -4,6 +4,7 @@ the WAL archive in the bucket, restored on a fresh host, encrypted, refused when
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -72,6 +73,10 @@ def fresh_host(lab: Lab, name: str, drop: tuple[str, ...] = (), **changes: str) 
     for key, value in changes.items():
         set_config_value(path, "repository", key, value)
     doc = tomlkit.parse(path.read_text())
+    for node, table in zip(lab.config.nodes, doc["nodes"], strict=True):
+        local = lab.config.local_node(node.name)  # the same servers, named as on any host
+        table["data_dir"] = str(local.data_dir)
+        table["socket_dir"] = str(local.socket_dir)
     for key in drop:
         del doc["repository"][key]
     path.write_text(tomlkit.dumps(doc))
@@ -147,6 +152,21 @@ def refused(result: subprocess.CompletedProcess[str], *expected: str) -> None:
         assert text in result.stderr, result.stderr
 
 
+def incremental_on_a_new_host(lab: Lab, parent: str) -> None:
+    """A host with only the config takes an incremental on a full it never had: the parent's
+    manifest comes from the bucket."""
+    host = fresh_host(lab, "incremental-here")
+    write_day(lab.config, "node1", 2)
+    taken = pghad(host, "backup", "--kind", "incremental")
+    assert taken.returncode == 0, taken.stderr
+    assert "listed from the repository" in taken.stderr  # the catalog came from the bucket
+    listed = pghad(host, "backups", "--json")
+    records = {r["id"]: r for r in json.loads(listed.stdout)}
+    incremental = next(r for r in records.values() if r["kind"] == "incremental")
+    assert incremental["status"] == "ok" and incremental["parent"] == parent
+    assert (host.parent / "backups" / parent / "backup_manifest").exists()
+
+
 def connection_settings(lab: Lab, s3_server: S3Server, backup_id: str) -> list[Path]:
     """Wrong credentials, none, TLS without the CA: each refused naming the setting; from the
     environment, and TLS with repository.ca_file: listed. Returns the refused hosts' configs."""
@@ -196,6 +216,7 @@ def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_
     refused(pghad(no_key, *restore), "is encrypted: set repository.encryption_key_file")
     lost_key = fresh_host(lab, "lost-key", encryption_key_file='"/nonexistent/repo.key"')
     refused(pghad(lost_key, *restore), "repository.encryption_key_file /nonexistent/repo.key")
+    incremental_on_a_new_host(lab, record.id)
     refused_hosts = [wrong_key, no_key, lost_key, *connection_settings(lab, s3_server, record.id)]
     for config_path in refused_hosts:
         assert not list((config_path.parent / "backups").glob(f"{record.id}/*"))

@@ -221,6 +221,12 @@ def test_wrong_key_missing_key_changed_byte_and_wrong_credentials_are_clear_and_
     for config_path in refused_hosts:
         assert not list((config_path.parent / "backups").glob(f"{record.id}/*"))
 
+    # A FIFO a killed restore left where the archive would be: replaced, the restore streams.
+    os.mkfifo(Path(record.path) / ARCHIVE)
+    restored = pghad(lab.config_path, *restore)
+    assert restored.returncode == 0, restored.stderr
+    assert (target / "PG_VERSION").exists()
+    shutil.rmtree(target)
     # A restore refused before it reads (the target is not empty): the streams stop, no FIFO
     # is left where the archive would be.
     target.mkdir()

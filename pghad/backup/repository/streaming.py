@@ -47,6 +47,7 @@ class Feeds:
             path = Path(member.path)
             fetch_files(self.store, member, path, (MANIFEST,))
             fifo = path / ARCHIVE
+            _remove_fifo(fifo)  # one a killed restore left behind
             os.mkfifo(fifo, 0o600)
             self._fifos.append(fifo)
             thread = threading.Thread(
@@ -92,9 +93,13 @@ class Feeds:
         for thread in self._threads:
             thread.join()
         for fifo in self._fifos:
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISFIFO(os.lstat(fifo).st_mode):
-                    fifo.unlink()
+            _remove_fifo(fifo)
+
+
+def _remove_fifo(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISFIFO(os.lstat(path).st_mode):
+            path.unlink()
 
 
 def _streamed_members(catalog: Catalog, backup_id: str) -> list[BackupRecord]:
@@ -102,7 +107,7 @@ def _streamed_members(catalog: Catalog, backup_id: str) -> list[BackupRecord]:
     if record is None:
         return []
     chain = [found for member in record.chain if (found := catalog.get(member)) is not None]
-    return [m for m in chain if not (Path(m.path) / ARCHIVE).exists()]
+    return [m for m in chain if not (Path(m.path) / ARCHIVE).is_file()]  # a FIFO: left over
 
 
 @asynccontextmanager

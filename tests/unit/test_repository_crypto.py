@@ -73,7 +73,15 @@ def test_keys_are_read_as_raw_hex_or_base64_and_bad_ones_name_the_setting(tmp_pa
     with pytest.raises(ConfigError, match=r"repository\.encryption_key_file .*not a 256-bit key"):
         bad = tmp_path / "short.key"
         bad.write_text("abc")
+        bad.chmod(0o600)
         load_key(bad, None)
+    shared = tmp_path / "shared.key"
+    shared.write_text(KEY.hex())
+    shared.chmod(0o640)
+    with pytest.raises(ConfigError, match=r"other users can read or change it .*chmod 600"):
+        load_key(shared, None)
+    shared.chmod(0o600)
+    assert load_key(shared, None) == KEY
     with pytest.raises(ConfigError, match=r"repository\.encryption_key_file .*cannot read"):
         load_key(tmp_path / "absent.key", None)
     with pytest.raises(ConfigError, match="PGHAD_TEST_NO_SUCH_KEY is not set"):

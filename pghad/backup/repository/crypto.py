@@ -61,6 +61,12 @@ def load_key(key_file: Path | None, key_env: str | None) -> bytes | None:
     when it is configured but missing or malformed."""
     if key_file is not None:
         try:
+            mode = key_file.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(
+                    f"repository.encryption_key_file {key_file}: other users can read or change "
+                    f"it (mode {mode & 0o777:o}): chmod 600 {key_file}"
+                )
             return parse_key(key_file.read_bytes(), f"repository.encryption_key_file {key_file}")
         except OSError as exc:
             raise ConfigError(

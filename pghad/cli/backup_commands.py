@@ -16,6 +16,7 @@ from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
 from pghad.backup.repository import fetch
+from pghad.backup.repository.store import RepositoryError
 from pghad.backup.repository.streaming import streamed
 from pghad.backup.runner import BackupRunner
 from pghad.cli import common
@@ -31,7 +32,15 @@ def _parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
     """The config, the catalog (with what the bucket lists and this host lacks), the binaries."""
     config = common.config(args)
     catalog = Catalog.of(config)
-    for record in fetch.pull(config, catalog):
+    try:
+        added = fetch.pull(config, catalog)
+    except RepositoryError as exc:
+        if not catalog.records():
+            raise
+        # The bucket is down: what this host has still lists, verifies and restores.
+        print(f"pghad: warning: {exc}; listing this host's catalog only", file=sys.stderr)
+        added = []
+    for record in added:
         print(f"{record.id}: listed from the repository", file=sys.stderr)
     return config, catalog, find_bin_dir(config.pg_bin)
 

@@ -276,6 +276,11 @@ def test_retention_deletes_in_the_bucket_exactly_what_it_deletes_here(
         update={"repository": config.repository.model_copy(update={"endpoint": closed})}
     )
     assert apply_retention(down, runner.catalog) == []  # deferred: nothing deleted anywhere
+    set_config_value(lab.config_path, "repository", "endpoint", f'"{closed}"')
+    listed = pghad(lab.config_path, "backups")  # this host's catalog still lists
+    assert listed.returncode == 0 and taken[0].id in listed.stdout, listed.stderr
+    assert "cannot reach the bucket" in listed.stderr
+    set_config_value(lab.config_path, "repository", "endpoint", f'"{s3_server.endpoint}"')
     assert set(objects(s3_server, prefix)) == before
     assert [r.id for r in runner.catalog.records()] == [r.id for r in taken]
 

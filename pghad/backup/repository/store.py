@@ -19,6 +19,7 @@ from typing import IO, Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from pghad.config_sections import RepositoryConfig
@@ -139,7 +140,7 @@ class Store:
                 f"accepted while {doing} {name} (set repository.ca_file to the CA that signed "
                 f"it): {exc}"
             ) from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        except (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, OSError) as exc:
             raise RepositoryError(
                 f"repository.endpoint {self.config.endpoint or 'AWS'}: cannot reach the bucket "
                 f"while {doing} {name}: {exc}"

@@ -1,6 +1,7 @@
 """The archive's way to the bucket (repository.type = "s3"): each round, after segments are
 stored here, ship what waits; while the bucket is unreachable the archive directory spools it.
-A spool past repository.spool_alert_mb is an event and a metric (the alert rule watches it)."""
+A spool past 80% of repository.spool_alert_mb is an event, and a metric the alert rule
+watches; nothing is dropped at the bound."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .archiver import ArchiveState
 
 Emit = Callable[..., None]
+NEAR = 0.8
 
 
 class Shipping:
@@ -67,10 +69,10 @@ class Shipping:
         self.state.upload_error = error
 
     def _check_bound(self, spool: int, bound: int) -> None:
-        over = spool >= bound
+        over = spool >= NEAR * bound  # the alert rule's threshold too
         if over and not self._over:
             self.emit(
-                "archive_spool_full",
+                "archive_spool_near_bound",
                 level="error",
                 spool_bytes=spool,
                 bound_bytes=bound,

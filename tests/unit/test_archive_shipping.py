@@ -1,4 +1,4 @@
-"""The spool's alert: an event when WAL waiting for the bucket reaches the bound, once per
+"""The spool's alert: an event when WAL waiting for the bucket nears the bound (80%), once per
 crossing; and a bucket that cannot be reached is an event once per outage, not per round."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ class Events:
 def test_the_spool_bound_is_an_event_once_per_crossing() -> None:
     events = Events()
     shipping = Shipping(ArchiveState(), events)
-    for spool in (0, 500, 1000, 1500, 900, 0, 1200):
+    for spool in (0, 500, 799, 800, 1500, 900, 0, 1200):
         shipping._check_bound(spool, 1000)
-    assert events.seen == ["archive_spool_full", "archive_spool_full"]
+    assert events.seen == ["archive_spool_near_bound", "archive_spool_near_bound"]
 
 
 def test_an_unreachable_bucket_is_one_event_per_outage() -> None:

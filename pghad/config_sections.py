@@ -80,7 +80,7 @@ class RepositoryConfig(_Model):
     # of an environment variable holding it (hex or base64). Neither: objects are not encrypted.
     encryption_key_file: Path | None = None
     encryption_key_env: str | None = None
-    # WAL waiting for the bucket beyond this many MB is an alert (nothing is dropped).
+    # WAL waiting for the bucket past 80% of this many MB is an alert (nothing is dropped).
     spool_alert_mb: Annotated[int, Field(ge=1)] = 4096
     part_size_mb: Annotated[int, Field(ge=5, le=512)] = 16
     parallel: Annotated[int, Field(ge=1, le=64)] = 4

@@ -29,7 +29,8 @@ NAME = "backups/completo-2026-12-07/base.tar.zst"
 def test_round_trip_at_chunk_edges(size: int) -> None:
     data = os.urandom(size)
     sealed = encrypt_bytes(data, KEY, NAME)
-    assert data[:64] not in sealed or size == 0
+    if size >= 16:  # 16 random bytes appear in the ciphertext by chance with no real odds
+        assert data[:16] not in sealed
     assert decrypt_bytes(sealed, KEY, NAME) == data
 
 

@@ -117,6 +117,9 @@ class S3Server:
         argv += [f"-s3.config={config}", f"-bucket={BUCKET}"]
         cert, key = _tls_files(self.directory / "tls")
         argv += [f"-s3.cert.file={cert}", f"-s3.key.file={key}"]
+        socket = self.directory / "s3.sock"
+        if len(str(socket)) < 100:  # a Unix socket's path limit; else weed's default in /tmp
+            argv.append(f"-s3.localSocket={socket}")
         argv += [f"-{flag}={port}" for flag, port in self.ports.items()]
         (self.directory / "data").mkdir(mode=0o700, exist_ok=True)
         with (self.directory / "weed.log").open("ab") as log:

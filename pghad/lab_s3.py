@@ -177,6 +177,9 @@ class S3Server:
             deadline = time.monotonic() + 20
             while _is_weed(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
+            # Started by another process and handed to us (a subreaper): reap it, no zombie.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
         self.pid = None
         self._save()
 

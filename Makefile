@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB ?= lab
 
-.PHONY: install test-deps demo test check unit integration compose bench lab-down lab-destroy clean
+.PHONY: install test-deps bench-deps demo test check unit integration compose bench bench-s3 lab-down lab-destroy clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,6 +51,21 @@ compose: install
 
 bench: install
 	$(PY) bench/failover.py --runs 10 --threshold 2
+
+# `bench/backup.py --repository s3` puts Debian's pgBackRest beside pghad; pgBackRest 2.45 does
+# not support PostgreSQL 18, so it runs on Debian's PostgreSQL 15 (binaries only: no cluster is
+# created for it). The tests need neither (their S3 server, SeaweedFS, comes with the dev extras).
+bench-deps:
+	@command -v pgbackrest >/dev/null 2>&1 && test -x /usr/lib/postgresql/15/bin/postgres || { \
+	  echo "installing pgbackrest and postgresql-15 (Debian packages)"; \
+	  mkdir -p /etc/postgresql-common; \
+	  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || \
+	    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; \
+	  (apt-get update -qq && apt-get install -y -qq pgbackrest postgresql-15 >/dev/null) || { \
+	    echo "could not install them: apt-get install pgbackrest postgresql-15"; exit 1; }; }
+
+bench-s3: install bench-deps
+	$(PY) bench/backup.py --repository s3
 
 lab-down: install
 	$(VENV)/bin/pghad lab down --dir $(LAB)

@@ -13,6 +13,7 @@ On a lab database of about 1.1 GB (pgbench scale 70), in one run on the same dat
 pghad's backups use --compression (default zstd). Usage, from the repository root:
 
     .venv/bin/python bench/backup.py [--scale 70] [--source standby|primary] [--compression zstd]
+    .venv/bin/python bench/backup.py --repository s3      # local zstd vs the bucket, pgBackRest
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from backup_s3 import s3_phase
 from common import save_result
 
 from pghad import pgbin
@@ -134,6 +136,12 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
     parser.add_argument("--source", choices=["standby", "primary"], default="standby")
     parser.add_argument("--compression", choices=["zstd", "none", "gzip"], default="zstd")
     parser.add_argument("--pitr-seconds", type=int, default=20)
+    parser.add_argument(
+        "--repository",
+        choices=["local", "s3"],
+        default="local",
+        help="s3: local zstd vs an S3 bucket (SeaweedFS), and pgBackRest beside them",
+    )
     args = parser.parse_args()
 
     root, config_path = scratch_lab(first_port=29432, api_port=28091)
@@ -179,6 +187,11 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script reads best t
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         result["database_bytes"] = size[0] if size else None
         wait_for(lambda: caught_up(config), timeout=300, what="the standby to catch up")
+        if args.repository == "s3":
+            result.update(s3_phase(config, bin_dir, root, args.scale))
+            save_result(f"backup-s3-{args.source}", result)
+            print(json.dumps(result, indent=2))
+            return 0
 
         # Alternate plain and pghad runs so neither always gets the warmer page cache.
         plain_times, pghad_times, fulls = [], [], []

@@ -17,7 +17,14 @@ from pydantic import (
 
 from pghad.config_base import Model as _Model
 from pghad.config_nodes import AgentNodeConfig, DockerNodeConfig, LocalNodeConfig, NodeConfig
-from pghad.config_sections import AgentConfig, ArchiveConfig, HooksConfig, LogConfig, StateConfig
+from pghad.config_sections import (
+    AgentConfig,
+    ArchiveConfig,
+    HooksConfig,
+    LogConfig,
+    RepositoryConfig,
+    StateConfig,
+)
 from pghad.errors import ConfigError
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "LocalNodeConfig",
     "LogConfig",
     "NodeConfig",
+    "RepositoryConfig",
     "StateConfig",
     "load_config",
     "parse_config",
@@ -111,6 +119,7 @@ class Config(_Model):
     redis: RedisConfig = RedisConfig()
     backup: BackupConfig = BackupConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    repository: RepositoryConfig = RepositoryConfig()
     state: StateConfig = StateConfig()
     log: LogConfig = LogConfig()
     hooks: HooksConfig = HooksConfig()
@@ -135,6 +144,21 @@ class Config(_Model):
                 f"cluster.failover_threshold ({self.cluster.failover_threshold:g} s): an "
                 "unreachable primary must have fenced itself before its standby is promoted"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _repository_complete(self) -> Self:
+        repository = self.repository
+        if not repository.is_s3:
+            return self
+        if not repository.bucket:
+            raise ValueError('repository.bucket is required with repository.type = "s3"')
+        if self.backup.compression != "zstd":
+            raise ValueError(
+                'repository.type = "s3" stores zstd backups: set backup.compression = "zstd"'
+            )
+        if repository.encryption_key_file and repository.encryption_key_env:
+            raise ValueError("repository: set encryption_key_file or encryption_key_env, not both")
         return self
 
     @property
@@ -206,6 +230,9 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
         ("agent", "tls_cert"),
         ("agent", "tls_key"),
         ("agent", "ca_file"),
+        ("repository", "credentials_file"),
+        ("repository", "ca_file"),
+        ("repository", "encryption_key_file"),
     ):
         table = raw.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str):

@@ -66,3 +66,33 @@ class StateConfig(_Model):
 class LogConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RepositoryConfig(_Model):
+    # Where backups and the WAL archive live: "local" (backup.dir only, the default) or "s3"
+    # (an S3-compatible bucket as well; backup.dir then spools what is on its way up).
+    type: Literal["local", "s3"] = "local"
+    endpoint: str | None = None  # http(s)://host:port; none: AWS's own for the region
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]*$")] = ""
+    # An AWS-style credentials file ([default] aws_access_key_id, aws_secret_access_key);
+    # without it, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment.
+    credentials_file: Path | None = None
+    ca_file: Path | None = None  # verify the endpoint's TLS certificate with this CA
+    # Keep each backup and archived segment in backup.dir too (fast restores); false: the
+    # local copy is removed once the bucket has it.
+    local_copy: bool = True
+    # Client-side encryption (AES-256-GCM by chunks): a file holding a 256-bit key, or the name
+    # of an environment variable holding it (hex or base64). Neither: objects are not encrypted.
+    encryption_key_file: Path | None = None
+    encryption_key_env: str | None = None
+    # WAL waiting for the bucket past 80% of this many MB is an alert (nothing is dropped).
+    spool_alert_mb: Annotated[int, Field(ge=1)] = 4096
+    part_size_mb: Annotated[int, Field(ge=5, le=512)] = 16
+    parallel: Annotated[int, Field(ge=1, le=64)] = 4
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @property
+    def is_s3(self) -> bool:
+        return self.type == "s3"

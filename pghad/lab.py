@@ -19,6 +19,7 @@ from pghad.config import Config, LocalNodeConfig, load_config
 from pghad.conninfo import admin_conninfo
 from pghad.errors import ConfigError, SetupError
 from pghad.lab_files import PG_HBA, POSTGRESQL_CONF, write_config
+from pghad.lab_s3 import lab_s3_down
 from pghad.nodes import procs
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
@@ -218,6 +219,7 @@ def lab_down(lab_dir: Path) -> None:
             await driver.stop()
 
     asyncio.run(stop_all())
+    lab_s3_down(lab_dir)
 
 
 def lab_destroy(lab_dir: Path) -> None:
@@ -227,6 +229,7 @@ def lab_destroy(lab_dir: Path) -> None:
     if not (lab_dir / MARKER).exists():
         raise SetupError(f"{lab_dir} holds no lab (no {MARKER}); refusing to delete it")
     lab_destroy_hosts(lab_dir)
+    lab_s3_down(lab_dir)
     try:
         data_dirs = [node.data_dir for node in load_config(lab_dir / "config.toml").nodes]
     except ConfigError:

@@ -76,6 +76,14 @@ class Metrics:
         self.archive_stored_bytes = Gauge(
             "pghad_archive_stored_bytes", "Bytes the archive takes on disk", registry=r
         )
+        self.archive_spool_bytes = Gauge(
+            "pghad_archive_spool_bytes",
+            "Archived WAL waiting on this host for the bucket (repository.type = s3)",
+            registry=r,
+        )
+        self.archive_spool_alert_bytes = Gauge(
+            "pghad_archive_spool_alert_bytes", "repository.spool_alert_mb in bytes", registry=r
+        )
         self.lag_alert = Gauge(
             "pghad_replication_lag_alert",
             "1 while the node's replay lag is above cluster.lag_alert_s",
@@ -177,6 +185,9 @@ class Metrics:
         self.archive_lag_seconds.set(state.lag_s if state.lag_s is not None else float("nan"))
         self.archive_segments.set(state.segments)
         self.archive_stored_bytes.set(state.stored_bytes)
+        self.archive_spool_bytes.set(state.spool_bytes)
+        alert = state.spool_alert_bytes
+        self.archive_spool_alert_bytes.set(alert if alert is not None else float("nan"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

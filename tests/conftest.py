@@ -22,6 +22,7 @@ import redis
 
 from pghad.config import Config, load_config
 from pghad.lab import free_port, lab_destroy, lab_up
+from pghad.lab_s3 import S3Server
 from pghad.nodes import procs
 from tests.support.chaos import log_events, set_config_value
 
@@ -98,6 +99,15 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def redis_server(work_root: Path) -> Iterator[RedisServer]:
     server = RedisServer(_next_port(), work_root / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(work_root: Path) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS `weed mini`) on loopback with its own credentials."""
+    server = S3Server.create(work_root / "s3", _next_port()).start()
+    _port_cursor[0] = max(server.ports.values()) + 1
     yield server
     server.stop()
 

@@ -28,6 +28,7 @@ from pghad.commands import child_env, kill_group
 from pghad.config import Config, NodeConfig
 from pghad.conninfo import admin_conninfo, replication_conninfo
 
+from .shipping import Shipping
 from .wal_files import (
     archived,
     compress_file,
@@ -38,6 +39,7 @@ from .wal_files import (
 )
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+FINAL_SHIP_S = 30.0
 GONE = "has already been removed"  # the primary no longer has the WAL the archive asks for
 
 Emit = Callable[..., None]
@@ -55,6 +57,10 @@ class ArchiveState:
     segments: int = 0
     stored_bytes: int = 0
     last_error: str | None = None
+    # WAL stored here that the bucket does not have yet (repository.type = "s3"), its bound.
+    spool_bytes: int = 0
+    spool_alert_bytes: int | None = None
+    upload_error: str | None = None
     caught_up_at: float | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +73,15 @@ class ArchiveState:
             "segments": self.segments,
             "stored_bytes": self.stored_bytes,
             "last_error": self.last_error,
+            **(
+                {
+                    "spool_bytes": self.spool_bytes,
+                    "spool_alert_bytes": self.spool_alert_bytes,
+                    "upload_error": self.upload_error,
+                }
+                if self.spool_alert_bytes is not None
+                else {}
+            ),
         }
 
 
@@ -82,6 +97,7 @@ class Archiver:
         self._chores: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._not_before = 0.0
+        self._shipping = Shipping(self.state, emit)
 
     @property
     def config(self) -> Config:
@@ -134,6 +150,11 @@ class Archiver:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.enabled and self.config.repository.is_s3:
+            # What pg_receivewal wrote last (the partial segment too) goes to the bucket before
+            # the daemon exits, when the bucket answers in time; otherwise it waits here.
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self.store_finished), FINAL_SHIP_S)
 
     async def _store(self) -> None:
         try:
@@ -277,6 +298,7 @@ class Archiver:
         if stored:
             self.emit("archive_stored", level="debug", segments=stored)
         self.refresh_totals()
+        self._shipping.ship(self.config, directory)
         return stored
 
     def refresh_totals(self) -> None:

@@ -27,6 +27,7 @@ from .catalog import Catalog
 from .dump import logical_dump
 from .model import BackupKind, BackupRecord, BackupStatus, backup_id
 from .planner import Plan, Requested, choose
+from .repository.taking import Taking
 from .restartpoint import advance_restartpoint
 from .retention import apply_retention
 from .steps import (
@@ -42,7 +43,6 @@ from .steps import (
     unwritable,
     verify_args,
 )
-from .zstd_tar import basebackup_to_zstd
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
@@ -60,6 +60,10 @@ class BackupRunner:
     progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
     _step: str = field(default="prepare", init=False)
     _dump: str | None = field(default=None, init=False)
+    _repository: Taking = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._repository = Taking(self.config)
 
     async def _observe(self) -> ClusterView:
         return await observe(self.nodes, self.config.cluster.probe_timeout)
@@ -145,6 +149,7 @@ class BackupRunner:
             # A full disk, a dead source, a failed verify, a stop: nothing partial stays behind.
             record = record.with_(logical_dump=self._dump)
             await asyncio.shield(asyncio.to_thread(remove_partial, record))
+            await asyncio.shield(self._repository.remove(record.id))
             error = str(exc) if isinstance(exc, StepFailed) else f"step {self._step}: {exc}"
             if isinstance(exc, asyncio.CancelledError):
                 error = f"step {self._step}: cancelled (the daemon stopped)"
@@ -158,6 +163,7 @@ class BackupRunner:
             finished_at=(now + timedelta(seconds=elapsed)).isoformat(),
             duration_s=round(elapsed, 3),
         )
+        record = await self._repository.list(record)
         await self._save(record)
         if record.kind is BackupKind.INCREMENTAL and any(
             marker in (record.error or "") for marker in SUMMARY_ERRORS
@@ -205,6 +211,7 @@ class BackupRunner:
         records: list[BackupRecord],
     ) -> BackupRecord:
         self._step, self._dump = "prepare", None
+        self._repository = Taking(self.config)
         path = Path(record.path)
         problem = unwritable(path.parent)
         if problem is not None:
@@ -220,6 +227,7 @@ class BackupRunner:
         args = ["-D", "-" if zstd else str(path), "-c", "fast", "--no-password"]
         args += ["-Ft", "-X", "fetch"] if zstd else ["-X", "stream"]
         if plan.parent is not None:
+            await self._repository.parent_manifest(plan.parent)
             args.append(f"--incremental={Path(plan.parent.path) / 'backup_manifest'}")
         if self.progress and not zstd:
             args.append("--progress")
@@ -230,9 +238,8 @@ class BackupRunner:
         self._step = "pg_basebackup"
         if zstd:
             path.mkdir(mode=0o700)
-            password = self.config.auth.replication_password
             program = [str(self.bin_dir / "pg_basebackup"), *args]
-            await basebackup_to_zstd(program, password, path, self.config.backup.zstd_level)
+            await self._repository.basebackup_zstd(program, path, record.id)
         else:
             await self._program("pg_basebackup", args, step="pg_basebackup")
         copied = time.monotonic()
@@ -262,7 +269,7 @@ class BackupRunner:
             conninfo = admin_conninfo(source, self.config.auth, with_password=False)
             await logical_dump(self.bin_dir, conninfo, self.config.auth.password, dump)
             record = record.with_(logical_dump=str(dump), logical_dump_bytes=dump.stat().st_size)
-        return record
+        return await self._repository.upload(record)
 
     async def _program(self, program: str, args: list[str], step: str) -> str:
         env = {"PGPASSWORD": self.config.auth.replication_password}

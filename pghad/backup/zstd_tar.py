@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 import zstandard
 
@@ -32,13 +32,41 @@ CHUNK = 1 << 20
 _SET_PIPE_SIZE = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-def _compress_checked(source: IO[bytes], directory: Path, level: int) -> StepFailed | None:
-    """Compress `source` into directory/ARCHIVE, checking it on the way; write the manifest
-    out beside it. Reads `source` to its end whatever happens (its writer must not block)."""
+class Sink(Protocol):
+    """Where the compressed stream goes besides (or instead of) the local file: the bucket."""
+
+    def write(self, data: bytes) -> int: ...
+
+
+class _Both:
+    """The local file and the sink, written at once."""
+
+    def __init__(self, local: IO[bytes] | None, sink: Sink) -> None:
+        self.local, self.sink = local, sink
+
+    def write(self, data: bytes) -> int:
+        if self.local is not None:
+            self.local.write(data)
+        return self.sink.write(data)
+
+    def flush(self) -> None:
+        if self.local is not None:
+            self.local.flush()
+
+
+def _compress_checked(
+    source: IO[bytes], directory: Path, level: int, sink: Sink | None = None, local: bool = True
+) -> StepFailed | None:
+    """Compress `source` into directory/ARCHIVE (and `sink`; only there unless `local`),
+    checking it on the way; write the manifest out beside it. Reads `source` to its end
+    whatever happens (its writer must not block)."""
     # A content checksum in the frame: damage to the file is caught whenever it is read.
     compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
     check, problem = TarCheck(), None
-    with create_private(directory / ARCHIVE) as raw, compressor.stream_writer(raw) as writer:
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(create_private(directory / ARCHIVE)) if local else None
+        out: Any = raw if sink is None else _Both(raw, sink)
+        writer = stack.enter_context(compressor.stream_writer(out, closefd=False))
         while chunk := source.read(CHUNK):
             writer.write(chunk)
             if problem is None:
@@ -52,7 +80,8 @@ def _compress_checked(source: IO[bytes], directory: Path, level: int) -> StepFai
         manifest = check.result()
     except StepFailed as exc:
         return exc
-    fsync_path(directory / ARCHIVE)
+    if local:
+        fsync_path(directory / ARCHIVE)
     with create_private(directory / "backup_manifest") as out:
         out.write(manifest)
     return None
@@ -64,9 +93,18 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, _SET_PIPE_SIZE, CHUNK)
 
 
-async def basebackup_to_zstd(argv: list[str], password: str, directory: Path, level: int) -> None:
-    """Run pg_basebackup writing a tar to stdout (`-D - -Ft`) into directory/ARCHIVE, checked
-    against its manifest as it arrives."""
+async def basebackup_to_zstd(
+    argv: list[str],
+    password: str,
+    directory: Path,
+    level: int,
+    *,
+    sink: Sink | None = None,
+    local: bool = True,
+) -> None:
+    """Run pg_basebackup writing a tar to stdout (`-D - -Ft`) into directory/ARCHIVE (and
+    `sink` as it comes; only there unless `local`), checked against its manifest as it
+    arrives."""
     read_fd, write_fd = os.pipe()
     _grow_pipe(write_fd)
     try:
@@ -88,7 +126,7 @@ async def basebackup_to_zstd(argv: list[str], password: str, directory: Path, le
     with open(read_fd, "rb", buffering=CHUNK) as source:
         # The thread runs until the pipe ends: shielded, so that on cancellation the program is
         # killed (ending the pipe) and the thread finished before the pipe is closed.
-        taking = asyncio.to_thread(_compress_checked, source, directory, level)
+        taking = asyncio.to_thread(_compress_checked, source, directory, level, sink, local)
         copying = asyncio.ensure_future(taking)
         try:
             problem = await asyncio.shield(copying)

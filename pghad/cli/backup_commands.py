@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from pghad import trust
-from pghad.archive.pitr import PointTarget, restore_to_point
+from pghad.archive.pitr import PointRestored, PointTarget, restore_to_point
 from pghad.backup import restore as restore_mod
 from pghad.backup.catalog import Catalog
-from pghad.backup.model import BackupStatus
+from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
+from pghad.backup.repository import fetch
+from pghad.backup.repository.store import RepositoryError
+from pghad.backup.repository.streaming import streamed
 from pghad.backup.runner import BackupRunner
 from pghad.cli import common
 from pghad.client import ApiUnreachable
@@ -27,11 +30,23 @@ from pghad.pgbin import find_bin_dir
 
 
 def _parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
+    """The config, the catalog (with what the bucket lists and this host lacks), the binaries."""
     config = common.config(args)
     trust.require_own_dirs(
         config.state.dir, config.backup.dir, config.archive.path(config.backup.dir)
     )
-    return config, Catalog.of(config), find_bin_dir(config.pg_bin)
+    catalog = Catalog.of(config)
+    try:
+        added = fetch.pull(config, catalog)
+    except RepositoryError as exc:
+        if not catalog.records():
+            raise
+        # The bucket is down: what this host has still lists, verifies and restores.
+        print(f"pghad: warning: {exc}; listing this host's catalog only", file=sys.stderr)
+        added = []
+    for record in added:
+        print(f"{record.id}: listed from the repository", file=sys.stderr)
+    return config, catalog, find_bin_dir(config.pg_bin)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -60,7 +75,12 @@ def _backup_here(args: argparse.Namespace) -> int:
     config, catalog, bin_dir = _parts(args)
     nodes = make_nodes(config)
     runner = BackupRunner(config, catalog, bin_dir, nodes, progress=sys.stderr.isatty())
-    print(f"taking a backup ({args.kind}) into {config.backup.dir} ...", file=sys.stderr)
+    where = f"{config.backup.dir}" + (
+        f" and s3://{config.repository.bucket}/{config.repository.prefix}"
+        if config.repository.is_s3
+        else ""
+    )
+    print(f"taking a backup ({args.kind}) into {where} ...", file=sys.stderr)
     record = asyncio.run(runner.run(local_now(), Requested(args.kind)))
     if record.status is not BackupStatus.OK:
         print(f"pghad: error: backup {record.id} failed: {record.error}", file=sys.stderr)
@@ -93,11 +113,17 @@ def cmd_backups(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    _config, catalog, bin_dir = _parts(args)
+    config, catalog, bin_dir = _parts(args)
     record = restore_mod.find(catalog, args.id)
-    asyncio.run(restore_mod.verify(bin_dir, record))
-    print(f"{record.id}: backup successfully verified")
+    asyncio.run(_verify(config, bin_dir, record))
+    where = f" (read from {record.extra['repository']})" if config.repository.is_s3 else ""
+    print(f"{record.id}: backup successfully verified{where}")
     return 0
+
+
+async def _verify(config: Config, bin_dir: Path, record: BackupRecord) -> None:
+    async with fetch.verifiable(config, record) as readable:
+        await restore_mod.verify(bin_dir, readable)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -107,9 +133,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return _restore_to_point(config, catalog, bin_dir, args, point)
     if args.id is None:
         raise OperationRefused("name a backup id, or a point: --to TIME, --to-lsn LSN, --latest")
-    restored = asyncio.run(
-        restore_mod.restore(catalog, bin_dir, args.id, args.target.absolute(), port=args.port)
-    )
+    restored = asyncio.run(_restore(config, catalog, bin_dir, args))
     print(
         f"restored {restored.record.id} (chain {' + '.join(restored.chain)}) into "
         f"{restored.target}; verified"
@@ -117,6 +141,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if restored.port is not None:
         print(_started(bin_dir, restored.target, restored.port, restored.owner))
     return 0
+
+
+async def _restore(
+    config: Config, catalog: Catalog, bin_dir: Path, args: argparse.Namespace
+) -> restore_mod.Restored:
+    async with streamed(config, catalog, args.id):
+        return await restore_mod.restore(
+            catalog, bin_dir, args.id, args.target.absolute(), port=args.port
+        )
 
 
 def _started(bin_dir: Path, target: Path, port: int, owner: str | None) -> str:
@@ -153,9 +186,14 @@ def _restore_to_point(
     config: Config, catalog: Catalog, bin_dir: Path, args: argparse.Namespace, point: PointTarget
 ) -> int:
     archive = config.archive.path(config.backup.dir)
-    done = asyncio.run(
-        restore_to_point(catalog, bin_dir, archive, args.target.absolute(), point, port=args.port)
-    )
+
+    async def fetch_then_restore() -> PointRestored:
+        backup_id = await fetch.fetch_wal_for_point(config, catalog, point)
+        target = args.target.absolute()
+        async with streamed(config, catalog, backup_id or ""):
+            return await restore_to_point(catalog, bin_dir, archive, target, point, port=args.port)
+
+    done = asyncio.run(fetch_then_restore())
     print(
         f"restored {done.backup.id} (chain {' + '.join(done.backup.chain)}) into {done.target}, "
         f"recovered from the archive to {point.describe()} and promoted: "

@@ -58,12 +58,17 @@ def _print_lab(config: Config, lab_dir: Path) -> None:
 
 def cmd_lab(args: argparse.Namespace) -> int:
     from pghad import lab
+    from pghad.lab_s3 import BUCKET, LAB_S3_DIR, lab_s3_up
 
     lab_dir: Path = args.dir
     if args.action == "up" and args.hosts:
         return _lab_up_hosts(lab_dir, args.port)
     if args.action == "up":
         config = lab.lab_up(lab_dir, args.port, args.api_port)
+        if args.s3 or (lab_dir / LAB_S3_DIR).is_dir():
+            server = lab_s3_up(lab_dir)
+            config = lab.lab_config(lab_dir)
+            print(f"S3 (SeaweedFS) on {server.endpoint}: backups and WAL in s3://{BUCKET}/lab/")
         _print_lab(config, lab_dir)
     elif args.action == "status":
         for status in lab.lab_status(lab_dir):

@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="up: node1, node2 and the daemon on three hosts (network namespaces and a "
         "bridge, an agent on each node host; needs root); `lab destroy` removes them",
     )
+    lab.add_argument(
+        "--s3",
+        action="store_true",
+        help="up: also an S3 server (SeaweedFS) on 127.0.0.1, and backups and the WAL archive "
+        "in its bucket, encrypted (`lab down` stops it, `lab destroy` removes it)",
+    )
     return parser
 
 

@@ -37,8 +37,7 @@ class Observer:
             tasks[name] = task if task is not None else asyncio.ensure_future(node.probe(timeout))
         # The driver's word (cheap: /proc, or the shared heartbeat) for a probe that waits on.
         states = {
-            name: asyncio.ensure_future(node.process.server_state())
-            for name, node in nodes.items()
+            name: asyncio.ensure_future(node.process.server_state()) for name, node in nodes.items()
         }
         await asyncio.wait([*tasks.values(), *states.values()], timeout=deadline)
         found = {}

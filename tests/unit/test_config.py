@@ -36,6 +36,19 @@ def test_valid_minimal_config_gets_defaults() -> None:
     assert config.other("alpha").name == "beta"
 
 
+def test_the_repository_is_local_unless_a_bucket_is_configured(tmp_path: Path) -> None:
+    assert parse_config(VALID).repository.type == "local"
+    path = tmp_path / "c.toml"
+    path.write_text(
+        VALID + '\n[backup]\ncompression = "zstd"\n[repository]\ntype = "s3"\nbucket = "b"\n'
+        'encryption_key_file = "repo.key"\n'
+    )
+    config = load_config(path)
+    assert (
+        config.repository.is_s3 and config.repository.encryption_key_file == tmp_path / "repo.key"
+    )
+
+
 def test_repository_example_config_is_valid() -> None:
     config = load_config(REPO / "config.toml")
     assert [n.name for n in config.nodes] == ["master", "slave"]
@@ -105,6 +118,27 @@ def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
             VALID.replace('data_dir = "/srv/alpha"', 'data_dir = "/srv/alpha"\ndriver = "ssh"'),
             r"c\.toml: nodes\[0\] \(alpha\): .*'ssh'.*'local', 'docker'",
             id="unknown-driver",
+        ),
+        pytest.param(
+            VALID + '\n[repository]\ntype = "s3"\n',
+            r"repository\.bucket is required",
+            id="s3-without-bucket",
+        ),
+        pytest.param(
+            VALID + '\n[repository]\ntype = "s3"\nbucket = "b"\n',
+            r"set backup\.compression = \"zstd\"",
+            id="s3-with-plain-backups",
+        ),
+        pytest.param(
+            VALID + '\n[repository]\ntype = "gcs"\n',
+            r"c\.toml: repository\.type: .*'local' or 's3'",
+            id="unknown-repository",
+        ),
+        pytest.param(
+            VALID + '\n[backup]\ncompression = "zstd"\n[repository]\ntype = "s3"\nbucket = "b"'
+            '\nencryption_key_file = "k"\nencryption_key_env = "K"\n',
+            r"encryption_key_file or encryption_key_env, not both",
+            id="two-keys",
         ),
     ],
 )

@@ -18,17 +18,20 @@ from pghad.testing.sim.world import Result
 
 def report(result: Result, started: float, shrunk: Result | None) -> None:
     first = result.violations[0]
-    print(f"\nseed {result.schedule.seed} after {time.monotonic() - started:.1f} s wall: {first}")
+    wall = time.monotonic() - started
+    print(f"seed {result.schedule.seed} after {wall:.1f} s wall: {first}", flush=True)
     if shrunk is not None:
-        print("shrunk schedule:\n" + shrunk.schedule.describe())
-        print(f"  -> {shrunk.violations[0]}")
+        print("  shrunk schedule: " + shrunk.schedule.describe().replace("\n", "\n  "))
+        print(f"    -> {shrunk.violations[0]}", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-shrink", action="store_true")
+    parser.add_argument(
+        "--shrink-per-kind", type=int, default=3, help="shrink the first N of each kind (0: none)"
+    )
     parser.add_argument("--replay", type=int, help="run one seed and print its trace")
     parser.add_argument("--stop-after", type=int, default=0, help="stop after N violations")
     args = parser.parse_args()
@@ -41,12 +44,13 @@ def main() -> int:
     started = time.monotonic()
     kinds: dict[str, int] = {}
     summary = None
-    for summary, found in search(args.seed, args.schedules):
+    for current, found in search(args.seed, args.schedules):
+        summary = current
         if found is None:
             continue
         kind = found.result.violations[0].kind
         kinds[kind] = kinds.get(kind, 0) + 1
-        shrunk = None if args.no_shrink else shrink(found.result)
+        shrunk = shrink(found.result) if kinds[kind] <= args.shrink_per_kind else None
         report(found.result, started, shrunk)
         if args.stop_after and sum(kinds.values()) >= args.stop_after:
             break

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .client import Ack, Acked, can_acknowledge
 from .network import DAEMON, Network
 from .server import SimServer
+from .vloop import START
 
 DECIDE_SLACK_S = 3.0  # a decision may rest on a probe a round old
 BLIP_SLACK_S = 1.0
@@ -31,7 +32,7 @@ class Violation:
     detail: str
 
     def __str__(self) -> str:
-        return f"t={self.at:.1f}s {self.kind}: {self.detail}"
+        return f"t={self.at - START:.1f}s {self.kind}: {self.detail}"
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Checker:
 
     def env_ok(self, name: str, servers: Mapping[str, SimServer], net: Network) -> bool:
         peer = next(n for n in servers if n != name)
-        reachable = net.up(DAEMON, name) or net.up(peer, name)
+        reachable = net.usable(DAEMON, name) or net.usable(peer, name)
         return not (self.health[name].down_by_fault or servers[name].frozen) and reachable
 
     def step(
@@ -103,7 +104,12 @@ class Checker:
     ) -> None:
         for name, server in servers.items():
             health = self.health[name]
-            watched = daemon_alive and net.up(DAEMON, name) and self.env_ok(name, servers, net)
+            watched = (
+                daemon_alive
+                and not server.refusing
+                and net.usable(DAEMON, name, lossless=True)
+                and self.env_ok(name, servers, net)
+            )
             if not (watched and server.writable and not server.read_only) or can_acknowledge(
                 server, servers
             ):
@@ -132,7 +138,7 @@ class Checker:
                 now,
                 "needless_failover",
                 f"{node} promoted while the primary {old} is up and reachable "
-                f"(since {health.ok_since:.1f}s)",
+                f"(since t={health.ok_since - START:.1f}s)",
             )
         elif health.bad_since is None and health.last_episode is not None:
             start, end = health.last_episode
@@ -159,13 +165,20 @@ class Checker:
                 now,
                 "needless_self_fence",
                 f"{node}'s agent fenced its server while the other host answers "
-                f"(since {peer_answerable_since:.1f}s)",
+                f"(since t={peer_answerable_since - START:.1f}s)",
             )
 
     def final(self, now: float, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
         ackers = [n for n, s in servers.items() if can_acknowledge(s, servers)]
         if len(ackers) != 1:
-            self.flag(now, "no_primary", "no server acknowledges commits after every fault healed")
+            synced = {a.commit for a in acked if a.kind is Ack.SYNC}
+            whole = [n for n, s in servers.items() if s.has_data and synced <= set(s.wal)]
+            if whole:  # a server that holds every acknowledged commit could be the primary
+                self.flag(
+                    now,
+                    "no_primary",
+                    f"no server acknowledges commits after every fault healed ({whole[0]} could)",
+                )
             return
         held = set(servers[ackers[0]].wal)
         for kind, name in ((Ack.SYNC, "lost_commit"), (Ack.CANCELLED, "lost_cancel_ack")):
@@ -176,5 +189,6 @@ class Checker:
                     now,
                     name,
                     f"{len(lost)} acknowledged commits missing from the final primary "
-                    f"{ackers[0]} (first: #{first.commit} on {first.server} at {first.at:.1f}s)",
+                    f"{ackers[0]} (first: #{first.commit} on {first.server} "
+                    f"at t={first.at - START:.1f}s)",
                 )

@@ -60,13 +60,17 @@ class Writer:
             self.pending.append(Pending(self.next_id, server.name, len(server.wal), now))
             self.next_id += 1
 
-    def settle(self, servers: Mapping[str, SimServer], now: float) -> list[Acked]:
-        """Acknowledge what may be acknowledged now; drop waits whose server went away."""
+    def settle(self, servers: Mapping[str, SimServer], net: Network, now: float) -> list[Acked]:
+        """Acknowledge what may be acknowledged now; drop waits whose server went away.
+
+        The client hears an acknowledgment (and sends its cancel) only while it reaches the
+        server; until then it waits."""
         done: list[Acked] = []
         still: list[Pending] = []
         for wait in self.pending:
             server = servers[wait.server]
-            kind = self._verdict(wait, server, servers, now)
+            heard = net.up(CLIENT, server.name)
+            kind = self._verdict(wait, server, servers, now) if heard else None
             if kind is None:
                 if server.running and server.has(wait.commit, wait.position):
                     still.append(wait)
@@ -100,5 +104,6 @@ def synced(server: SimServer, servers: Mapping[str, SimServer], position: int) -
 
 
 def can_acknowledge(server: SimServer, servers: Mapping[str, SimServer]) -> bool:
-    """Writable, and a new commit would be acknowledged without a cancel."""
-    return server.writable and not server.read_only and synced(server, servers, len(server.wal))
+    """Writable, and a new commit would be acknowledged without a cancel (every standby it
+    waits for streams from it)."""
+    return server.writable and not server.read_only and synced(server, servers, 0)

@@ -39,7 +39,7 @@ class DaemonProcess:
         self.trace = trace
         self.daemon: Daemon | None = None
         self._task: asyncio.Task[None] | None = None
-        self._requests: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[Any]] = set()
         self._last_code = ""
 
     @property
@@ -81,7 +81,9 @@ class DaemonProcess:
             return
         if decision.code != self._last_code or decision.actions:
             self._last_code = decision.code
-            acts = ", ".join(type(a).__name__ + " " + getattr(a, "node", "") for a in decision.actions)
+            acts = ", ".join(
+                type(a).__name__ + " " + getattr(a, "node", "") for a in decision.actions
+            )
             self.trace(f"daemon decides {decision.code}" + (f" -> {acts}" if acts else ""))
 
     def kill(self) -> None:
@@ -91,7 +93,7 @@ class DaemonProcess:
             return
         tasks: list[asyncio.Task[Any]] = [self._task] if self._task else []
         tasks += [e.task for e in daemon.loop.ops.running.values() if e.task is not None]
-        tasks += list(daemon.loop._background)  # noqa: SLF001 - a kill ends them all
+        tasks += list(daemon.loop._background)
         tasks += list(self._requests)
         for task in tasks:
             task.cancel()
@@ -115,4 +117,6 @@ class DaemonProcess:
             self.trace(f"operator {kind}: {type(exc).__name__}: {str(exc)[:100]}")
         finally:
             self.env.operator_busy -= 1
-            self._requests.discard(asyncio.current_task())  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            if task is not None:
+                self._requests.discard(task)

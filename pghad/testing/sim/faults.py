@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .network import CLIENT
 from .schedule import HOSTS, Fault
@@ -23,8 +23,11 @@ class Faults:
 
     def plan(self, start: float) -> None:
         for fault in self.world.schedule.faults:
-            self._add(start + fault.at, fault.label, lambda f=fault: self._begin(f))
+            self._add(start + fault.at, fault.label, self._starter(fault))
         self.events.sort(key=lambda e: (e[0], e[1]))
+
+    def _starter(self, fault: Fault) -> Callable[[], None]:
+        return lambda: self._begin(fault)
 
     def _add(self, at: float, text: str, action: Callable[[], None]) -> None:
         self.events.append((at, len(self.events), text, action))
@@ -40,47 +43,63 @@ class Faults:
         self.events.sort(key=lambda e: (e[0], e[1]))
 
     def _begin(self, fault: Fault) -> None:
-        world, now = self.world, self.world.clock()
-        end = now + fault.duration
-        server = world.servers.get(fault.target)
-        match fault.kind:
-            case "isolate":
-                links = self._isolation(fault.target)
-                for link in links:
-                    self._link(fault, link, True)
-                for index, link in enumerate(links):
-                    heal = end + index * fault.value
-                    self._later(heal, f"heal {'-'.join(link)}", self._heal(fault, link))
-            case "cut" | "loss" | "delay" | "cut_one_way":
-                sep = ">" if fault.kind == "cut_one_way" else "-"
-                link = (fault.target.split(sep)[0], fault.target.split(sep)[1])
+        end = self.world.clock() + fault.duration
+        if fault.kind in ("isolate", "cut", "loss", "delay", "cut_one_way"):
+            self._network(fault, end)
+        elif fault.target in self.world.servers and fault.kind != "kill_agent":
+            self._server(fault, end)
+        else:
+            self._process(fault, end)
+
+    def _network(self, fault: Fault, end: float) -> None:
+        if fault.kind == "isolate":
+            links = self._isolation(fault.target)
+            for link in links:
                 self._link(fault, link, True)
-                self._later(end, f"heal {fault.target}", self._heal(fault, link))
+            for index, link in enumerate(links):
+                heal = end + index * fault.value
+                self._later(heal, f"heal {'-'.join(link)}", self._heal(fault, link))
+            return
+        sep = ">" if fault.kind == "cut_one_way" else "-"
+        src, dst = fault.target.split(sep)
+        self._link(fault, (src, dst), True)
+        self._later(end, f"heal {fault.target}", self._heal(fault, (src, dst)))
+
+    def _server(self, fault: Fault, end: float) -> None:
+        name = fault.target
+        server = self.world.servers[name]
+        match fault.kind:
             case "freeze":
-                assert server is not None
                 if server.running:
                     server.frozen = True
-                    self._later(end, f"thaw {fault.target}", lambda: self._thaw(fault.target))
+                    self._later(end, f"thaw {name}", lambda: self._thaw(name))
             case "crash" | "lose_data":
-                assert server is not None
                 server.halt()
                 server.has_data = server.has_data and fault.kind == "crash"
-                world.checker.health[fault.target].down_by_fault = True
+                self.world.checker.health[name].down_by_fault = True
             case "stop":
-                world.checker.health[fault.target].down_by_fault = True
-                self._spawn(world.env.hosts.stop(fault.target))
+                self._spawn(self._stop(name))
             case "refuse":
-                assert server is not None
                 server.refusing = True
-                self._later(end, f"{fault.target} accepts pghad again", lambda: self._accept(fault.target))
-            case "kill_daemon":
+                self._later(end, f"{name} accepts pghad again", lambda: self._accept(name))
+
+    def _process(self, fault: Fault, end: float) -> None:
+        world = self.world
+        match fault.kind:
+            case "kill_daemon" | "stale_state":
                 world.daemon.kill()
+                if fault.kind == "stale_state":
+                    world.restore_early_state()
                 self._later(end, "daemon restarted", world.daemon.start)
             case "kill_agent":
                 world.env.agents[fault.target] = None
                 self._later(end, f"agent {fault.target} restarted", self._agent(fault.target))
             case _:
                 world.daemon.request(fault.kind)
+
+    async def _stop(self, name: str) -> None:
+        await self.world.env.hosts.stop(name)
+        self.world.checker.health[name].down_by_fault = True
 
     def _isolation(self, host: str) -> list[tuple[str, str]]:
         others = [h for h in (*HOSTS, CLIENT) if h != host]
@@ -113,9 +132,8 @@ class Faults:
 
         return restart
 
-    def _spawn(self, work: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-

@@ -65,7 +65,10 @@ class Hosts:
         if not server.in_recovery:
             server.wal.append(self.marker())
             for other in self.servers.values():
-                if other.streaming_from == name and self.net.round_trip(name, other.name) is not None:
+                if (
+                    other.streaming_from == name
+                    and self.net.round_trip(name, other.name) is not None
+                ):
                     other.wal = list(server.wal)
         server.halt()
 
@@ -125,6 +128,8 @@ class Hosts:
             if server.running and server.in_recovery:
                 server.promote(self.marker())
         elif job.kind == "start":
+            if not server.has_data:
+                raise NodeError(f"{server.name}: no data directory: the server did not start")
             server.running, server.frozen = True, False
             server.in_recovery = job.role_standby
             server.upstream = job.upstream if job.role_standby else None
@@ -132,4 +137,6 @@ class Hosts:
         elif job.source is not None:
             if server.running:
                 raise NodeError(f"{server.name}: the server was started during {job.kind}")
+            if job.kind == "rewind" and not server.has_data:
+                raise NodeError(f"{server.name}: the data directory went away during pg_rewind")
             server.take_history(self._source_up(server.name, job.source, job.kind))

@@ -51,6 +51,15 @@ class Network:
         """Not cut in either direction (loss aside): what the invariants count as reachable."""
         return src == dst or (self.link(src, dst).cuts == 0 and self.link(dst, src).cuts == 0)
 
+    def usable(self, src: str, dst: str, within: float = 1.0, lossless: bool = False) -> bool:
+        """Up, with answers faster than `within` (a slower link is as good as cut to a timeout)."""
+        if not self.up(src, dst) or src == dst:
+            return src == dst
+        there, back = self.link(src, dst), self.link(dst, src)
+        if lossless and (there.loss or back.loss):
+            return False
+        return there.delay + back.delay < within
+
     def round_trip(self, src: str, dst: str) -> float | None:
         """Seconds a request and its answer take, or None when either is lost."""
         if src == dst:

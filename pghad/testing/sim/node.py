@@ -69,7 +69,9 @@ class SimDriver:
             agent = self.env.agents.get(name)
             assert agent is not None
             try:
-                answer = agent.heartbeat(self.holder, self.fence_after, self.server, self.env.clock())
+                answer = agent.heartbeat(
+                    self.holder, self.fence_after, self.server, self.env.clock()
+                )
             except Refused as exc:
                 raise NodeError(f"agent {name}: another pghad holds the lease") from exc
         except NodeError:

@@ -25,13 +25,15 @@ KINDS = {
     "lose_data": "node",  # the data directory is gone (the server crashes)
     "refuse": "node",  # refuses pghad's connections (pg_hba, slots, a password)
     "kill_daemon": "none",  # restarted after `duration`
+    "stale_state": "none",  # kill_daemon, and state.json comes back as it was at the start
     "kill_agent": "node",  # the agent on that host, restarted after `duration`
     "switchover": "none",
     "failover": "none",
     "failback": "none",
 }
+WEIGHTS = {"switchover": 2.0, "kill_daemon": 2.0, "isolate": 1.5, "freeze": 1.5}
 LASTING = ("isolate", "cut", "cut_one_way", "loss", "delay", "freeze", "refuse", "kill_daemon",
-           "kill_agent")  # fmt: skip
+           "stale_state", "kill_agent")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,11 @@ def generate(seed: int) -> Schedule:
     agents = rng.random() < 0.7
     threshold = rng.choice((4.0, 10.0))
     foci = [rng.uniform(5.0, 60.0) for _ in range(rng.randint(1, 2))]
-    faults = [
-        _fault(rng, rng.choice(foci) + rng.uniform(0.0, 2 * threshold), threshold, agents)
-        for _ in range(rng.randint(1, 6))
-    ]
+    faults = []
+    for _ in range(rng.randint(1, 6)):
+        # Half land within a round or two of their focus: crashes in the middle of things.
+        spread = rng.choice((2.0, 2 * threshold))
+        faults.append(_fault(rng, rng.choice(foci) + rng.uniform(0.0, spread), threshold, agents))
     return Schedule(
         seed=seed,
         agents=agents,
@@ -108,7 +111,7 @@ def generate(seed: int) -> Schedule:
 
 def _fault(rng: random.Random, at: float, threshold: float, agents: bool) -> Fault:
     kinds = [k for k in KINDS if agents or k != "kill_agent"]
-    kind = rng.choice(kinds)
+    kind = rng.choices(kinds, [WEIGHTS.get(k, 1.0) for k in kinds])[0]
     shape = KINDS[kind]
     if shape == "host":
         target = rng.choice(HOSTS)
@@ -120,7 +123,9 @@ def _fault(rng: random.Random, at: float, threshold: float, agents: bool) -> Fau
         target = rng.choice(NODES)
     else:
         target = ""
-    duration = round(threshold * rng.choice((0.3, 0.85, 1.2, 2.5, 6.0)), 1) if kind in LASTING else 0
+    duration = (
+        round(threshold * rng.choice((0.3, 0.85, 1.2, 2.5, 6.0)), 1) if kind in LASTING else 0
+    )
     value = 0.0
     if kind == "loss":
         value = rng.choice((0.3, 0.7))

@@ -40,7 +40,8 @@ class Timings:
 
 @dataclass
 class Job:
-    """Work the server (or a tool on its host) finishes on its own: a dead caller does not stop it."""
+    """Work the server (or a tool on its host) finishes on its own: its caller's death does not
+    stop it."""
 
     kind: str
     due: float
@@ -100,7 +101,7 @@ class SimServer:
         self.frozen = False
         self.streaming_from = None
         self.read_only = False
-        for job in [j for j in self.jobs if j.kind == "promote"]:
+        for job in [j for j in self.jobs if j.kind in ("promote", "start")]:
             self.jobs.remove(job)
             job.done.set_exception(psycopg.OperationalError("the server closed the connection"))
             job.done.exception()  # its caller may be gone

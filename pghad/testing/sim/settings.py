@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -44,7 +45,7 @@ dir = "{state_dir}"
 {nodes}"""
 
 
-def _drop(_logger: object, _name: str, _event: object) -> object:
+def _drop(_logger: object, _name: str, _event: MutableMapping[str, Any]) -> Mapping[str, Any]:
     raise structlog.DropEvent
 
 

@@ -15,14 +15,15 @@ from .daemon import DaemonProcess
 from .env import Env
 from .faults import Faults
 from .hostops import Hosts
-from .network import DAEMON, Network
+from .network import Network
 from .schedule import NODES, Schedule
 from .server import SimServer, Timings
 from .settings import RELAX_AFTER_S, config_text, fence_after, quiet_logs
 from .vloop import VirtualClock, run_virtual
 
 STEP_S = 0.1
-SETTLE_S = 120.0  # after the last fault healed, a primary must be back within this
+SETTLE_S = 120.0
+EARLY_STATE_S = 3.0  # after the last fault healed, a primary must be back within this
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class World:
         self.env.on_promote = self._promoting
         self._markers = 0
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = state_dir / "state.json"
+        self.early_state: str | None = None  # state.json as the first rounds wrote it
         path = state_dir / "config.toml"
         path.write_text(config_text(state_dir, schedule))
         self.fence_after = fence_after(schedule)
@@ -72,6 +75,11 @@ class World:
     def new_agent(self, name: str) -> SimAgent:
         peer = next(n for n in NODES if n != name)
         return SimAgent(name, peer, 0.2, self.fence_after, next_check=self.clock())
+
+    def restore_early_state(self) -> None:
+        """state.json restored from an older copy (a backup, a snapshot of the host)."""
+        if self.early_state is not None:
+            self.state_file.write_text(self.early_state)
 
     def note(self, text: str) -> None:
         self.trace.append(f"t={self.clock() - 1000.0:6.1f}s {text}")
@@ -93,6 +101,8 @@ class World:
         self.daemon.start()
         self.faults.plan(start)
         while self.clock() < end and not self.checker.violations:
+            if self.early_state is None and self.clock() - start >= EARLY_STATE_S:
+                self.early_state = self.state_file.read_text()
             self.faults.apply_due(self.clock())
             self.step()
             await asyncio.sleep(STEP_S)
@@ -115,12 +125,14 @@ class World:
         self.env.hosts.advance(now, STEP_S)
         for server in self.servers.values():
             upstream = self.servers.get(server.upstream) if server.upstream else None
-            link = upstream is not None and self.net.round_trip(server.name, upstream.name) is not None
+            link = (
+                upstream is not None and self.net.round_trip(server.name, upstream.name) is not None
+            )
             server.stream(upstream if server.in_recovery else None, link, now, self.env.timings)
             if server.running:
                 self.checker.health[server.name].down_by_fault = False
         self.writer.attempt(self.servers, self.net, now)
-        acks = self.writer.settle(self.servers, now)
+        acks = self.writer.settle(self.servers, self.net, now)
         self._agents(now)
         self.checker.step(now, self.servers, self.net, acks, self.daemon.alive)
         self._note_changes()
@@ -130,7 +142,7 @@ class World:
             peer = next(n for n in NODES if n != name)
             peer_server = self.servers[peer]
             answers = peer_server.up or self.env.agents.get(peer) is not None
-            if self.net.up(name, peer) and answers:
+            if self.net.usable(name, peer) and answers:
                 if self._answerable[name] is None:
                     self._answerable[name] = now
             else:

@@ -33,11 +33,7 @@ CASES: dict[str, Schedule] = {
     "2-agent-restarted-while-cut-off": Schedule(
         seed=1,
         cancel_after=2.0,
-        faults=(
-            Fault(20.0, "cut", "a-daemon", 30.0),
-            Fault(20.0, "cut", "a-b", 30.0),
-            Fault(22.0, "kill_agent", "a", 2.0),
-        ),
+        faults=(Fault(20.0, "partition", "a", 30.0), Fault(21.0, "kill_agent", "a", 2.0)),
     ),
     # b's data directory is lost and its copy is slow: the relax waits behind the copy.
     "3-relax-held-by-a-copy": Schedule(

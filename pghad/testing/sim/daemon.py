@@ -22,6 +22,11 @@ from pghad.operations import Failback, Failover, Request, Switchover
 from .env import Env
 from .node import SimDriver, SimNode
 
+# A round's probes and bookkeeping take real time; rounds that a wake starts at once, again and
+# again, are a hot loop (the daemon would spin at full CPU on the same decision).
+ROUND_COST_S = 0.005
+HOT_ROUNDS = 50  # rounds within one second
+
 REQUESTS: dict[str, Callable[[], Request]] = {
     "switchover": Switchover,
     "failover": Failover,
@@ -40,7 +45,9 @@ class DaemonProcess:
         self.daemon: Daemon | None = None
         self._task: asyncio.Task[None] | None = None
         self._requests: set[asyncio.Task[Any]] = set()
-        self._last_code = ""
+        self.last_code = ""
+        self._rounds: list[float] = []
+        self.on_hot_loop: Callable[[int], None] = lambda rounds: None
 
     @property
     def alive(self) -> bool:
@@ -54,33 +61,42 @@ class DaemonProcess:
         }
 
     def start(self) -> None:
+        if self.daemon is not None:
+            return  # one daemon per state directory (it holds the lock)
         config = load_config(self.config_path)
         daemon = Daemon(config, self.config_path, node_factory=self._nodes, clock=self.env.clock)
         daemon.loop.intake.next_schedule_check = float("inf")  # no backups in the simulation
         self.daemon = daemon
-        self._last_code = ""
+        self.last_code = ""
         self._task = asyncio.ensure_future(self._run(daemon))
 
     async def _run(self, daemon: Daemon) -> None:
         loop, clock = daemon.loop, self.env.clock
-        while True:
+        while self.daemon is daemon:  # a killed daemon does not go round again
             started = clock()
+            self._count_round(started)
             try:
                 await loop.tick()
             except Exception as exc:  # as Daemon._round: say so, keep watching
                 self.trace(f"daemon round failed: {type(exc).__name__}: {exc}")
             self._note(daemon)
+            await asyncio.sleep(ROUND_COST_S)
             delay = max(0.0, loop.interval() - (clock() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(daemon.wake.wait(), delay)
             daemon.wake.clear()
 
+    def _count_round(self, now: float) -> None:
+        self._rounds = [t for t in self._rounds if now - t < 1.0] + [now]
+        if len(self._rounds) > HOT_ROUNDS:
+            self.on_hot_loop(len(self._rounds))
+
     def _note(self, daemon: Daemon) -> None:
         decision = daemon.recorder.last_decision
         if decision is None:
             return
-        if decision.code != self._last_code or decision.actions:
-            self._last_code = decision.code
+        if decision.code != self.last_code or decision.actions:
+            self.last_code = decision.code
             acts = ", ".join(
                 type(a).__name__ + " " + getattr(a, "node", "") for a in decision.actions
             )

@@ -44,7 +44,7 @@ class Faults:
 
     def _begin(self, fault: Fault) -> None:
         end = self.world.clock() + fault.duration
-        if fault.kind in ("isolate", "cut", "loss", "delay", "cut_one_way"):
+        if fault.kind in ("isolate", "partition", "cut", "loss", "delay", "cut_one_way"):
             self._network(fault, end)
         elif fault.target in self.world.servers and fault.kind != "kill_agent":
             self._server(fault, end)
@@ -52,8 +52,8 @@ class Faults:
             self._process(fault, end)
 
     def _network(self, fault: Fault, end: float) -> None:
-        if fault.kind == "isolate":
-            links = self._isolation(fault.target)
+        if fault.kind in ("isolate", "partition"):
+            links = self._isolation(fault.target, fault.kind == "isolate")
             for link in links:
                 self._link(fault, link, True)
             for index, link in enumerate(links):
@@ -101,8 +101,8 @@ class Faults:
         await self.world.env.hosts.stop(name)
         self.world.checker.health[name].down_by_fault = True
 
-    def _isolation(self, host: str) -> list[tuple[str, str]]:
-        others = [h for h in (*HOSTS, CLIENT) if h != host]
+    def _isolation(self, host: str, client_too: bool) -> list[tuple[str, str]]:
+        others = [h for h in (*HOSTS, *([CLIENT] if client_too else [])) if h != host]
         return [(host, other) for other in others]
 
     def _link(self, fault: Fault, link: tuple[str, str], on: bool) -> None:

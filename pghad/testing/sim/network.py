@@ -28,6 +28,9 @@ class Link:
         return max(self.delays, default=0.0)
 
 
+HEALTHY = Link()
+
+
 class Network:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -35,6 +38,10 @@ class Network:
 
     def link(self, src: str, dst: str) -> Link:
         return self.links.setdefault((src, dst), Link())
+
+    def _seen(self, src: str, dst: str) -> Link:
+        """The link as it is now, without creating it (an untouched link is a healthy one)."""
+        return self.links.get((src, dst)) or HEALTHY
 
     def cut(self, src: str, dst: str, on: bool) -> None:
         self.link(src, dst).cuts += 1 if on else -1
@@ -49,13 +56,13 @@ class Network:
 
     def up(self, src: str, dst: str) -> bool:
         """Not cut in either direction (loss aside): what the invariants count as reachable."""
-        return src == dst or (self.link(src, dst).cuts == 0 and self.link(dst, src).cuts == 0)
+        return src == dst or (self._seen(src, dst).cuts == 0 and self._seen(dst, src).cuts == 0)
 
     def usable(self, src: str, dst: str, within: float = 1.0, lossless: bool = False) -> bool:
         """Up, with answers faster than `within` (a slower link is as good as cut to a timeout)."""
         if not self.up(src, dst) or src == dst:
             return src == dst
-        there, back = self.link(src, dst), self.link(dst, src)
+        there, back = self._seen(src, dst), self._seen(dst, src)
         if lossless and (there.loss or back.loss):
             return False
         return there.delay + back.delay < within
@@ -64,7 +71,7 @@ class Network:
         """Seconds a request and its answer take, or None when either is lost."""
         if src == dst:
             return 0.0
-        there, back = self.link(src, dst), self.link(dst, src)
+        there, back = self._seen(src, dst), self._seen(dst, src)
         if there.cuts or back.cuts:
             return None
         if self._lost(there) or self._lost(back):

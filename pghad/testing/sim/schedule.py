@@ -15,6 +15,7 @@ HOSTS = ("daemon", "a", "b")
 # kind -> what its target is: a node, a host, a link "x-y", a one-way link "x>y", or nothing
 KINDS = {
     "isolate": "host",  # every link of a host cut; value: seconds between staged heals
+    "partition": "host",  # the host cut from the other two hosts; the client still reaches it
     "cut": "link",
     "cut_one_way": "one_way",
     "loss": "link",  # value: the fraction of packets lost
@@ -31,8 +32,8 @@ KINDS = {
     "failover": "none",
     "failback": "none",
 }
-WEIGHTS = {"switchover": 2.0, "kill_daemon": 2.0, "isolate": 1.5, "freeze": 1.5}
-LASTING = ("isolate", "cut", "cut_one_way", "loss", "delay", "freeze", "refuse", "kill_daemon",
+WEIGHTS = {"switchover": 2.0, "kill_daemon": 2.5, "isolate": 1.5, "partition": 1.5, "freeze": 1.5}
+LASTING = ("isolate", "partition", "cut", "cut_one_way", "loss", "delay", "freeze", "refuse", "kill_daemon",
            "stale_state", "kill_agent")  # fmt: skip
 
 
@@ -92,11 +93,15 @@ def generate(seed: int) -> Schedule:
     agents = rng.random() < 0.7
     threshold = rng.choice((4.0, 10.0))
     foci = [rng.uniform(5.0, 60.0) for _ in range(rng.randint(1, 2))]
-    faults = []
+    faults: list[Fault] = []
     for _ in range(rng.randint(1, 6)):
-        # Half land within a round or two of their focus: crashes in the middle of things.
-        spread = rng.choice((2.0, 2 * threshold))
-        faults.append(_fault(rng, rng.choice(foci) + rng.uniform(0.0, spread), threshold, agents))
+        # Half follow the fault before within two rounds (a crash in the middle of an
+        # operation, a cut right after a restart); the others spread around a focus.
+        if faults and rng.random() < 0.5:
+            at = faults[-1].at + rng.uniform(0.0, 2.0)
+        else:
+            at = rng.choice(foci) + rng.uniform(0.0, 2 * threshold)
+        faults.append(_fault(rng, at, threshold, agents))
     return Schedule(
         seed=seed,
         agents=agents,

@@ -64,6 +64,7 @@ class World:
         path.write_text(config_text(state_dir, schedule))
         self.fence_after = fence_after(schedule)
         self.daemon = DaemonProcess(path, self.env, schedule.agents, self.note)
+        self.daemon.on_hot_loop = self._hot_loop
         for name in NODES:
             self.env.agents[name] = self.new_agent(name) if schedule.agents else None
         self.writer = Writer(schedule.write_interval, schedule.cancel_after)
@@ -75,6 +76,10 @@ class World:
     def new_agent(self, name: str) -> SimAgent:
         peer = next(n for n in NODES if n != name)
         return SimAgent(name, peer, 0.2, self.fence_after, next_check=self.clock())
+
+    def _hot_loop(self, rounds: int) -> None:
+        decision = self.daemon.last_code
+        self.checker.flag(self.clock(), "hot_loop", f"{rounds} rounds within 1 s ({decision})")
 
     def restore_early_state(self) -> None:
         """state.json restored from an older copy (a backup, a snapshot of the host)."""

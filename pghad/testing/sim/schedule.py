@@ -33,8 +33,8 @@ KINDS = {
     "failback": "none",
 }
 WEIGHTS = {"switchover": 2.0, "kill_daemon": 2.5, "isolate": 1.5, "partition": 1.5, "freeze": 1.5}
-LASTING = ("isolate", "partition", "cut", "cut_one_way", "loss", "delay", "freeze", "refuse", "kill_daemon",
-           "stale_state", "kill_agent")  # fmt: skip
+LASTING = ("isolate", "partition", "cut", "cut_one_way", "loss", "delay", "freeze", "refuse",
+           "kill_daemon", "stale_state", "kill_agent")  # fmt: skip
 
 
 @dataclass(frozen=True)

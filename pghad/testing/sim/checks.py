@@ -45,6 +45,7 @@ class Health:
     last_episode: tuple[float, float] | None = None
     answerable_since: dict[str, float] = field(default_factory=dict)
     held_since: float | None = None
+    dark_since: float | None = None  # hidden from pghad: a fault, or refusing its connections
 
 
 class Checker:
@@ -82,6 +83,11 @@ class Checker:
                     health.bad_since, health.ok_since = None, now
             elif health.bad_since is None:
                 health.bad_since = now
+            dark = health.bad_since is not None or servers[name].refusing
+            if not dark:
+                health.dark_since = None
+            elif health.dark_since is None:
+                health.dark_since = now
         ackers = [n for n, s in servers.items() if can_acknowledge(s, servers)]
         if len(ackers) >= 2:
             self.flag(now, "two_primaries", f"{' and '.join(ackers)} both acknowledge commits")
@@ -149,15 +155,15 @@ class Checker:
                     f"{node} promoted after {old} was unreachable for {end - start:.1f}s "
                     f"(threshold {self.threshold:g}s)",
                 )
-        elif health.bad_since is not None and now - health.bad_since < (
-            self.threshold - BLIP_SLACK_S
-        ):
-            self.flag(
-                now,
-                "early_failover",
-                f"{node} promoted {now - health.bad_since:.1f}s after {old} became unreachable "
-                f"(threshold {self.threshold:g}s)",
-            )
+        elif health.bad_since is not None:
+            dark = min(health.bad_since, health.dark_since or health.bad_since)
+            if now - dark < self.threshold - BLIP_SLACK_S:
+                self.flag(
+                    now,
+                    "early_failover",
+                    f"{node} promoted {now - dark:.1f}s after {old} became unreachable "
+                    f"(threshold {self.threshold:g}s)",
+                )
 
     def self_fenced(self, now: float, node: str, peer_answerable_since: float | None) -> None:
         if peer_answerable_since is not None and now - peer_answerable_since >= 2.0:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from pghad.config import Config, load_config
 from pghad.daemon import Daemon
 from pghad.errors import PghadError
@@ -129,7 +131,7 @@ class DaemonProcess:
         try:
             result = await daemon.submit(REQUESTS[kind]())
             self.trace(f"operator {kind}: done, {result.new_primary} is the primary")
-        except PghadError as exc:
+        except (PghadError, psycopg.Error, OSError) as exc:  # the API answers these as errors
             self.trace(f"operator {kind}: {type(exc).__name__}: {str(exc)[:100]}")
         finally:
             self.env.operator_busy -= 1

@@ -40,11 +40,18 @@ def main() -> int:
         print(result.schedule.describe())
         print("\n".join(result.trace))
         print("violations:", *result.violations or ["none"], sep="\n  ")
+        print("reported:", *result.reports or ["none"], sep="\n  ")
         return 1 if result.failed else 0
     started = time.monotonic()
     kinds: dict[str, int] = {}
+    reported: list[int] = []  # seeds whose run lost a cancel-acknowledged commit
+
+    def note(result: Result) -> None:
+        if result.reports:
+            reported.append(result.schedule.seed)
+
     summary = None
-    for current, found in search(args.seed, args.schedules):
+    for current, found in search(args.seed, args.schedules, note):
         summary = current
         if found is None:
             continue
@@ -58,7 +65,8 @@ def main() -> int:
     wall = time.monotonic() - started
     print(
         f"\nschedules run: {summary.schedules}, simulated hours: {summary.simulated_s / 3600:.2f}, "
-        f"wall time: {wall:.1f} s, violations: {sum(kinds.values())} {kinds or ''}"
+        f"wall time: {wall:.1f} s, violations: {sum(kinds.values())} {kinds or ''}; "
+        f"schedules that lost a cancel-acknowledged commit (reported apart): {len(reported)}"
     )
     return 1 if kinds else 0
 

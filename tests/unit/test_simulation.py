@@ -54,9 +54,9 @@ def test_acknowledged_commits_missing_from_the_final_primary_are_counted_by_kind
     acked = [Acked(1, "a", START, Ack.SYNC), Acked(3, "b", START, Ack.CANCELLED)]
     check = checker()
     check.final(START + 5, servers, acked)
-    assert [v.kind for v in check.violations] == ["lost_cancel_ack"]
+    assert check.violations == [] and [r.kind for r in check.reports] == ["lost_cancel_ack"]
     check.final(START + 5, servers, [*acked, Acked(4, "a", START, Ack.SYNC)])
-    assert [v.kind for v in check.violations] == ["lost_cancel_ack", "lost_commit"]
+    assert [v.kind for v in check.violations] == ["lost_commit"]
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -98,17 +98,17 @@ def test_a_failing_schedule_shrinks_to_the_fault_that_breaks_it(
     assert shrunk.violations[0].kind == "needless_failover"
 
 
-# Cases whose mechanism is not fixed on this code yet: each must fail (strict), so that the fix
-# makes its test fail here until the name is taken off this list.
-OPEN = frozenset(CASES)
+# Cases that still break an invariant on this code: each must fail (strict), so that a fix makes
+# its test fail here until the name is taken off this list. After a switchover whose result the
+# killed daemon did not collect, b (the new primary) fenced itself while cut off; once healed,
+# the daemon refuses to start a (superseded, rightly) and never starts b: no primary.
+OPEN = {"1-switchover-kill-isolate": "issue 19: no primary after the heal (b is never started)"}
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 19: not fixed yet"))
-        if n in OPEN
-        else n
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=OPEN[n])) if n in OPEN else n
         for n in sorted(CASES)
     ],
 )

@@ -1,8 +1,9 @@
 """The agent on a database host, thin: its watches, its lease, its self-fence, its heartbeat answer.
 
-The decisions are pghad's own (`should_self_fence`, `Lease`, `Answer.silent_for`); this module
-only feeds them what the simulated host sees. It is the one place to adapt when the agent's
-rules change.
+The decisions are pghad's own (`should_self_fence`, `Lease`, `Answer.silent_for`, and the
+agent's rules for silence: from its start when it never heard anyone, the peer silent only when
+neither its server nor its agent answers); this module only feeds them what the simulated host
+sees. It is the one place to adapt when the agent's rules change.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ class Refused(Exception):
 
 
 @dataclass
+class Contact:
+    """The agent's contact file (agent.run_dir): when it last heard the daemon and its peer,
+    kept across a restart of the agent (the host does not reboot in the simulation)."""
+
+    daemon: float | None = None
+    peer: float | None = None
+
+
+@dataclass
 class Seen:
     """One watch: pghad's Answer and since when its current query has hung."""
 
@@ -39,7 +49,7 @@ class Seen:
     def failed(self, error: str, now: float) -> None:
         self.answer.error = error
         if self.answer.answered_at is None:
-            self.answer.answered_at = now  # silent since we started
+            self.answer.answered_at = now
         self.hung_since = None
 
     def silent(self, now: float) -> None:
@@ -49,41 +59,100 @@ class Seen:
             self.failed("no answer", now)
 
 
+def since(now: float, before: float | None = None) -> Seen:
+    """A watch silent since the agent's start (or since the contact its file kept)."""
+    return Seen(Answer(answered_at=before if before is not None else now))
+
+
 @dataclass
 class SimAgent:
     node: str
     peer: str
     interval: float
     self_fence_after: float  # its own config's, until the daemon's first heartbeat
+    started_at: float
+    contact: Contact
     lease: Lease = field(default_factory=Lease)
     local: Seen = field(default_factory=Seen)
     peer_watch: Seen = field(default_factory=Seen)
+    peer_agent: Seen = field(default_factory=Seen)
     self_fenced: str | None = None
+    fenced_at: float = 0.0
     next_check: float = 0.0
-    fenced_at: list[float] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, node: str, peer: str, interval: float, after: float, *, now: float, contact: Contact
+    ) -> SimAgent:
+        agent = cls(node, peer, interval, after, now, contact, next_check=now)
+        agent.lease.renewed_at = contact.daemon
+        agent.local = since(now)
+        agent.peer_watch = since(now, contact.peer)
+        agent.peer_agent = since(now, contact.peer)
+        return agent
 
     def writable(self) -> bool:
         answer = self.local.answer
         return answer.error is None and answer.row is not None and not answer.row["in_recovery"]
 
-    def step(self, own: SimServer, peer: SimServer, net: Network, now: float) -> bool:
-        """One check interval: both watches, then the guard. True when it fenced its server."""
+    def reaches_peer(self, now: float) -> bool:
+        """What its /health says: whether it reaches the other node's server."""
+        answer = self.peer_watch.answer
+        return answer.ever and answer.silent_for(now, self.interval) is None
+
+    def step(
+        self,
+        own: SimServer,
+        peer: SimServer,
+        peer_agent: SimAgent | None,
+        net: Network,
+        now: float,
+    ) -> bool:
+        """One check interval: the watches, then the guard. True when it fenced its server."""
         if now < self.next_check:
             return False
         self.next_check = now + self.interval
+        trip = net.round_trip(self.node, self.peer)
         self._watch(self.local, own, 0.0, now)
-        self._watch(self.peer_watch, peer, net.round_trip(self.node, self.peer), now)
-        after = self.self_fence_after
+        self._watch(self.peer_watch, peer, trip, now)
+        if trip is None:
+            self.peer_agent.silent(now)
+        elif peer_agent is None:
+            self.peer_agent.failed("connection refused", now)
+        elif not peer_agent.reaches_peer(now):
+            self.peer_agent.failed("its agent does not reach this node's server", now)
+        else:
+            self.peer_agent.answered({"peer_reachable": True}, now)
         daemon = self.lease.silent_for(now)
-        answer = self.peer_watch.answer
-        silent = answer.silent_for(now, self.interval) if answer.ever else None
-        if self.self_fenced is None and should_self_fence(self.writable(), daemon, silent, after):
+        daemon = daemon if daemon is not None else now - self.started_at
+        silent = self.peer_silent_for(now)
+        heard = [a.answered_at for a in (self.peer_watch.answer, self.peer_agent.answer) if a.ever]
+        self.contact.daemon = self.lease.renewed_at
+        self.contact.peer = max((h for h in heard if h is not None), default=self.contact.peer)
+        if self.self_fenced is None and should_self_fence(
+            self.writable(), daemon, silent, self.self_fence_after
+        ):
             self.self_fenced = "immediate shutdown" if own.running else "not running"
-            self.fenced_at.append(now)
+            self.fenced_at = now
             return True
-        if self.self_fenced is not None and daemon is not None and daemon < after:
+        if self.self_fenced is not None and self._server_back():
             self.self_fenced = None
         return False
+
+    def peer_silent_for(self, now: float) -> float | None:
+        server = self.peer_watch.answer.silent_for(now, self.interval)
+        if server is not None:
+            agent = self.peer_agent.answer.silent_for(now, self.interval)
+            server = None if agent is None else min(server, agent)
+        return server
+
+    def _server_back(self) -> bool:
+        answer = self.local.answer
+        return (
+            answer.error is None
+            and answer.row is not None
+            and (answer.answered_at or 0.0) > self.fenced_at
+        )
 
     def _watch(self, seen: Seen, server: SimServer, trip: float | None, now: float) -> None:
         if trip is None or server.frozen:
@@ -100,6 +169,7 @@ class SimAgent:
         silent = self.peer_watch.answer.silent_for(now, self.interval)
         return {
             "server": server_state(own).value,
+            "self_fenced": self.self_fenced,
             "self_fence_after": self.self_fence_after,
             "peer": {
                 "reachable": self.peer_watch.answer.ever and silent is None,
@@ -109,7 +179,7 @@ class SimAgent:
 
 
 def server_state(server: SimServer) -> ServerState:
-    """What the host's driver tells of its server (a frozen one is running)."""
+    """What the host's driver tells of its server."""
     if server.running:
-        return ServerState.RUNNING
+        return ServerState.FROZEN if server.frozen else ServerState.RUNNING
     return ServerState.STOPPED if server.has_data else ServerState.NO_DATA

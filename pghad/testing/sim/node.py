@@ -75,17 +75,18 @@ class SimDriver:
             except Refused as exc:
                 raise NodeError(f"agent {name}: another pghad holds the lease") from exc
         except NodeError:
-            self._witness = Witness(False, None, self.env.clock(), self._confirmed)
+            self._witness = Witness(False, None, self.env.clock())
             raise
         self._confirmed = float(answer["self_fence_after"])
         down = answer["peer"]["down_for_s"]
-        self._witness = Witness(True, down, self.env.clock(), self._confirmed)
+        fenced = answer["self_fenced"] is not None
+        self._witness = Witness(True, down, self.env.clock(), self._confirmed, fenced)
         return ServerState(answer["server"])
 
     def witness(self) -> Witness | None:
         if self.holder is None:
             return None
-        return self._witness or Witness(False, None, 0.0, self._confirmed)
+        return self._witness or Witness(False, None, 0.0)
 
     async def is_running(self) -> bool:
         return await self.server_state() is ServerState.RUNNING
@@ -196,9 +197,9 @@ class SimNode:
             receiver_msg_age_s=server.receiver_age(now),
         )
 
-    async def promote(self) -> bool:
+    async def promote(self, archive: bool = False) -> bool:
         server = await self._connect(SQL_CONNECT_S)
-        server.sync_names = ""
+        server.sync_names = render(None, archive)
         if not server.in_recovery:
             raise psycopg.errors.ObjectNotInPrerequisiteState("recovery is not in progress")
         operator = self.env.operator_busy > 0

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .agent import SimAgent
+from .agent import Contact, SimAgent
 from .checks import Checker, Violation
 from .client import Ack, Writer
 from .daemon import DaemonProcess
@@ -30,6 +30,7 @@ EARLY_STATE_S = 3.0  # after the last fault healed, a primary must be back withi
 class Result:
     schedule: Schedule
     violations: tuple[Violation, ...]
+    reports: tuple[Violation, ...]
     trace: tuple[str, ...]
     simulated_s: float
     acks: int
@@ -63,6 +64,7 @@ class World:
         path = state_dir / "config.toml"
         path.write_text(config_text(state_dir, schedule))
         self.fence_after = fence_after(schedule)
+        self.contacts: dict[str, Contact] = {}
         self.daemon = DaemonProcess(path, self.env, schedule.agents, self.note)
         self.daemon.on_hot_loop = self._hot_loop
         for name in NODES:
@@ -75,7 +77,8 @@ class World:
 
     def new_agent(self, name: str) -> SimAgent:
         peer = next(n for n in NODES if n != name)
-        return SimAgent(name, peer, 0.2, self.fence_after, next_check=self.clock())
+        contact = self.contacts.setdefault(name, Contact())
+        return SimAgent.start(name, peer, 0.2, self.fence_after, now=self.clock(), contact=contact)
 
     def _hot_loop(self, rounds: int) -> None:
         decision = self.daemon.last_code
@@ -119,6 +122,7 @@ class World:
         return Result(
             self.schedule,
             tuple(self.checker.violations),
+            tuple(self.checker.reports),
             tuple(self.trace),
             round(self.clock() - start, 1),
             sum(a.kind is Ack.SYNC for a in acked),
@@ -155,7 +159,8 @@ class World:
             agent = self.env.agents.get(name)
             if agent is None:
                 continue
-            if agent.step(self.servers[name], peer_server, self.net, now):
+            peer_agent = self.env.agents.get(peer)
+            if agent.step(self.servers[name], peer_server, peer_agent, self.net, now):
                 self.note(f"agent {name} fences its server (self-fence)")
                 self.checker.self_fenced(now, name, self._answerable[name])
                 self.env.hosts.fence(name)

@@ -95,13 +95,15 @@ def generate(seed: int) -> Schedule:
     foci = [rng.uniform(5.0, 60.0) for _ in range(rng.randint(1, 2))]
     faults: list[Fault] = []
     for _ in range(rng.randint(1, 6)):
-        # Half follow the fault before within two rounds (a crash in the middle of an
-        # operation, a cut right after a restart); the others spread around a focus.
-        if faults and rng.random() < 0.5:
-            at = faults[-1].at + rng.uniform(0.0, 2.0)
+        # Half follow the fault before within two rounds, often on the same node (a crash in
+        # the middle of an operation, an agent restarted while its host is cut off); the others
+        # spread around a focus.
+        near = faults[-1] if faults and rng.random() < 0.5 else None
+        if near is not None:
+            at = near.at + rng.uniform(0.0, 2.0)
         else:
             at = rng.choice(foci) + rng.uniform(0.0, 2 * threshold)
-        faults.append(_fault(rng, at, threshold, agents))
+        faults.append(_fault(rng, at, threshold, agents, near))
     return Schedule(
         seed=seed,
         agents=agents,
@@ -114,11 +116,16 @@ def generate(seed: int) -> Schedule:
     )
 
 
-def _fault(rng: random.Random, at: float, threshold: float, agents: bool) -> Fault:
+def _fault(
+    rng: random.Random, at: float, threshold: float, agents: bool, near: Fault | None
+) -> Fault:
     kinds = [k for k in KINDS if agents or k != "kill_agent"]
     kind = rng.choices(kinds, [WEIGHTS.get(k, 1.0) for k in kinds])[0]
     shape = KINDS[kind]
-    if shape == "host":
+    same = near is not None and rng.random() < 0.5
+    if same and near is not None and shape in ("host", "node") and near.target in NODES:
+        target = near.target
+    elif shape == "host":
         target = rng.choice(HOSTS)
     elif shape == "link":
         target = "-".join(rng.sample(HOSTS, 2))

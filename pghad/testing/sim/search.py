@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schedule import Fault, Schedule, generate
+from .schedule import Schedule, generate
 from .world import Result, run_schedule
 
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # state.json is fsynced
@@ -55,8 +55,6 @@ def shrink(result: Result, budget: int = 200) -> Result:
             if chunks >= len(faults):
                 break
             chunks = min(len(faults), chunks * 2)
-    if len(faults) == 1:
-        return best
     return best
 
 
@@ -64,17 +62,13 @@ def shrink(result: Result, budget: int = 200) -> Result:
 class Found:
     seed: int
     result: Result
-    shrunk: Result | None = None
 
 
 @dataclass
 class Summary:
     schedules: int = 0
     simulated_s: float = 0.0
-    found: list[Found] | None = None
-
-    def __post_init__(self) -> None:
-        self.found = self.found or []
+    found: list[Found] = field(default_factory=list)
 
 
 def search(
@@ -91,11 +85,5 @@ def search(
         on_result(result)
         found = Found(seed, result) if result.failed else None
         if found is not None:
-            assert summary.found is not None
             summary.found.append(found)
         yield summary, found
-
-
-def replay_schedule(faults: list[Fault], **settings: object) -> Schedule:
-    """A fixed schedule, as the regression tests write them."""
-    return Schedule(faults=tuple(faults), **settings)  # type: ignore[arg-type]

@@ -19,11 +19,12 @@ from .network import Network
 from .schedule import NODES, Schedule
 from .server import SimServer, Timings
 from .settings import RELAX_AFTER_S, config_text, fence_after, quiet_logs
-from .vloop import VirtualClock, run_virtual
+from .vloop import START, VirtualClock, run_virtual
 
 STEP_S = 0.1
-SETTLE_S = 120.0
-EARLY_STATE_S = 3.0  # after the last fault healed, a primary must be back within this
+SETTLE_S = 120.0  # after the last fault healed, a primary must be back within this
+EARLY_STATE_S = 3.0  # when the copy of state.json a `stale_state` fault restores is taken
+AGENT_INTERVAL_S = 0.2  # agent.peer_interval
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ class World:
     def new_agent(self, name: str) -> SimAgent:
         peer = next(n for n in NODES if n != name)
         contact = self.contacts.setdefault(name, Contact())
-        return SimAgent.start(name, peer, 0.2, self.fence_after, now=self.clock(), contact=contact)
+        return SimAgent.start(
+            name, peer, AGENT_INTERVAL_S, self.fence_after, now=self.clock(), contact=contact
+        )
 
     def _hot_loop(self, rounds: int) -> None:
         decision = self.daemon.last_code
@@ -90,7 +93,7 @@ class World:
             self.state_file.write_text(self.early_state)
 
     def note(self, text: str) -> None:
-        self.trace.append(f"t={self.clock() - 1000.0:6.1f}s {text}")
+        self.trace.append(f"t={self.clock() - START:6.1f}s {text}")
 
     def _marker(self) -> int:
         self._markers -= 1

@@ -22,7 +22,8 @@ from .server import SimServer
 from .vloop import START
 
 DECIDE_SLACK_S = 3.0  # a decision may rest on a probe a round old
-BLIP_SLACK_S = 1.0
+# The threshold counts from the last answer, up to a probe interval before the fault.
+BLIP_SLACK_S = 1.2
 HOLD_SLACK_S = 5.0  # a relax lands within a few rounds after sync_relax_after
 
 
@@ -46,7 +47,8 @@ class Health:
     last_episode: tuple[float, float] | None = None
     answerable_since: dict[str, float] = field(default_factory=dict)
     held_since: float | None = None
-    dark_since: float | None = None  # hidden from pghad: a fault, or refusing its connections
+    # Out of pghad's sight: a fault, refusing its connections, or a slow or lossy link from it.
+    dark_since: float | None = None
 
 
 class Checker:
@@ -86,7 +88,11 @@ class Checker:
                     health.bad_since, health.ok_since = None, now
             elif health.bad_since is None:
                 health.bad_since = now
-            dark = health.bad_since is not None or servers[name].refusing
+            dark = (
+                health.bad_since is not None
+                or servers[name].refusing
+                or not net.usable(DAEMON, name, lossless=True)
+            )
             if not dark:
                 health.dark_since = None
             elif health.dark_since is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pghad.agent.lease import Lease
-from pghad.agent.service import should_self_fence
+from pghad.agent.service import should_self_fence, superseded_by_peer
 from pghad.agent.watch import Answer
 from pghad.cluster.observation import ServerState
 
@@ -129,15 +129,20 @@ class SimAgent:
         heard = [a.answered_at for a in (self.peer_watch.answer, self.peer_agent.answer) if a.ever]
         self.contact.daemon = self.lease.renewed_at
         self.contact.peer = max((h for h in heard if h is not None), default=self.contact.peer)
-        if self.self_fenced is None and should_self_fence(
-            self.writable(), daemon, silent, self.self_fence_after
-        ):
+        if self.self_fenced is None and self.writable() and self._must_fence(now, daemon, silent):
             self.self_fenced = "immediate shutdown" if own.running else "not running"
             self.fenced_at = now
             return True
         if self.self_fenced is not None and self._server_back():
             self.self_fenced = None
         return False
+
+    def _must_fence(self, now: float, daemon: float, peer: float | None) -> bool:
+        answer = self.peer_watch.answer
+        timely = answer.error is None and answer.silent_for(now, self.interval) is None
+        if timely and superseded_by_peer(self.local.answer.row, answer.row):
+            return True  # the other node is a primary on a newer timeline
+        return should_self_fence(True, daemon, peer, self.self_fence_after)
 
     def peer_silent_for(self, now: float) -> float | None:
         server = self.peer_watch.answer.silent_for(now, self.interval)
@@ -160,7 +165,9 @@ class SimAgent:
         elif not server.running:
             seen.failed("connection refused", now)
         else:
-            seen.answered({"in_recovery": server.in_recovery, "receiver_status": None}, now)
+            timeline = None if server.in_recovery else server.timeline
+            row = {"in_recovery": server.in_recovery, "receiver_status": None, "timeline": timeline}
+            seen.answered(row, now)
 
     def heartbeat(self, holder: str, self_fence_after: float, own: SimServer, now: float) -> Any:
         if not self.lease.renew(holder, "daemon", now, 10.0):

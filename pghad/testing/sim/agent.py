@@ -19,6 +19,8 @@ from pghad.cluster.observation import ServerState
 from .network import Network
 from .server import SimServer
 
+SILENCE = "heard neither the daemon nor the other host"
+SUPERSEDED = "the other node is a primary on a newer timeline"
 HANG_S = 5.0  # a watch's query that gets no answer errors out after this long
 
 
@@ -107,10 +109,11 @@ class SimAgent:
         peer_agent: SimAgent | None,
         net: Network,
         now: float,
-    ) -> bool:
-        """One check interval: the watches, then the guard. True when it fenced its server."""
+    ) -> str | None:
+        """One check interval: the watches, then the guard. Why it fenced its server, if it did:
+        SILENCE (neither the daemon nor the peer's host heard) or SUPERSEDED."""
         if now < self.next_check:
-            return False
+            return None
         self.next_check = now + self.interval
         trip = net.round_trip(self.node, self.peer)
         self._watch(self.local, own, 0.0, now)
@@ -129,20 +132,21 @@ class SimAgent:
         heard = [a.answered_at for a in (self.peer_watch.answer, self.peer_agent.answer) if a.ever]
         self.contact.daemon = self.lease.renewed_at
         self.contact.peer = max((h for h in heard if h is not None), default=self.contact.peer)
-        if self.self_fenced is None and self.writable() and self._must_fence(now, daemon, silent):
+        why = self._fence_reason(now, daemon, silent) if self.writable() else None
+        if self.self_fenced is None and why is not None:
             self.self_fenced = "immediate shutdown" if own.running else "not running"
             self.fenced_at = now
-            return True
+            return why
         if self.self_fenced is not None and self._server_back():
             self.self_fenced = None
-        return False
+        return None
 
-    def _must_fence(self, now: float, daemon: float, peer: float | None) -> bool:
+    def _fence_reason(self, now: float, daemon: float, peer: float | None) -> str | None:
         answer = self.peer_watch.answer
         timely = answer.error is None and answer.silent_for(now, self.interval) is None
         if timely and superseded_by_peer(self.local.answer.row, answer.row):
-            return True  # the other node is a primary on a newer timeline
-        return should_self_fence(True, daemon, peer, self.self_fence_after)
+            return SUPERSEDED
+        return SILENCE if should_self_fence(True, daemon, peer, self.self_fence_after) else None
 
     def peer_silent_for(self, now: float) -> float | None:
         server = self.peer_watch.answer.silent_for(now, self.interval)

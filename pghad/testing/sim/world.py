@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .agent import Contact, SimAgent
+from .agent import SILENCE, Contact, SimAgent
 from .checks import Checker, Violation
 from .client import Ack, Writer
 from .daemon import DaemonProcess
@@ -163,9 +163,11 @@ class World:
             if agent is None:
                 continue
             peer_agent = self.env.agents.get(peer)
-            if agent.step(self.servers[name], peer_server, peer_agent, self.net, now):
-                self.note(f"agent {name} fences its server (self-fence)")
-                self.checker.self_fenced(now, name, self._answerable[name])
+            why = agent.step(self.servers[name], peer_server, peer_agent, self.net, now)
+            if why is not None:
+                self.note(f"agent {name} fences its server ({why})")
+                if why == SILENCE:  # fencing a superseded primary is right whoever answers
+                    self.checker.self_fenced(now, name, self._answerable[name])
                 self.env.hosts.fence(name)
 
     def _note_changes(self) -> None:

@@ -1,0 +1,213 @@
+"""The invariants, checked after every step of the world.
+
+- never two servers that can acknowledge commits at once (and, apart, a cancelled wait's
+  acknowledgment on one server while another acknowledges);
+- no acknowledged commit missing from the final primary (lost cancel-acks are reported, not
+  counted: PostgreSQL keeps a cancelled wait's commit on the primary alone);
+- no automatic failover while the primary is reachable (from the daemon or its standby's host)
+  and up, nor after a fault shorter than the threshold;
+- no self-fence while the standby's host answers; a healthy primary never holds writes much
+  longer than sync_relax_after while pghad reaches it;
+- a primary again once every fault has healed, within a bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .client import Ack, Acked, can_acknowledge
+from .network import DAEMON, Network
+from .server import SimServer
+from .vloop import START
+
+DECIDE_SLACK_S = 3.0  # a decision may rest on a probe a round old
+# The threshold counts from the last answer, up to a probe interval before the fault.
+BLIP_SLACK_S = 1.2
+HOLD_SLACK_S = 5.0  # a relax lands within a few rounds after sync_relax_after
+
+
+@dataclass(frozen=True)
+class Violation:
+    at: float
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"t={self.at - START:.1f}s {self.kind}: {self.detail}"
+
+
+@dataclass
+class Health:
+    """A node as the faults leave it, whatever pghad did to it."""
+
+    down_by_fault: bool = False  # crashed, stopped or lost by the schedule (until pghad starts it)
+    ok_since: float = 0.0
+    bad_since: float | None = None
+    last_episode: tuple[float, float] | None = None
+    answerable_since: dict[str, float] = field(default_factory=dict)
+    held_since: float | None = None
+    # Out of pghad's sight: a fault, refusing its connections, or a slow or lossy link from it.
+    dark_since: float | None = None
+
+
+class Checker:
+    def __init__(
+        self, nodes: tuple[str, ...], threshold: float, relax_after: float, now: float
+    ) -> None:
+        self.threshold = threshold
+        self.relax_after = relax_after
+        self.health = {name: Health(ok_since=now) for name in nodes}
+        self.primary: str | None = None  # the last server seen writable alone
+        self.violations: list[Violation] = []
+        # Not violations: what PostgreSQL itself does not promise (a cancelled wait's commit).
+        self.reports: list[Violation] = []
+
+    def flag(self, at: float, kind: str, detail: str) -> None:
+        if not any(v.kind == kind for v in self.violations):
+            self.violations.append(Violation(at, kind, detail))
+
+    def env_ok(self, name: str, servers: Mapping[str, SimServer], net: Network) -> bool:
+        peer = next(n for n in servers if n != name)
+        reachable = net.usable(DAEMON, name) or net.usable(peer, name)
+        return not (self.health[name].down_by_fault or servers[name].frozen) and reachable
+
+    def step(
+        self,
+        now: float,
+        servers: Mapping[str, SimServer],
+        net: Network,
+        acks: list[Acked],
+        daemon_alive: bool,
+    ) -> None:
+        for name in servers:
+            health = self.health[name]
+            if self.env_ok(name, servers, net):
+                if health.bad_since is not None:
+                    health.last_episode = (health.bad_since, now)
+                    health.bad_since, health.ok_since = None, now
+            elif health.bad_since is None:
+                health.bad_since = now
+            dark = (
+                health.bad_since is not None
+                or servers[name].refusing
+                or not net.usable(DAEMON, name, lossless=True)
+            )
+            if not dark:
+                health.dark_since = None
+            elif health.dark_since is None:
+                health.dark_since = now
+        ackers = [n for n, s in servers.items() if can_acknowledge(s, servers)]
+        if len(ackers) >= 2:
+            self.flag(now, "two_primaries", f"{' and '.join(ackers)} both acknowledge commits")
+        cancelled = {a.server for a in acks if a.kind is Ack.CANCELLED}
+        if cancelled and set(ackers) | {a.server for a in acks} != cancelled:
+            others = sorted((set(ackers) | {a.server for a in acks}) - cancelled)
+            if others:
+                self.flag(
+                    now,
+                    "two_primaries_cancel",
+                    f"{sorted(cancelled)} acknowledged a cancelled wait while {others} acknowledge",
+                )
+        writable = [n for n, s in servers.items() if s.writable]
+        if len(writable) == 1:
+            self.primary = writable[0]
+        self._held(now, servers, net, daemon_alive)
+
+    def _held(
+        self, now: float, servers: Mapping[str, SimServer], net: Network, daemon_alive: bool
+    ) -> None:
+        for name, server in servers.items():
+            health = self.health[name]
+            watched = (
+                daemon_alive
+                and not server.refusing
+                and net.usable(DAEMON, name, lossless=True)
+                and self.env_ok(name, servers, net)
+            )
+            if not (watched and server.writable and not server.read_only) or can_acknowledge(
+                server, servers
+            ):
+                health.held_since = None
+                continue
+            if health.held_since is None:
+                health.held_since = now
+            elif now - health.held_since > self.relax_after + HOLD_SLACK_S:
+                self.flag(
+                    now,
+                    "writes_held",
+                    f"{name} is healthy and reached by pghad but has not acknowledged a commit "
+                    f"for {now - health.held_since:.1f}s (sync_relax_after {self.relax_after:g}s)",
+                )
+
+    def promoted(
+        self, now: float, node: str, servers: Mapping[str, SimServer], net: Network
+    ) -> None:
+        """An automatic promotion of `node` was requested now."""
+        old = next(n for n in servers if n != node)
+        if self.primary != old:
+            return
+        health = self.health[old]
+        if health.bad_since is None and now - health.ok_since >= DECIDE_SLACK_S:
+            self.flag(
+                now,
+                "needless_failover",
+                f"{node} promoted while the primary {old} is up and reachable "
+                f"(since t={health.ok_since - START:.1f}s)",
+            )
+        elif health.bad_since is None and health.last_episode is not None:
+            start, end = health.last_episode
+            if end - start < self.threshold - BLIP_SLACK_S:
+                self.flag(
+                    now,
+                    "blip_failover",
+                    f"{node} promoted after {old} was unreachable for {end - start:.1f}s "
+                    f"(threshold {self.threshold:g}s)",
+                )
+        elif health.bad_since is not None:
+            dark = min(health.bad_since, health.dark_since or health.bad_since)
+            if now - dark < self.threshold - BLIP_SLACK_S:
+                self.flag(
+                    now,
+                    "early_failover",
+                    f"{node} promoted {now - dark:.1f}s after {old} became unreachable "
+                    f"(threshold {self.threshold:g}s)",
+                )
+
+    def self_fenced(self, now: float, node: str, peer_answerable_since: float | None) -> None:
+        if peer_answerable_since is not None and now - peer_answerable_since >= 2.0:
+            self.flag(
+                now,
+                "needless_self_fence",
+                f"{node}'s agent fenced its server while the other host answers "
+                f"(since t={peer_answerable_since - START:.1f}s)",
+            )
+
+    def final(self, now: float, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
+        ackers = [n for n, s in servers.items() if can_acknowledge(s, servers)]
+        if len(ackers) != 1:
+            synced = {a.commit for a in acked if a.kind is Ack.SYNC}
+            whole = [n for n, s in servers.items() if s.has_data and synced <= set(s.wal)]
+            if whole:  # a server that holds every acknowledged commit could be the primary
+                self.flag(
+                    now,
+                    "no_primary",
+                    f"no server acknowledges commits after every fault healed ({whole[0]} could)",
+                )
+            return
+        held = set(servers[ackers[0]].wal)
+        for kind, name in ((Ack.SYNC, "lost_commit"), (Ack.CANCELLED, "lost_cancel_ack")):
+            lost = [a for a in acked if a.kind is kind and a.commit not in held]
+            if lost:
+                first = lost[0]
+                found = Violation(
+                    now,
+                    name,
+                    f"{len(lost)} acknowledged commits missing from the final primary "
+                    f"{ackers[0]} (first: #{first.commit} on {first.server} "
+                    f"at t={first.at - START:.1f}s)",
+                )
+                if kind is Ack.SYNC:
+                    self.flag(found.at, found.kind, found.detail)
+                else:
+                    self.reports.append(found)

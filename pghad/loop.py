@@ -305,7 +305,9 @@ class Loop:
                         outcome.duration_s,
                         action.reason,
                     )
-                else:
+                elif self.memory.primary == action.old_primary:
+                    # Only while nothing has moved on: a round may already have seen the node
+                    # promoted (late), and its standby then is another node.
                     self.memory = results.promotion_failed(self.memory)
 
     def _new_primary(self, new: str, old: str, cause: str, duration_s: float, reason: str) -> None:

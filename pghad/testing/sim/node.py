@@ -79,7 +79,7 @@ class SimDriver:
             raise
         self._confirmed = float(answer["self_fence_after"])
         down = answer["peer"]["down_for_s"]
-        fenced = answer["self_fenced"] is not None
+        fenced = bool(answer["fenced_isolated"])
         self._witness = Witness(True, down, self.env.clock(), self._confirmed, fenced)
         return ServerState(answer["server"])
 

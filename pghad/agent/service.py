@@ -17,40 +17,12 @@ from pghad.nodes.agent import AgentClient
 from pghad.nodes.local import LocalDriver
 
 from .contact import ContactFile, contact_path
+from .guard import ISOLATED, fence_reason, peer_silence, server_back
 from .lease import Lease
 from .peer_agent import PeerAgentWatch
 from .watch import LOCAL_QUERY, PEER_QUERY, Watch
 
 log = structlog.get_logger("pghad.agent")
-
-
-ISOLATED = "it has heard neither the daemon nor the other node's host"
-SUPERSEDED = "the other node is a primary on a newer timeline"
-
-
-def should_self_fence(
-    writable: bool, daemon_silent: float | None, peer_silent: float | None, after: float
-) -> bool:
-    """A primary that has lost both the daemon and its standby's host for `after` seconds stops
-    taking writes; losing only one of them never fences. Silence counts from the last word, or
-    from the agent's start when there was none."""
-    return (
-        writable
-        and daemon_silent is not None
-        and daemon_silent >= after
-        and peer_silent is not None
-        and peer_silent >= after
-    )
-
-
-def superseded_by_peer(own: dict[str, Any] | None, peer: dict[str, Any] | None) -> bool:
-    """This server and the peer's are both primaries and the peer's timeline is newer: the
-    peer was promoted past this one, which must stop taking writes (the daemon may be cut off
-    and unable to fence it)."""
-    if own is None or peer is None or own["in_recovery"] or peer["in_recovery"]:
-        return False
-    mine, theirs = own.get("timeline"), peer.get("timeline")
-    return mine is not None and theirs is not None and theirs > mine
 
 
 def local_config(node: NodeConfig) -> LocalNodeConfig:
@@ -173,14 +145,8 @@ class AgentService:
         return silent if silent is not None else now - self.started_at
 
     def peer_silent_for(self, now: float) -> float | None:
-        """Silence of the peer's host: neither its server nor its agent (vouching that it
-        reaches this node's server) has answered for that long; None while one answers."""
-        interval = self.config.agent.peer_interval
-        server = self.peer_watch.answer.silent_for(now, interval)
-        if self.peer_agent is not None and server is not None:
-            agent = self.peer_agent.answer.silent_for(now, interval)
-            server = None if agent is None else min(server, agent)
-        return server
+        agent = self.peer_agent.answer if self.peer_agent is not None else None
+        return peer_silence(self.peer_watch.answer, agent, now, self.config.agent.peer_interval)
 
     def _peer_heard_at(self) -> float | None:
         answers = [w.answer for w in (self.peer_watch, self.peer_agent) if w is not None]
@@ -195,23 +161,21 @@ class AgentService:
             peer = self.peer_silent_for(now)
             self.contact.save(self.lease.renewed_at, self._peer_heard_at())
             if self.self_fenced is None and self.writable:
-                why = self._fence_reason(now, daemon, peer)
+                why = fence_reason(
+                    self.local.answer,
+                    self.peer_watch.answer,
+                    daemon_silent=daemon,
+                    peer_silent=peer,
+                    after=self.self_fence_after,
+                    now=now,
+                    interval=self.config.agent.peer_interval,
+                )
                 if why is not None:
                     await self._fence(why, daemon, peer)
-            elif self.self_fenced is not None and self._server_back():
+            elif self.self_fenced is not None and server_back(self.local.answer, self._fenced_at):
                 # Kept until the server runs again: the daemon reads it to tell a precaution
                 # (start it again when no promotion happened) from a crash.
                 self.self_fenced = None
-
-    def _fence_reason(self, now: float, daemon: float, peer: float | None) -> str | None:
-        answer = self.peer_watch.answer
-        interval = self.config.agent.peer_interval
-        timely = answer.error is None and answer.silent_for(now, interval) is None
-        if timely and superseded_by_peer(self.local.answer.row, answer.row):
-            return SUPERSEDED
-        if should_self_fence(True, daemon, peer, self.self_fence_after):
-            return ISOLATED
-        return None
 
     async def _fence(self, why: str, daemon: float, peer: float | None) -> None:
         self._fenced_at = time.monotonic()
@@ -225,12 +189,4 @@ class AgentService:
             reason=why,
             daemon_silent_s=round(daemon, 1),
             peer_silent_s=round(peer or 0.0, 1),
-        )
-
-    def _server_back(self) -> bool:
-        answer = self.local.answer
-        return (
-            answer.error is None
-            and answer.row is not None
-            and (answer.answered_at or 0.0) > self._fenced_at
         )

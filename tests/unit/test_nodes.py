@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pghad.agent.service import superseded_by_peer
+from pghad.agent.guard import superseded_by_peer
 from pghad.cluster.observation import format_lsn, parse_lsn
 from pghad.config import LocalNodeConfig
 from pghad.conninfo import redacted

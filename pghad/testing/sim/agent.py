@@ -11,16 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pghad.agent.guard import ISOLATED, SUPERSEDED, fence_reason, peer_silence, server_back
 from pghad.agent.lease import Lease
-from pghad.agent.service import should_self_fence, superseded_by_peer
 from pghad.agent.watch import Answer
 from pghad.cluster.observation import ServerState
 
 from .network import Network
 from .server import SimServer
 
-SILENCE = "heard neither the daemon nor the other host"
-SUPERSEDED = "the other node is a primary on a newer timeline"
+SILENCE = ISOLATED
 HANG_S = 5.0  # a watch's query that gets no answer errors out after this long
 
 
@@ -144,26 +143,21 @@ class SimAgent:
         return None
 
     def _fence_reason(self, now: float, daemon: float, peer: float | None) -> str | None:
-        answer = self.peer_watch.answer
-        timely = answer.error is None and answer.silent_for(now, self.interval) is None
-        if timely and superseded_by_peer(self.local.answer.row, answer.row):
-            return SUPERSEDED
-        return SILENCE if should_self_fence(True, daemon, peer, self.self_fence_after) else None
+        return fence_reason(
+            self.local.answer,
+            self.peer_watch.answer,
+            daemon_silent=daemon,
+            peer_silent=peer,
+            after=self.self_fence_after,
+            now=now,
+            interval=self.interval,
+        )
 
     def peer_silent_for(self, now: float) -> float | None:
-        server = self.peer_watch.answer.silent_for(now, self.interval)
-        if server is not None:
-            agent = self.peer_agent.answer.silent_for(now, self.interval)
-            server = None if agent is None else min(server, agent)
-        return server
+        return peer_silence(self.peer_watch.answer, self.peer_agent.answer, now, self.interval)
 
     def _server_back(self) -> bool:
-        answer = self.local.answer
-        return (
-            answer.error is None
-            and answer.row is not None
-            and (answer.answered_at or 0.0) > self.fenced_at
-        )
+        return server_back(self.local.answer, self.fenced_at)
 
     def _watch(self, seen: Seen, server: SimServer, trip: float | None, now: float) -> None:
         if trip is None or server.frozen:

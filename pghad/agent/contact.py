@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from pghad.config import NodeConfig
+from pghad.trust import untrusted_component
 
 log = structlog.get_logger("pghad.agent")
 WRITE_EVERY_S = 0.5
@@ -78,6 +79,10 @@ class ContactFile:
             if at is not None:
                 data[who] = round(at + offset, 3)
         tmp = self.path.with_name(self.path.name + ".tmp")
+        problem = untrusted_component(self.path.parent)
+        if problem is not None:  # root writes nowhere another user could redirect
+            self._warn(f"{problem}: use a directory only this user can write")
+            return
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -85,6 +90,9 @@ class ContactFile:
                 handle.write(json.dumps(data))
             tmp.replace(self.path)
         except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("contact_not_kept", path=str(self.path), error=str(exc))
+            self._warn(str(exc))
+
+    def _warn(self, error: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("contact_not_kept", path=str(self.path), error=error)

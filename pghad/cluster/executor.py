@@ -117,19 +117,17 @@ class Executor:
         )
 
     async def _promote(self, action: Promote) -> tuple[str, dict[str, object]]:
-        if self.synchronous:
+        if self.synchronous and not action.wait_for_fence:
+            # Its host does not answer: by the timing model it has fenced itself already.
+            fenced = FenceResult(action.old_primary, False, "host silent: not waited for")
+        elif self.synchronous:
             # Synchronous: an unreachable old primary cannot acknowledge a commit alone, and an
-            # agent fences it on its side; do not hold the promotion for its driver's timeouts,
-            # nor at all when its host does not answer (it has fenced itself by now).
-            wait = SYNC_FENCE_WAIT_S if action.wait_for_fence else 0.0
-            fence = asyncio.ensure_future(self.fence(action.old_primary))
-            done, _ = await asyncio.wait({fence}, timeout=wait) if wait else (set(), set())
-            if fence in done:
-                fenced = fence.result()
-            else:
-                fence.cancel()
+            # agent fences it on its side; do not hold the promotion for its driver's timeouts.
+            try:
+                fenced = await asyncio.wait_for(self.fence(action.old_primary), SYNC_FENCE_WAIT_S)
+            except TimeoutError:
                 fenced = FenceResult(
-                    action.old_primary, False, f"no answer within {wait:g} s (host silent)"
+                    action.old_primary, False, f"no answer within {SYNC_FENCE_WAIT_S:g} s"
                 )
         else:
             fenced = await self.fence(action.old_primary)

@@ -32,18 +32,18 @@ from pathlib import Path
 from backup_s3 import s3_phase
 from common import save_result
 
-from pghad import pgbin
-from pghad.archive.archiver import Archiver
-from pghad.archive.pitr import PointTarget, restore_to_point
+from pghad.backup.archive.archiver import Archiver
+from pghad.backup.archive.pitr import PointTarget, restore_to_point
 from pghad.backup.catalog import Catalog
 from pghad.backup.planner import Requested
 from pghad.backup.restore import restore
 from pghad.backup.runner import BackupRunner
 from pghad.backup.steps import directory_size
-from pghad.cluster.observe import observe
-from pghad.config import Config, load_config
-from pghad.lab import lab_destroy
-from pghad.runtime import make_nodes
+from pghad.config.model import Config, load_config
+from pghad.daemon.runtime import make_nodes
+from pghad.lab.local import lab_destroy
+from pghad.observe.observer import observe
+from pghad.system import pgbin
 from tests.support.chaos import connect, scratch_lab, set_config_value, wait_for
 
 REPEATS = 3

@@ -26,17 +26,17 @@ from pathlib import Path
 import common  # noqa: F401 - makes the repository's tests importable
 import pgbackrest_s3
 
-from pghad import runas
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord
 from pghad.backup.planner import Requested
 from pghad.backup.repository.streaming import streamed
 from pghad.backup.restore import restore
 from pghad.backup.runner import BackupRunner
-from pghad.config import Config
-from pghad.config_sections import RepositoryConfig
-from pghad.lab_s3 import BUCKET, S3Server
-from pghad.runtime import make_nodes
+from pghad.config.model import Config
+from pghad.config.sections import RepositoryConfig
+from pghad.daemon.runtime import make_nodes
+from pghad.lab.s3 import BUCKET, S3Server
+from pghad.system import runas
 from tests.support.chaos import connect, wait_for
 
 REPEATS = 3

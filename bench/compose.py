@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 from common import save_result
 
-from pghad.config import Config
+from pghad.config.model import Config
 from tests.support.chaos import Writer, connect, wait_for
 from tests.support.compose_stack import (
     Stack,

@@ -26,10 +26,10 @@ from typing import Any
 
 from common import save_result
 
-from pghad.cluster.memory_file import STATE_FILE
-from pghad.config import Config, load_config
-from pghad.lab import lab_destroy
-from pghad.state_store import read_json
+from pghad.config.model import Config, load_config
+from pghad.daemon.memory_file import STATE_FILE
+from pghad.lab.local import lab_destroy
+from pghad.system.state_store import read_json
 from tests.support.chaos import (
     Writer,
     kill9,

@@ -17,9 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from pghad import runas
-from pghad.lab import free_port
-from pghad.lab_s3 import BUCKET, S3Server
+from pghad.lab.local import free_port
+from pghad.lab.s3 import BUCKET, S3Server
+from pghad.system import runas
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 REPEATS = 3

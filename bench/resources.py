@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import save_result
 
-from pghad.lab import lab_destroy
+from pghad.lab.local import lab_destroy
 from tests.support.chaos import scratch_lab, start_daemon
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -20,8 +20,8 @@ from typing import Any
 
 from common import save_result
 
-from pghad.config import Config, load_config
-from pghad.lab import lab_destroy
+from pghad.config.model import Config, load_config
+from pghad.lab.local import lab_destroy
 from tests.support.chaos import Writer, kill9, scratch_lab, start_daemon, wait_for
 
 

@@ -25,3 +25,7 @@ class NodeError(PghadError):
 
 class OperationRefused(PghadError):
     """A request cannot run now (busy, wrong state, unknown node); nothing was changed."""
+
+
+class OperationBusy(OperationRefused):
+    """Another operation is running; nothing was changed."""

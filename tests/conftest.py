@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import redis
 
-from pghad.config import Config, load_config
-from pghad.lab import free_port, lab_destroy, lab_up
-from pghad.lab_s3 import S3Server
-from pghad.nodes import procs
+from pghad.config.model import Config, load_config
+from pghad.lab.local import free_port, lab_destroy, lab_up
+from pghad.lab.s3 import S3Server
+from pghad.system import procs
 from tests.support.chaos import log_events, set_config_value
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,10 +15,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from pghad.agent.service import AgentService
 from pghad.errors import NodeError, PghadError
 from pghad.nodes.base import Role
-
-from .service import AgentService
 
 router = APIRouter()
 MAX_LEASE_TTL_S = 60.0

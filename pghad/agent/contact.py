@@ -17,8 +17,8 @@ from pathlib import Path
 
 import structlog
 
-from pghad.config import NodeConfig
-from pghad.trust import untrusted_component
+from pghad.config.model import NodeConfig
+from pghad.system.trust import untrusted_component
 
 log = structlog.get_logger("pghad.agent")
 WRITE_EVERY_S = 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .watch import Answer
+from pghad.agent.watch import Answer
 
 ISOLATED = "it has heard neither the daemon nor the other node's host"
 SUPERSEDED = "the other node is a primary on a newer timeline"

@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from pghad.agent.watch import Answer
 from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient
-
-from .watch import Answer
 
 
 class PeerAgentWatch:

@@ -12,15 +12,15 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from pghad import logs
-from pghad.api_guard import ACCEPT_BACKLOG, BoundedH11Protocol, is_loopback
-from pghad.config import Config, load_config
+from pghad.agent.app import build_agent_app
+from pghad.agent.service import AgentService
+from pghad.api.guard import ACCEPT_BACKLOG, BoundedH11Protocol
+from pghad.api.limits import BodyGuard
+from pghad.config.model import Config, load_config
+from pghad.config.reload import changed
 from pghad.errors import ConfigError
-from pghad.http_limits import BodyGuard
-from pghad.reload import changed
-
-from .app import build_agent_app
-from .service import AgentService
+from pghad.record import logs
+from pghad.system.net import is_loopback
 
 log = structlog.get_logger("pghad.agent")
 # Bound when the agent starts: its socket and TLS, the cluster's nodes and passwords (the driver

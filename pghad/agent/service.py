@@ -9,18 +9,17 @@ from typing import Any
 
 import structlog
 
-from pghad import pgbin
-from pghad.cluster.observation import ServerState
-from pghad.config import AgentNodeConfig, Config, LocalNodeConfig, NodeConfig
+from pghad.agent.contact import ContactFile, contact_path
+from pghad.agent.guard import ISOLATED, fence_reason, peer_silence, server_back
+from pghad.agent.lease import Lease
+from pghad.agent.peer_agent import PeerAgentWatch
+from pghad.agent.watch import LOCAL_QUERY, PEER_QUERY, Watch
+from pghad.config.model import AgentNodeConfig, Config, LocalNodeConfig, NodeConfig
+from pghad.decide.observation import ServerState
 from pghad.errors import ConfigError
 from pghad.nodes.agent import AgentClient
 from pghad.nodes.local import LocalDriver
-
-from .contact import ContactFile, contact_path
-from .guard import ISOLATED, fence_reason, peer_silence, server_back
-from .lease import Lease
-from .peer_agent import PeerAgentWatch
-from .watch import LOCAL_QUERY, PEER_QUERY, Watch
+from pghad.system import pgbin
 
 log = structlog.get_logger("pghad.agent")
 

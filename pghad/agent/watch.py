@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pghad.config import AuthConfig, NodeConfig
-from pghad.conninfo import admin_conninfo
+from pghad.config.model import AuthConfig, NodeConfig
+from pghad.nodes.conninfo import admin_conninfo
 
 # A primary's timeline: the first 8 hex digits of the WAL file it writes (NULL on a standby).
 TIMELINE = """CASE WHEN pg_is_in_recovery() THEN NULL

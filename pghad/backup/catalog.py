@@ -13,10 +13,9 @@ import redis
 import structlog
 from redis.exceptions import RedisError
 
-from pghad.config import Config
-from pghad.state_store import read_json, write_atomic
-
-from .model import BackupRecord
+from pghad.backup.model import BackupRecord
+from pghad.config.model import Config
+from pghad.system.state_store import read_json, write_atomic
 
 MANIFEST = "catalog.json"
 log = structlog.get_logger("pghad")

@@ -6,10 +6,9 @@ import asyncio
 import gzip
 from pathlib import Path
 
-from pghad.commands import child_env, kill_group
-from pghad.files import create_private
-
-from .steps import StepFailed, partial_dump
+from pghad.backup.steps import StepFailed, partial_dump
+from pghad.system.commands import child_env, kill_group
+from pghad.system.files import create_private
 
 
 async def logical_dump(bin_dir: Path, conninfo: str, password: str, target: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
-from .model import BackupKind, BackupRecord, BackupStatus
+from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
 
 
 class Requested(StrEnum):

@@ -19,8 +19,8 @@ from typing import Any
 
 import psycopg
 
-from pghad.cluster import sqlops
-from pghad.config import AuthConfig, NodeConfig
+from pghad.config.model import AuthConfig, NodeConfig
+from pghad.nodes import sql as sqlops
 
 REPLAY_WAIT_S = 10.0
 SUMMARY_WAIT_S = 5.0

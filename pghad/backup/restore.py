@@ -11,17 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pghad import files, runas, trust
-from pghad.commands import run_command
-from pghad.config import AuthConfig, LocalNodeConfig
+from pghad.backup.catalog import Catalog
+from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.steps import StepFailed, verify_args
+from pghad.backup.zstd_tar import ARCHIVE, unpack_archive, verify_archive
+from pghad.config.model import AuthConfig, LocalNodeConfig
 from pghad.errors import OperationRefused
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-
-from .catalog import Catalog
-from .model import BackupRecord, BackupStatus
-from .steps import StepFailed, verify_args
-from .zstd_tar import ARCHIVE, unpack_archive, verify_archive
+from pghad.system import files, runas, trust
+from pghad.system.commands import run_command
 
 T = TypeVar("T")
 TIMEOUT_S = 6 * 3600

@@ -7,18 +7,17 @@ from pathlib import Path
 
 import structlog
 
-from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, prunable, segment_size
-from pghad.cluster.observation import parse_lsn
-from pghad.config import Config
+from pghad.backup.archive.wal_files import DEFAULT_SEGMENT_SIZE, prunable, segment_size
+from pghad.backup.catalog import Catalog
+from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.planner import to_delete
+from pghad.backup.repository import store_of
+from pghad.backup.repository.backups import delete_backup
+from pghad.backup.repository.wal import prune_wal
+from pghad.config.model import Config
+from pghad.decide.observation import parse_lsn
 from pghad.errors import PghadError
-from pghad.trust import is_inside
-
-from .catalog import Catalog
-from .model import BackupRecord, BackupStatus
-from .planner import to_delete
-from .repository import store_of
-from .repository.backups import delete_backup
-from .repository.wal import prune_wal
+from pghad.system.trust import is_inside
 
 log = structlog.get_logger("pghad")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,22 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pghad.cluster import sqlops
-from pghad.cluster.observation import ClusterView, NodeObservation, parse_lsn
-from pghad.cluster.observe import observe
-from pghad.commands import run_command
-from pghad.config import Config, NodeConfig
-from pghad.conninfo import admin_conninfo, replication_conninfo
-from pghad.errors import PghadError
-
-from .catalog import Catalog
-from .dump import logical_dump
-from .model import BackupKind, BackupRecord, BackupStatus, backup_id
-from .planner import Plan, Requested, choose
-from .repository.taking import Taking
-from .restartpoint import advance_restartpoint
-from .retention import apply_retention
-from .steps import (
+from pghad.backup.catalog import Catalog
+from pghad.backup.dump import logical_dump
+from pghad.backup.model import BackupKind, BackupRecord, BackupStatus, backup_id
+from pghad.backup.planner import Plan, Requested, choose
+from pghad.backup.repository.taking import Taking
+from pghad.backup.restartpoint import advance_restartpoint
+from pghad.backup.retention import apply_retention
+from pghad.backup.steps import (
     StepFailed,
     backup_lock,
     directory_size,
@@ -43,6 +35,13 @@ from .steps import (
     unwritable,
     verify_args,
 )
+from pghad.config.model import Config, NodeConfig
+from pghad.decide.observation import ClusterView, NodeObservation, parse_lsn
+from pghad.errors import PghadError
+from pghad.nodes import sql as sqlops
+from pghad.nodes.conninfo import admin_conninfo, replication_conninfo
+from pghad.observe.observer import observe
+from pghad.system.commands import run_command
 
 if TYPE_CHECKING:
     from pghad.nodes.node import Node
@@ -57,6 +56,8 @@ class BackupRunner:
     catalog: Catalog
     bin_dir: Path
     nodes: Mapping[str, Node]
+    # The daemon's promotion history (a new primary since the last backup starts a new cycle).
+    promotions: Callable[[], Sequence[Mapping[str, object]]] = tuple
     progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
     _step: str = field(default="prepare", init=False)
     _dump: str | None = field(default=None, init=False)
@@ -124,7 +125,7 @@ class BackupRunner:
         view = await self._observe()
         source = pick_source(view, self.config.backup.source)
         timeline = source.timeline if source else None
-        promotion = await asyncio.to_thread(promotion_since, self.config.state.dir, records)
+        promotion = promotion_since(await asyncio.to_thread(self.promotions), records)
         cycle = self.config.backup.cycle_days
         plan = choose(records, requested, cycle, timeline, today=now.date(), promotion=promotion)
         if why_full is not None:

@@ -6,16 +6,14 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 
-from pghad.cluster.memory_file import load_history
-from pghad.cluster.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
+from pghad.backup.model import BackupRecord
+from pghad.decide.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
 from pghad.errors import OperationRefused, PghadError
-
-from .model import BackupRecord
 
 
 class StepFailed(PghadError):
@@ -126,14 +124,15 @@ def manifest_wal_range(path: Path) -> tuple[str, str, int]:
 CAUSES = {"automatic": "failover", "manual": "manual failover"}
 
 
-def promotion_since(state_dir: Path, records: list[BackupRecord]) -> str | None:
+def promotion_since(
+    history: Sequence[Mapping[str, object]], records: list[BackupRecord]
+) -> str | None:
     """What made the latest new primary after the last good backup: failover, switchover, ...
-    (from the daemon's history in state.json), or None."""
+    (from the daemon's promotion history), or None."""
     ok = [r for r in records if r.status.value == "ok"]
     if not ok:
         return None
     since = max(r.started for r in ok)
-    history = load_history(state_dir)
     latest = history[-1] if history else {}
     at = latest.get("at")
     if not isinstance(at, str) or datetime.fromisoformat(at) <= since:

@@ -12,10 +12,9 @@ from typing import Any
 
 import google_crc32c
 
-from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, WalName, parse_name
-from pghad.cluster.observation import parse_lsn
-
-from .steps import StepFailed
+from pghad.backup.archive.wal_files import DEFAULT_SEGMENT_SIZE, WalName, parse_name
+from pghad.backup.steps import StepFailed
+from pghad.decide.observation import parse_lsn
 
 BLOCK = 512
 REGULAR_FILE = (b"0", b"\0")  # ustar's type flags of a regular file

@@ -21,11 +21,10 @@ from typing import IO, Any, Protocol
 
 import zstandard
 
-from pghad.commands import child_env, kill_group
-from pghad.files import create_private, fsync_path
-
-from .steps import StepFailed
-from .tar_stream import TarCheck, TarUnpack
+from pghad.backup.steps import StepFailed
+from pghad.backup.tar_stream import TarCheck, TarUnpack
+from pghad.system.commands import child_env, kill_group
+from pghad.system.files import create_private, fsync_path
 
 ARCHIVE = "base.tar.zst"
 CHUNK = 1 << 20

@@ -7,12 +7,13 @@ import asyncio
 import json
 import sys
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pghad import trust
-from pghad.archive.pitr import PointRestored, PointTarget, restore_to_point
+from pghad.api.client import ApiUnreachable
 from pghad.backup import restore as restore_mod
+from pghad.backup.archive.pitr import PointRestored, PointTarget, restore_to_point
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
@@ -21,12 +22,13 @@ from pghad.backup.repository.store import RepositoryError
 from pghad.backup.repository.streaming import streamed
 from pghad.backup.runner import BackupRunner
 from pghad.cli import common
-from pghad.client import ApiUnreachable
-from pghad.cluster.observation import parse_lsn
-from pghad.config import Config
+from pghad.config.model import Config
+from pghad.daemon.loop import local_now
+from pghad.daemon.memory_file import load_history
+from pghad.decide.observation import parse_lsn
 from pghad.errors import OperationRefused
-from pghad.loop import local_now
-from pghad.pgbin import find_bin_dir
+from pghad.system import trust
+from pghad.system.pgbin import find_bin_dir
 
 
 def _parts(args: argparse.Namespace) -> tuple[Config, Catalog, Path]:
@@ -70,11 +72,18 @@ def _summary(record: dict[str, Any], note: str = "") -> str:
 
 
 def _backup_here(args: argparse.Namespace) -> int:
-    from pghad.runtime import make_nodes
+    from pghad.daemon.runtime import make_nodes
 
     config, catalog, bin_dir = _parts(args)
     nodes = make_nodes(config)
-    runner = BackupRunner(config, catalog, bin_dir, nodes, progress=sys.stderr.isatty())
+    runner = BackupRunner(
+        config,
+        catalog,
+        bin_dir,
+        nodes,
+        promotions=partial(load_history, config.state.dir),
+        progress=sys.stderr.isatty(),
+    )
     where = f"{config.backup.dir}" + (
         f" and s3://{config.repository.bucket}/{config.repository.prefix}"
         if config.repository.is_s3

@@ -8,8 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from pghad.client import ApiClient
-from pghad.config import Config, load_config
+from pghad.api.client import ApiClient
+from pghad.config.model import Config, load_config
 from pghad.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/pghad/config.toml")

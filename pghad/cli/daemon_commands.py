@@ -7,14 +7,14 @@ import json
 import time
 from typing import Any
 
+from pghad.api.client import format_status
 from pghad.cli import common
-from pghad.client import format_status
 
 FOLLOW_POLL_S = 1.0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pghad.daemon import run_daemon
+    from pghad.daemon.app import run_daemon
 
     return run_daemon(common.config_path(args))
 

@@ -7,11 +7,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from pghad.check import Level, run_checks
 from pghad.cli import common
-from pghad.config import Config, load_config
+from pghad.cli.check import Level, run_checks
+from pghad.config.model import Config, load_config
+from pghad.daemon.loop import local_now
 from pghad.errors import ConfigError
-from pghad.loop import local_now
 
 MARKS = {Level.OK: "ok  ", Level.WARN: "warn", Level.FAIL: "FAIL"}
 
@@ -57,8 +57,8 @@ def _print_lab(config: Config, lab_dir: Path) -> None:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from pghad import lab
-    from pghad.lab_s3 import BUCKET, LAB_S3_DIR, lab_s3_up
+    from pghad.lab import local as lab
+    from pghad.lab.s3 import BUCKET, LAB_S3_DIR, lab_s3_up
 
     lab_dir: Path = args.dir
     if args.action == "up" and args.hosts:
@@ -84,7 +84,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _lab_up_hosts(lab_dir: Path, port: int | None) -> int:
-    from pghad.lab_hosts import lab_up_hosts
+    from pghad.lab.hosts import lab_up_hosts
 
     net = lab_up_hosts(lab_dir, port)
     witness = net["hosts"]["witness"]

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pghad.api_guard import is_loopback
-from pghad.cluster.observation import ServerState, Witness
-from pghad.config import AgentNodeConfig, Config, NodeConfig
+from pghad.config.model import AgentNodeConfig, Config, NodeConfig
+from pghad.decide.observation import ServerState, Witness
 from pghad.errors import ConfigError, NodeError
+from pghad.system.net import is_loopback
 
 HEARTBEAT_TIMEOUT_S = 2.0
 # A witness older than this says nothing about now (a heartbeat still waiting keeps the last).

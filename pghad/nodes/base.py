@@ -5,8 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from pghad.cluster.observation import ServerState, Witness
-from pghad.config import NodeConfig
+from pghad.config.model import NodeConfig
+from pghad.decide.observation import ServerState, Witness
 
 
 class Role(StrEnum):

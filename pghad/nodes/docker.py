@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pghad.cluster.observation import ServerState, Witness, format_lsn
-from pghad.config import AuthConfig, DockerNodeConfig, NodeConfig
-from pghad.conninfo import admin_conninfo, clone_application_name, replication_conninfo
+from pghad.config.model import AuthConfig, DockerNodeConfig, NodeConfig
+from pghad.decide.observation import ServerState, Witness, format_lsn
 from pghad.errors import NodeError, SetupError
 from pghad.nodes import nodeconf
 from pghad.nodes.base import Role
+from pghad.nodes.conninfo import admin_conninfo, clone_application_name, replication_conninfo
 
 STOP_TIMEOUT_S = 30
 DEFAULT_SOCKET = "/var/run/docker.sock"

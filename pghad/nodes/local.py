@@ -13,15 +13,20 @@ from pathlib import Path
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from pghad import files
-from pghad.cluster.observation import ServerState, Witness
-from pghad.commands import CommandResult, run_command
-from pghad.config import AuthConfig, LocalNodeConfig, NodeConfig
-from pghad.conninfo import admin_conninfo, clone_application_name, redacted, replication_conninfo
+from pghad.config.model import AuthConfig, LocalNodeConfig, NodeConfig
+from pghad.decide.observation import ServerState, Witness
 from pghad.errors import NodeError
-from pghad.nodes import nodeconf, procs
+from pghad.nodes import nodeconf
 from pghad.nodes.base import Role
-from pghad.runas import owner_of, prefix_for
+from pghad.nodes.conninfo import (
+    admin_conninfo,
+    clone_application_name,
+    redacted,
+    replication_conninfo,
+)
+from pghad.system import files, procs
+from pghad.system.commands import CommandResult, run_command
+from pghad.system.runas import owner_of, prefix_for
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30

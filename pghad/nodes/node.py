@@ -12,11 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
-from pghad.cluster import sqlops
-from pghad.cluster.observation import NodeObservation, ServerState
-from pghad.cluster.probe import probe_node
-from pghad.config import AuthConfig, NodeConfig
+from pghad.config.model import AuthConfig, NodeConfig
+from pghad.decide.observation import NodeObservation, ServerState
+from pghad.nodes import sql as sqlops
 from pghad.nodes.base import NodeDriver
+from pghad.nodes.probe import probe_node
 from pghad.nodes.resolver import Resolver
 
 

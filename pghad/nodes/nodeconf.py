@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pghad import files
-from pghad.config import LocalNodeConfig, NodeConfig
+from pghad.config.model import LocalNodeConfig, NodeConfig
+from pghad.system import files
 
 NODE_CONF = "pghad.node.conf"
 INCLUDE_LINE = f"include_if_exists = '{NODE_CONF}'"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psycopg
 
-from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState, Witness
-from pghad.cluster.sync_names import render, waited_for
-from pghad.config import AuthConfig, Config, NodeConfig
+from pghad.config.model import AuthConfig, Config, NodeConfig
+from pghad.decide.observation import NodeObservation, ReplicaInfo, ServerState, Witness
+from pghad.decide.sync_names import render, waited_for
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
 

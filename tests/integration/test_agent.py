@@ -22,13 +22,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pghad import pgbin, runas
-from pghad.config import Config
-from pghad.conninfo import admin_conninfo
+from pghad.config.model import Config
 from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient, LeaseRefused
 from pghad.nodes.base import Role
+from pghad.nodes.conninfo import admin_conninfo
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin, runas
 from tests.support.chaos import is_writable, log_events, wait_for
 from tests.support.haproxy import primary_listener
 

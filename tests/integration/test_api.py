@@ -8,9 +8,9 @@ import sys
 import threading
 import time
 
-from pghad import pgbin
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin
 from tests.support.chaos import Writer, is_writable, kill9, streaming_standbys, wait_for
 
 from ..conftest import DaemonProcess, Lab

@@ -11,15 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pghad import pgbin, runas
-from pghad.archive.wal_files import archived, parse_name, segment_of
+from pghad.backup.archive.wal_files import archived, parse_name, segment_of
 from pghad.backup.catalog import Catalog
 from pghad.backup.retention import prune_archive
-from pghad.cluster.observation import parse_lsn
-from pghad.cluster.sync_names import ARCHIVE
-from pghad.config import Config
-from pghad.lab import free_port
-from pghad.nodes import procs
+from pghad.config.model import Config
+from pghad.decide.observation import parse_lsn
+from pghad.decide.sync_names import ARCHIVE
+from pghad.lab.local import free_port
+from pghad.system import pgbin, procs, runas
 from tests.support.chaos import WRITER_TABLE, Writer, connect, kill9, streaming_standbys, wait_for
 
 from ..conftest import DaemonProcess, Lab

@@ -17,8 +17,7 @@ import pytest
 import redis
 import zstandard
 
-from pghad import pgbin
-from pghad.archive.wal_files import DEFAULT_SEGMENT_SIZE, WalName
+from pghad.backup.archive.wal_files import DEFAULT_SEGMENT_SIZE, WalName
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
 from pghad.backup.planner import Requested, is_due
@@ -26,12 +25,13 @@ from pghad.backup.restore import restore, verify
 from pghad.backup.runner import BackupRunner
 from pghad.backup.steps import StepFailed
 from pghad.backup.zstd_tar import ARCHIVE
-from pghad.cluster import sqlops
-from pghad.config import Config
-from pghad.lab import free_port
+from pghad.config.model import Config
+from pghad.daemon.runtime import make_nodes
+from pghad.lab.local import free_port
+from pghad.nodes import sql as sqlops
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
-from pghad.runtime import make_nodes
+from pghad.system import pgbin
 from tests.support.chaos import connect
 
 from ..conftest import DaemonProcess, Lab, RedisServer

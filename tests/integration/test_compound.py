@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pghad.nodes import procs
+from pghad.system import procs
 from tests.support.chaos import (
     Writer,
     freeze,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from pghad import pgbin
-from pghad.cluster import sqlops
-from pghad.cluster.observation import parse_lsn
-from pghad.config import Config, DockerNodeConfig, load_config
+from pghad.config.model import Config, DockerNodeConfig, load_config
+from pghad.decide.observation import parse_lsn
 from pghad.errors import SetupError
+from pghad.nodes import sql as sqlops
 from pghad.nodes.base import NodeDriver, Role
 from pghad.nodes.docker import DockerDriver, docker_client
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin
 from tests.support.chaos import is_writable, streaming_standbys, wait_for
 
 from ..conftest import Lab

@@ -6,9 +6,9 @@ import asyncio
 import signal
 import time
 
-from pghad import pgbin
 from pghad.nodes.base import Role
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin
 from tests.support.chaos import (
     Writer,
     connect,

@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from pghad.lab import lab_destroy
-from pghad.lab_hosts import lab_up_hosts
-from pghad.nodes import procs
+from pghad.lab.hosts import lab_up_hosts
+from pghad.lab.local import lab_destroy
+from pghad.system import procs
 from tests.support.chaos import Writer, is_writable, kill9, log_events, wait_for
 from tests.support.delay_proxy import DelayProxy
 from tests.support.haproxy import primary_listener

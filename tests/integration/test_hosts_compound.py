@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from pghad import pgbin
 from pghad.agent.service import local_config
-from pghad.lab_hosts import _STARTED, start_agent
+from pghad.lab.hosts import _STARTED, start_agent
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin
 from tests.support.chaos import (
     Writer,
     freeze,

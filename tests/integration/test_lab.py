@@ -10,12 +10,11 @@ from pathlib import Path
 
 import psycopg
 
-from pghad import pgbin
-from pghad.cluster.observation import format_lsn
-from pghad.lab import lab_destroy, lab_down, lab_status, lab_up
-from pghad.nodes import procs
+from pghad.decide.observation import format_lsn
+from pghad.lab.local import lab_destroy, lab_down, lab_status, lab_up
 from pghad.nodes.docker import checkpoint_location
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin, procs
 from tests.support.chaos import connect, wait_for
 
 from ..conftest import Lab

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from pghad import pgbin
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin
 from tests.support.chaos import connect, wait_for
 
 from ..conftest import REPO, DaemonProcess, Lab

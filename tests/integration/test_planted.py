@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from pghad import pgbin
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
-from pghad.lab import free_port
-from pghad.nodes import procs
+from pghad.lab.local import free_port
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin, procs
 from tests.support.chaos import kill9, wait_for
 
 from ..conftest import REPO, DaemonProcess, Lab

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pghad import pgbin
-from pghad.lab import free_port
-from pghad.metrics import Metrics
+from pghad.lab.local import free_port
 from pghad.nodes.local import LocalDriver
+from pghad.record.metrics import Metrics
+from pghad.system import pgbin
 
 from ..conftest import REPO, DaemonProcess, Lab
 

@@ -17,16 +17,16 @@ import pytest
 import redis
 import tomlkit
 
-from pghad.archive.wal_files import WalName
+from pghad.backup.archive.wal_files import WalName
 from pghad.backup.model import BackupStatus
 from pghad.backup.planner import Requested
 from pghad.backup.repository import store_of
 from pghad.backup.retention import apply_retention
 from pghad.backup.zstd_tar import ARCHIVE
-from pghad.cluster.observation import parse_lsn
-from pghad.lab import free_port, lab_destroy
-from pghad.lab_s3 import BUCKET, S3Server
-from pghad.nodes import procs
+from pghad.decide.observation import parse_lsn
+from pghad.lab.local import free_port, lab_destroy
+from pghad.lab.s3 import BUCKET, S3Server
+from pghad.system import procs
 from tests.support.chaos import (
     WRITER_TABLE,
     Writer,

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from pghad import pgbin, runas
-from pghad.conninfo import clone_application_name, replication_conninfo
 from pghad.errors import NodeError
-from pghad.nodes import procs
 from pghad.nodes.base import Role
+from pghad.nodes.conninfo import clone_application_name, replication_conninfo
 from pghad.nodes.local import LocalDriver
+from pghad.system import pgbin, procs, runas
 from tests.support.chaos import (
     Writer,
     connect,

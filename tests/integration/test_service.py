@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from pghad.event_sink import STREAM
+from pghad.record.event_sink import STREAM
 from tests.support.chaos import kill9, wait_for
 
 from ..conftest import DaemonProcess, Lab, RedisServer

@@ -22,11 +22,11 @@ from typing import Any
 import psycopg
 import tomlkit
 
-from pghad.config import Config, NodeConfig
-from pghad.conninfo import admin_conninfo
-from pghad.lab import lab_up
-from pghad.lab_hosts import lab_up_hosts
-from pghad.nodes import procs
+from pghad.config.model import Config, NodeConfig
+from pghad.lab.hosts import lab_up_hosts
+from pghad.lab.local import lab_up
+from pghad.nodes.conninfo import admin_conninfo
+from pghad.system import procs
 
 WRITER_TABLE = "pghad_writer"
 COMMIT_BOUND_S = 2.0

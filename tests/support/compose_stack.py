@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pghad.config import Config, parse_config
+from pghad.config.model import Config, parse_config
 from tests.support.chaos import set_config_value
 
 REPO = Path(__file__).resolve().parents[2]

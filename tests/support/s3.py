@@ -7,7 +7,7 @@ from pathlib import Path
 
 import boto3
 
-from pghad.lab_s3 import BUCKET, S3Server
+from pghad.lab.s3 import BUCKET, S3Server
 from tests.support.chaos import set_config_value
 
 

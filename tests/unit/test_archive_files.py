@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pghad.archive.pitr import PointTarget, choose_backup, recovery_settings
-from pghad.archive.wal_files import (
+from pghad.backup.archive.pitr import PointTarget, choose_backup, recovery_settings
+from pghad.backup.archive.wal_files import (
     WalName,
     archived,
     compress_file,

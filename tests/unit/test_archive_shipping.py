@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pghad.archive.archiver import ArchiveState
-from pghad.archive.shipping import Shipping
+from pghad.backup.archive.archiver import ArchiveState
+from pghad.backup.archive.shipping import Shipping
 
 
 class Events:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pghad.config import DockerNodeConfig, parse_config
+from pghad.config.model import DockerNodeConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

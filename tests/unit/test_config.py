@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pghad.config import load_config, parse_config
+from pghad.config.model import load_config, parse_config
 from pghad.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

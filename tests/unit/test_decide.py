@@ -8,9 +8,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pghad.cluster.decide import decide
-from pghad.cluster.memory_file import load_memory, save_memory
-from pghad.cluster.model import (
+from pghad.config.model import Config, parse_config
+from pghad.daemon.memory_file import load_memory, save_memory
+from pghad.decide.decide import decide
+from pghad.decide.model import (
     ClusterState,
     Fence,
     Memory,
@@ -19,14 +20,13 @@ from pghad.cluster.model import (
     SetSynchronous,
     StartPrimary,
 )
-from pghad.cluster.observation import (
+from pghad.decide.observation import (
     ClusterView,
     NodeObservation,
     ReplicaInfo,
     ServerState,
     Witness,
 )
-from pghad.config import Config, parse_config
 
 CONFIG_TEXT = """
 [cluster]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pghad.cluster.decide import DECISION_CODES, decide
-from pghad.cluster.model import (
+from pghad.decide.decide import DECISION_CODES, decide
+from pghad.decide.model import (
     ClusterState,
     Fence,
     Memory,
@@ -23,7 +23,7 @@ from pghad.cluster.model import (
     StartPrimary,
     StartStandby,
 )
-from pghad.cluster.observation import ClusterView, NodeObservation, ServerState, Witness
+from pghad.decide.observation import ClusterView, NodeObservation, ServerState, Witness
 
 from .test_decide import HEALTHY, config, down, primary, standby, view
 

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from pghad.agent.guard import superseded_by_peer
-from pghad.cluster.observation import format_lsn, parse_lsn
-from pghad.config import LocalNodeConfig
-from pghad.conninfo import redacted
-from pghad.nodes import nodeconf, procs
+from pghad.config.model import LocalNodeConfig
+from pghad.decide.observation import format_lsn, parse_lsn
+from pghad.nodes import nodeconf
+from pghad.nodes.conninfo import redacted
+from pghad.system import procs
 
 
 def test_node_conf_keeps_port_socket_and_primary_conninfo() -> None:
@@ -98,7 +99,7 @@ def test_stale_socket_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path
 def test_cancelled_command_leaves_no_process_behind(tmp_path: Path) -> None:
     import asyncio
 
-    from pghad.commands import run_command
+    from pghad.system.commands import run_command
 
     marker = tmp_path / "still-running"
 

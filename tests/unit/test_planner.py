@@ -10,8 +10,8 @@ import pytest
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
 from pghad.backup.planner import Requested, choose
 from pghad.backup.steps import promotion_since
-from pghad.cluster.memory_file import save_memory
-from pghad.cluster.model import Memory
+from pghad.daemon.memory_file import load_history, save_memory
+from pghad.decide.model import Memory
 
 DAY1 = date(2026, 3, 1)
 
@@ -77,8 +77,12 @@ def test_the_promotion_comes_from_the_daemons_history(tmp_path: Path) -> None:
         {"at": "2026-03-01T05:00:00+00:00", "cause": "switchover", "from": "a", "to": "b"}
     ]
     save_memory(tmp_path, Memory(primary="b"), history)
-    assert promotion_since(tmp_path, [FULL]) == "switchover"  # FULL started 02:00 that day
+    assert (
+        promotion_since(load_history(tmp_path), [FULL]) == "switchover"
+    )  # FULL started 02:00 that day
     later = record("g", DAY1 + timedelta(days=1), ("g",))
-    assert promotion_since(tmp_path, [FULL, later]) is None  # the backup came after it
+    assert (
+        promotion_since(load_history(tmp_path), [FULL, later]) is None
+    )  # the backup came after it
     save_memory(tmp_path, Memory(primary="b"), [{**history[0], "cause": "automatic"}])
-    assert promotion_since(tmp_path, [FULL]) == "failover"
+    assert promotion_since(load_history(tmp_path), [FULL]) == "failover"

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from pghad.act.executor import Outcome
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
-from pghad.cluster.executor import Outcome
-from pghad.config import parse_config
+from pghad.config.model import parse_config
+from pghad.config.reload import merge_reloaded
 from pghad.errors import ConfigError
-from pghad.event_sink import EventSink
-from pghad.metrics import Metrics
-from pghad.notify import SystemdNotifier
-from pghad.recorder import Recorder
-from pghad.reload import merge_reloaded
-from pghad.state_store import EventJournal, read_json, write_atomic
+from pghad.record.event_sink import EventSink
+from pghad.record.metrics import Metrics
+from pghad.record.recorder import Recorder
+from pghad.system.notify import SystemdNotifier
+from pghad.system.state_store import EventJournal, read_json, write_atomic
 from pghad.testing import fake_config_text
 
 

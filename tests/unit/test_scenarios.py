@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pghad.client import format_status
-from pghad.cluster.model import ClusterState, Memory
-from pghad.config import load_config
-from pghad.daemon import Daemon
-from pghad.errors import NodeError
-from pghad.operations import Failover, OperationBusy, Switchover
+from pghad.act.requests import Failover, Switchover
+from pghad.api.client import format_status
+from pghad.config.model import load_config
+from pghad.daemon.app import Daemon
+from pghad.decide.model import ClusterState, Memory
+from pghad.errors import NodeError, OperationBusy
 from pghad.testing import FakeClock, FakeCluster, FakeNode, fake_config_text
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pghad.cluster.model import Promote
+from pghad.decide.model import Promote
 from pghad.testing.sim.cases import CASES
 from pghad.testing.sim.checks import Checker
 from pghad.testing.sim.client import Ack, Acked
@@ -72,8 +72,8 @@ def test_the_generator_is_a_function_of_the_seed() -> None:
 def test_a_failing_schedule_shrinks_to_the_fault_that_breaks_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pghad.loop
-    from pghad.cluster.decide import decide as real
+    import pghad.daemon.loop
+    from pghad.decide.decide import decide as real
 
     def hasty(*args: object, **kwargs: object) -> object:  # promotes on the first missed probe
         decision = real(*args, **kwargs)  # type: ignore[arg-type]
@@ -84,7 +84,7 @@ def test_a_failing_schedule_shrinks_to_the_fault_that_breaks_it(
             return type(decision)(memory, (Promote(standby, memory.primary, "hasty"),), "failover")
         return decision
 
-    monkeypatch.setattr(pghad.loop, "decide", hasty)
+    monkeypatch.setattr(pghad.daemon.loop, "decide", hasty)
     noise = (
         Fault(5.0, "delay", "client-a", 10.0, 0.3),
         Fault(12.0, "cut", "daemon-a", 2.0),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pghad.cluster.model import SetSynchronous
-from pghad.cluster.observation import NodeObservation, ReplicaInfo
-from pghad.cluster.sync_archive import ArchiveSync, archive_member, compose
-from pghad.cluster.sync_names import ARCHIVE, render, waited_for
-from pghad.config import Config, parse_config
+from pghad.config.model import Config, parse_config
+from pghad.decide.model import SetSynchronous
+from pghad.decide.observation import NodeObservation, ReplicaInfo
+from pghad.decide.sync_archive import ArchiveSync, archive_member, compose
+from pghad.decide.sync_names import ARCHIVE, render, waited_for
 from pghad.testing import fake_config_text
 
 

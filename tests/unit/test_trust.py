@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from pghad import beneath, trust
-from pghad.api_guard import RequestGuard
-from pghad.check import redacted_url
-from pghad.config import AuthConfig
-from pghad.config_nodes import DockerNodeConfig
+from pghad.api.guard import RequestGuard
+from pghad.cli.check import redacted_url
+from pghad.config.model import AuthConfig
+from pghad.config.nodes import DockerNodeConfig
 from pghad.errors import ConfigError, NodeError, OperationRefused, SetupError
 from pghad.nodes.agent import AgentClient
 from pghad.nodes.docker import DockerDriver
-from pghad.state_store import read_json
+from pghad.system import beneath, trust
+from pghad.system.state_store import read_json
 
 OTHER = "nobody"
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 
-from pghad.config import Config
-from pghad.config_sections import RepositoryConfig
-
-from .store import Store
+from pghad.backup.repository.store import Store
+from pghad.config.model import Config
+from pghad.config.sections import RepositoryConfig
 
 
 @functools.cache

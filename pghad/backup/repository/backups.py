@@ -13,11 +13,10 @@ from pathlib import Path
 
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.repository.crypto import sealed_size
+from pghad.backup.repository.store import Store
 from pghad.backup.steps import StepFailed, make_private_dir
 from pghad.backup.zstd_tar import ARCHIVE
-
-from .crypto import sealed_size
-from .store import Store
 
 MANIFEST = "backup_manifest"
 RECORD = "record.json"

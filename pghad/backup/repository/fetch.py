@@ -11,15 +11,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from pghad.archive.pitr import PointTarget, choose_backup
+from pghad.backup.archive.pitr import PointTarget, choose_backup
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord
-from pghad.cluster.observation import parse_lsn
-from pghad.config import Config
-
-from . import store_of
-from .backups import FILES, fetch_files, pull_catalog
-from .wal import fetch_wal
+from pghad.backup.repository import store_of
+from pghad.backup.repository.backups import FILES, fetch_files, pull_catalog
+from pghad.backup.repository.wal import fetch_wal
+from pghad.config.model import Config
+from pghad.decide.observation import parse_lsn
 
 
 def pull(config: Config, catalog: Catalog) -> list[BackupRecord]:

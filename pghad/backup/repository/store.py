@@ -22,10 +22,9 @@ import botocore.exceptions
 import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from pghad.config_sections import RepositoryConfig
+from pghad.backup.repository.crypto import EncryptingReader, decrypt_stream, load_key
+from pghad.config.sections import RepositoryConfig
 from pghad.errors import ConfigError, PghadError
-
-from .crypto import EncryptingReader, decrypt_stream, load_key
 
 AUTH_ERRORS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "Forbidden", "403"}
 MISSING = {"NoSuchKey", "404", "NotFound"}

@@ -23,12 +23,11 @@ from pathlib import Path
 
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord
+from pghad.backup.repository import store_of
+from pghad.backup.repository.backups import MANIFEST, fetch_files, folder
+from pghad.backup.repository.store import Store
 from pghad.backup.zstd_tar import ARCHIVE
-from pghad.config import Config
-
-from . import store_of
-from .backups import MANIFEST, fetch_files, folder
-from .store import Store
+from pghad.config.model import Config
 
 OPEN_POLL_S = 0.01
 

@@ -10,15 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pghad.backup.model import BackupRecord, BackupStatus
+from pghad.backup.repository import store_of
+from pghad.backup.repository.backups import (
+    MANIFEST,
+    fetch_files,
+    folder,
+    list_backup,
+    remove_upload,
+    upload_backup,
+)
+from pghad.backup.repository.store import Store
+from pghad.backup.repository.upstream import Upstream
 from pghad.backup.steps import remove_partial
 from pghad.backup.zstd_tar import ARCHIVE, basebackup_to_zstd
-from pghad.config import Config
+from pghad.config.model import Config
 from pghad.errors import PghadError
-
-from . import store_of
-from .backups import MANIFEST, fetch_files, folder, list_backup, remove_upload, upload_backup
-from .store import Store
-from .upstream import Upstream
 
 
 @dataclass

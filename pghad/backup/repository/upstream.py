@@ -9,7 +9,7 @@ import os
 import threading
 from typing import IO
 
-from .store import Store
+from pghad.backup.repository.store import Store
 
 PIPE_BUFFER = 1 << 20
 

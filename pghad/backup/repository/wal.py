@@ -15,9 +15,8 @@ from pathlib import Path
 
 import zstandard
 
-from pghad.archive.wal_files import archived, incoming_dir, parse_name, segment_of
-
-from .store import Store
+from pghad.backup.archive.wal_files import archived, incoming_dir, parse_name, segment_of
+from pghad.backup.repository.store import Store
 
 WAL = "wal/"
 PARTIAL = "wal-partial/"

@@ -14,10 +14,9 @@ from typing import Any
 from pghad.agent.guard import ISOLATED, SUPERSEDED, fence_reason, peer_silence, server_back
 from pghad.agent.lease import Lease
 from pghad.agent.watch import Answer
-from pghad.cluster.observation import ServerState
-
-from .network import Network
-from .server import SimServer
+from pghad.decide.observation import ServerState
+from pghad.testing.sim.network import Network
+from pghad.testing.sim.server import SimServer
 
 SILENCE = ISOLATED
 HANG_S = 5.0  # a watch's query that gets no answer errors out after this long

@@ -6,7 +6,7 @@ them on its own too (bench/results/simulation.md says with which seed).
 
 from __future__ import annotations
 
-from .schedule import Fault, Schedule
+from pghad.testing.sim.schedule import Fault, Schedule
 
 CASES: dict[str, Schedule] = {
     # A switchover promotes b; the daemon dies before a round records it; b is then frozen for

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .client import Ack, Acked, can_acknowledge
-from .network import DAEMON, Network
-from .server import SimServer
-from .vloop import START
+from pghad.testing.sim.client import Ack, Acked, can_acknowledge
+from pghad.testing.sim.network import DAEMON, Network
+from pghad.testing.sim.server import SimServer
+from pghad.testing.sim.vloop import START
 
 DECIDE_SLACK_S = 3.0  # a decision may rest on a probe a round old
 # The threshold counts from the last answer, up to a probe interval before the fault.

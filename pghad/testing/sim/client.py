@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .network import CLIENT, Network
-from .server import SimServer
+from pghad.testing.sim.network import CLIENT, Network
+from pghad.testing.sim.server import SimServer
 
 
 class Ack(StrEnum):

@@ -15,14 +15,13 @@ from typing import Any
 
 import psycopg
 
-from pghad.config import Config, load_config
-from pghad.daemon import Daemon
+from pghad.act.requests import Failback, Failover, Request, Switchover
+from pghad.config.model import Config, load_config
+from pghad.daemon.app import Daemon
 from pghad.errors import PghadError
 from pghad.nodes.node import Node
-from pghad.operations import Failback, Failover, Request, Switchover
-
-from .env import Env
-from .node import SimDriver, SimNode
+from pghad.testing.sim.env import Env
+from pghad.testing.sim.node import SimDriver, SimNode
 
 # A round's probes and bookkeeping take real time; rounds that a wake starts at once, again and
 # again, are a hot loop (the daemon would spin at full CPU on the same decision).

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .agent import SimAgent
-from .hostops import Hosts
-from .network import Network
-from .server import SimServer, Timings
+from pghad.testing.sim.agent import SimAgent
+from pghad.testing.sim.hostops import Hosts
+from pghad.testing.sim.network import Network
+from pghad.testing.sim.server import SimServer, Timings
 
 POLL_S = 0.1
 

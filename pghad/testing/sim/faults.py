@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .network import CLIENT
-from .schedule import HOSTS, Fault
+from pghad.testing.sim.network import CLIENT
+from pghad.testing.sim.schedule import HOSTS, Fault
 
 if TYPE_CHECKING:
-    from .world import World
+    from pghad.testing.sim.world import World
 
 Event = tuple[float, int, str, Callable[[], None]]
 

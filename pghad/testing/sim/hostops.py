@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from pghad.cluster.observation import format_lsn
+from pghad.decide.observation import format_lsn
 from pghad.errors import NodeError
-
-from .network import Network
-from .server import Job, SimServer, Timings, lsn_of
+from pghad.testing.sim.network import Network
+from pghad.testing.sim.server import Job, SimServer, Timings, lsn_of
 
 STOP_BOUND_S = 60.0  # pg_ctl stop -t
 POLL_S = 0.1

@@ -12,16 +12,15 @@ import dataclasses
 
 import psycopg
 
-from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState, Witness
-from pghad.cluster.sync_names import render, waited_for
-from pghad.config import NodeConfig
+from pghad.config.model import NodeConfig
+from pghad.decide.observation import NodeObservation, ReplicaInfo, ServerState, Witness
+from pghad.decide.sync_names import render, waited_for
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
-
-from .agent import Refused, server_state
-from .env import POLL_S, Env
-from .network import DAEMON
-from .server import SimServer
+from pghad.testing.sim.agent import Refused, server_state
+from pghad.testing.sim.env import POLL_S, Env
+from pghad.testing.sim.network import DAEMON
+from pghad.testing.sim.server import SimServer
 
 SQL_CONNECT_S = 5.0
 PROMOTE_WAIT_S = 30.0

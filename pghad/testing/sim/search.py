@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schedule import Schedule, generate
-from .world import Result, run_schedule
+from pghad.testing.sim.schedule import Schedule, generate
+from pghad.testing.sim.world import Result, run_schedule
 
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # state.json is fsynced
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from pghad.cluster.sync_names import waited_for
+from pghad.decide.sync_names import waited_for
 
 LSN_BASE = 0x3000000
 RECORD_BYTES = 100

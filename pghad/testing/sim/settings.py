@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from .schedule import NODES, Schedule
+from pghad.testing.sim.schedule import NODES, Schedule
 
 RELAX_AFTER_S = 3.0
 PROBE_INTERVAL_S = 1.0

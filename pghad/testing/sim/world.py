@@ -8,18 +8,18 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .agent import SILENCE, Contact, SimAgent
-from .checks import Checker, Violation
-from .client import Ack, Writer
-from .daemon import DaemonProcess
-from .env import Env
-from .faults import Faults
-from .hostops import Hosts
-from .network import Network
-from .schedule import NODES, Schedule
-from .server import SimServer, Timings
-from .settings import RELAX_AFTER_S, config_text, fence_after, quiet_logs
-from .vloop import START, VirtualClock, run_virtual
+from pghad.testing.sim.agent import SILENCE, Contact, SimAgent
+from pghad.testing.sim.checks import Checker, Violation
+from pghad.testing.sim.client import Ack, Writer
+from pghad.testing.sim.daemon import DaemonProcess
+from pghad.testing.sim.env import Env
+from pghad.testing.sim.faults import Faults
+from pghad.testing.sim.hostops import Hosts
+from pghad.testing.sim.network import Network
+from pghad.testing.sim.schedule import NODES, Schedule
+from pghad.testing.sim.server import SimServer, Timings
+from pghad.testing.sim.settings import RELAX_AFTER_S, config_text, fence_after, quiet_logs
+from pghad.testing.sim.vloop import START, VirtualClock, run_virtual
 
 STEP_S = 0.1
 SETTLE_S = 120.0  # after the last fault healed, a primary must be back within this

@@ -1,0 +1,1 @@
+"""Carry out decisions: actions, operator procedures, and the requests that start them."""

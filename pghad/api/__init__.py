@@ -1,0 +1,1 @@
+"""The HTTP control API, what guards it, and the CLI's client of it."""

@@ -1,1 +1,0 @@
-"""The continuous WAL archive and point-in-time restore."""

@@ -1,0 +1,1 @@
+"""The WAL archive: receiving, shipping and replaying WAL."""

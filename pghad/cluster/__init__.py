@@ -1,1 +1,0 @@
-"""Observation, decision and procedures for a primary/standby pair."""

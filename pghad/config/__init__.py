@@ -1,0 +1,1 @@
+"""The config model (frozen, validated), its tables, loading and reload."""

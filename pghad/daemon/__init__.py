@@ -1,0 +1,1 @@
+"""The daemon: wiring, signals, the loop, its operations and what it remembers."""

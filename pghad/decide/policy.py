@@ -1,0 +1,86 @@
+"""The one promotion policy: when a standby may be promoted, for automatic failover and for
+the operator's failover alike."""
+
+from __future__ import annotations
+
+from pghad.decide.observation import ClusterView, ServerState
+
+# How long the standby may have heard nothing from the primary's walsender before pghad believes
+# the primary is really gone rather than unreachable from pghad alone.
+RECEIVER_SILENCE_S = 2.0
+# The standby's agent checks the primary every agent.peer_interval (0.2 s): its silence may have
+# begun a little after pghad's own.
+WITNESS_SLACK_S = 0.5
+
+
+def refuse_promotion(
+    view: ClusterView,
+    eligible: bool,
+    standby: str,
+    busy: frozenset[str] = frozenset(),
+    *,
+    paused: bool = False,
+    threshold: float | None = None,
+    primary: str | None = None,
+) -> tuple[str, str] | None:
+    """The first reason not to promote `standby` now, as (code, reason), or None.
+
+    The one promotion policy: automatic failover and the operator's failover both ask it (the
+    operator may override only `standby_ineligible`, with force). With `threshold` (automatic
+    failover), a standby with an agent also needs that agent's word that the primary has been
+    unreachable from its own host as long: the second witness. Without agents, a primary whose
+    driver says its server runs (and is not frozen) is alive: only pghad's connections fail.
+    """
+    obs = view[standby]
+    old = view[primary] if primary is not None and threshold is not None else None
+    receiver_age = obs.receiver_msg_age_s or 0.0
+    # The receiver's silence is judged like the witness's: the threshold less the slack, at
+    # most RECEIVER_SILENCE_S (a low threshold must not wait for the fixed 2 s).
+    silence = RECEIVER_SILENCE_S
+    if threshold is not None:
+        silence = min(RECEIVER_SILENCE_S, threshold - WITNESS_SLACK_S)
+    witness = obs.witness if threshold is not None else None
+    seen = witness.primary_down_for_s if witness is not None else None
+    checks = (
+        (paused, "paused", "pghad is paused (maintenance mode): `pghad resume` ends it"),
+        (standby in busy, "standby_busy", "an operation is running on it"),
+        (
+            old is not None and old.witness is None and old.server is ServerState.RUNNING,
+            "primary_running",
+            f"{primary}'s driver says its server is running and not frozen: it refuses "
+            "pghad's connections (pg_hba.conf, connection slots, a password) but is alive",
+        ),
+        (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
+        (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),
+        (
+            not eligible,
+            "standby_ineligible",
+            "it was not an eligible standby when the primary was last seen (not synchronous, "
+            "lagging or not streaming), so it may lack acknowledged commits; retry with "
+            "force=true to promote it anyway (commits the old primary acknowledged after the "
+            "standby fell behind are then lost)",
+        ),
+        (
+            witness is not None and not witness.available,
+            "standby_witness_unknown",
+            "its agent did not answer, so nothing confirms from the standby's host that the "
+            "primary is down (that host may be cut off too)",
+        ),
+        (
+            witness is not None and (seen is None or seen < (threshold or 0) - WITNESS_SLACK_S),
+            "primary_alive_for_standby",
+            "its host still reaches the primary"
+            + (f" (silent from there for only {seen:.1f} s)" if seen is not None else "")
+            + ", so only pghad cannot reach it",
+        ),
+        (
+            obs.receiver_status == "streaming" and receiver_age < silence,
+            "primary_alive_for_standby",
+            f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
+            "is alive and only unreachable from pghad",
+        ),
+    )
+    for failed, code, why in checks:
+        if failed:
+            return code, f"not promoting {standby}: {why}"
+    return None

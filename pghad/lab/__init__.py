@@ -1,0 +1,1 @@
+"""The lab: two PostgreSQL servers on one machine, as one host or as three namespace hosts."""

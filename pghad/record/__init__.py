@@ -1,0 +1,1 @@
+"""What pghad tells the world: events, logs, metrics and the status document."""

@@ -1,0 +1,1 @@
+"""Operating-system helpers: safe files, programs run as the data owner, PostgreSQL's programs."""

@@ -10,16 +10,18 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import psycopg
 
-from pghad.act.executor import Executor, rejoin
+from pghad.act.executor import Executor, FenceFailed, rejoin
 from pghad.config.model import Config
 from pghad.decide.observation import ClusterView, parse_lsn
 from pghad.decide.policy import refuse_promotion
 from pghad.errors import NodeError, OperationRefused
 from pghad.nodes.base import Role
+from pghad.nodes.sql import PROMOTE_WAIT_S
 from pghad.observe.observer import observe
 
 if TYPE_CHECKING:
@@ -101,7 +103,8 @@ class Procedures:
             # The promote request was made: it may still take effect, so the old primary is not
             # started again beside it. The daemon finishes the failover (or an operator).
             raise NodeError(
-                f"step promote: {standby} did not leave recovery within 30 s; its promotion "
+                f"step promote: {standby} did not leave recovery within {PROMOTE_WAIT_S:g} s; "
+                "its promotion "
                 f"may still take effect, so {primary} stays stopped (it awaits its rejoin): "
                 f"the daemon promotes {standby} when it can"
             )
@@ -174,19 +177,12 @@ class Procedures:
         if refusal is not None and not (force and refusal[0] == "standby_ineligible"):
             raise OperationRefused(refusal[1])
         started = time.monotonic()
-        fenced = "no old primary"
-        if primary is not None:
-            fence = await self.executor.fence(primary)
-            if not fence.fenced and not self.config.cluster.synchronous and not force:
-                raise OperationRefused(
-                    f"{primary} could not be fenced ({fence.detail}) and replication is "
-                    "asynchronous, so it may still take writes: fence it by hand, then retry "
-                    "with force=true"
-                )
-            fenced = fence.detail
-        await intend(standby, primary)
-        if not await self.nodes[standby].promote(self.executor.archive_sync):
-            raise NodeError(f"step promote: {standby} did not leave recovery within 30 s")
+        try:
+            promoted = await self.executor.fence_and_promote(
+                standby, primary, force=force, intend=partial(intend, standby, primary)
+            )
+        except FenceFailed as exc:
+            raise OperationRefused(str(exc)) from exc
         return OperationResult(
             operation="failover",
             new_primary=standby,
@@ -194,7 +190,7 @@ class Procedures:
             duration_s=round(time.monotonic() - started, 3),
             message=f"{standby} promoted" + (" (forced)" if force and not eligible else ""),
             cause="manual",
-            details={"fence": fenced, "forced": force and not eligible},
+            details={"fence": promoted.fence.detail, "forced": force and not eligible},
         )
 
     # ---- failback --------------------------------------------------------------------------

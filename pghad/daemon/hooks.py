@@ -14,6 +14,7 @@ from typing import Any
 from pghad.act.executor import Outcome
 from pghad.act.procedures import OperationResult
 from pghad.config.model import Config
+from pghad.decide.model import Fence, Promote, Rejoin
 from pghad.errors import NodeError
 from pghad.record.recorder import Recorder
 from pghad.system.commands import run_command
@@ -26,17 +27,18 @@ class Hooks:
         self.recorder = recorder
         self.spawn = spawn
 
-    def after_outcome(self, config: Config, outcome: Outcome, old_primary: str | None) -> None:
+    def after_outcome(self, config: Config, outcome: Outcome) -> None:
         if not outcome.ok:
             return
-        if outcome.action == "promote":
-            self.fire(config, "promote", outcome.node, "primary")
-            if old_primary:
-                self.fire(config, "demote", old_primary, "former_primary")
-        elif outcome.action == "fence":
-            self.fire(config, "fence", outcome.node, "fenced")
-        elif outcome.action == "rejoin":
-            self.fire(config, "rejoin", outcome.node, "standby")
+        match outcome.action:
+            case Promote():
+                self.fire(config, "promote", outcome.node, "primary")
+                if outcome.action.old_primary:
+                    self.fire(config, "demote", outcome.action.old_primary, "former_primary")
+            case Fence():
+                self.fire(config, "fence", outcome.node, "fenced")
+            case Rejoin():
+                self.fire(config, "rejoin", outcome.node, "standby")
 
     def after_operation(self, config: Config, result: OperationResult) -> None:
         self.fire(config, "promote", result.new_primary, "primary")

@@ -31,7 +31,10 @@ from pghad.decide.model import (
     ClusterState,
     Memory,
     Promote,
+    Rejoin,
     SetSynchronous,
+    StartPrimary,
+    StartStandby,
     action_key,
     action_name,
     action_target,
@@ -48,7 +51,7 @@ SUSPECT_PROBE_INTERVAL_S = 0.1
 SUSPECT_ROUND_DEADLINE_S = 0.15
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
-SETTLING = ("rejoin", "start_standby", "start_primary")
+SETTLING = (Rejoin, StartStandby, StartPrimary)
 
 
 def local_now() -> datetime:
@@ -284,15 +287,14 @@ class Loop:
         now = self.clock()
         for action, outcome in zip(request.actions, outcomes, strict=True):
             self.recorder.outcome(outcome)
-            old = action.old_primary if isinstance(action, Promote) else None
-            self.hooks.after_outcome(self.config, outcome, old)
+            self.hooks.after_outcome(self.config, outcome)
             key = action_key(action)
-            delay = self.ops.record(key, outcome.ok, now, always=outcome.action in SETTLING)
+            delay = self.ops.record(key, outcome.ok, now, always=isinstance(action, SETTLING))
             if not outcome.ok and delay:
                 self.recorder.event(
                     "operation_retry",
                     level="warning",
-                    action=outcome.action,
+                    action=outcome.name,
                     node=outcome.node,
                     retry_in_s=delay,
                     failures=self.ops.backoff[key].failures,

@@ -13,6 +13,9 @@ from pghad.nodes.conninfo import admin_conninfo
 
 PROMOTE_POLL_S = 0.01
 
+# How long a promotion is waited for; it may still take effect later (see act/executor.py).
+PROMOTE_WAIT_S = 30.0
+
 
 async def connect(
     node: NodeConfig, auth: AuthConfig, timeout: float = 5.0
@@ -38,7 +41,7 @@ async def set_synchronous_standby(
 
 
 async def promote(
-    node: NodeConfig, auth: AuthConfig, archive: bool = False, wait_s: int = 30
+    node: NodeConfig, auth: AuthConfig, archive: bool = False, wait_s: float = PROMOTE_WAIT_S
 ) -> bool:
     """Set the new primary's synchronous members, then promote and wait. `archive`: its first
     commit already waits for the synchronous WAL archive, never acknowledged by it alone."""

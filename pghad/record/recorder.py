@@ -76,19 +76,18 @@ class Recorder:
         self.event(
             "action",
             level="info" if outcome.ok else "error",
-            action=outcome.action,
+            action=outcome.name,
             node=outcome.node,
             ok=outcome.ok,
             duration_s=outcome.duration_s,
             detail=outcome.detail,
-            **outcome.fields,
+            **outcome.event_fields(),
         )
-        self.metrics.actions.labels(outcome.action, "ok" if outcome.ok else "failed").inc()
-        fence = outcome.fields.get("fence")
-        if isinstance(fence, dict):
+        self.metrics.actions.labels(outcome.name, "ok" if outcome.ok else "failed").inc()
+        fence = outcome.fence
+        if fence is not None and fence.node:
             # Counted on the fenced node, as what happened to it, not on the promoted one.
-            fenced = "ok" if fence.get("fenced") else "failed"
-            self.metrics.fencing.labels(str(fence.get("node")), fenced).inc()
+            self.metrics.fencing.labels(fence.node, "ok" if fence.fenced else "failed").inc()
 
     def last_backups(self, records: list[BackupRecord]) -> None:
         """Set the last-success gauges from the catalog (after a restart, before any backup)."""

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pghad.act.executor import Outcome
+from pghad.act.executor import FenceResult, Outcome
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupKind, BackupRecord, BackupStatus
 from pghad.config.model import parse_config
 from pghad.config.reload import merge_reloaded
+from pghad.decide.model import Promote
 from pghad.errors import ConfigError
 from pghad.record.event_sink import EventSink
 from pghad.record.metrics import Metrics
@@ -38,10 +39,11 @@ def _fencing(recorder: Recorder, node: str, outcome: str) -> float:
 
 def test_fencing_is_counted_on_the_fenced_node_as_it_happened(tmp_path: Path) -> None:
     recorder = _recorder(tmp_path)
-    fenced = {"node": "a", "fenced": True, "detail": "immediate shutdown"}
-    recorder.outcome(Outcome("promote", "b", True, 0.1, "b promoted", {"fence": fenced}))
-    unfenced = {"node": "a", "fenced": False, "detail": "not fenced: host unreachable"}
-    recorder.outcome(Outcome("promote", "b", True, 0.1, "b promoted", {"fence": unfenced}))
+    promote = Promote("b", "a", "primary_down")
+    fenced = FenceResult("a", True, "immediate shutdown")
+    recorder.outcome(Outcome(promote, True, 0.1, "b promoted", fenced))
+    unfenced = FenceResult("a", False, "not fenced: host unreachable")
+    recorder.outcome(Outcome(promote, True, 0.1, "b promoted", unfenced))
     assert _fencing(recorder, "a", "ok") == 1 and _fencing(recorder, "a", "failed") == 1
     assert _fencing(recorder, "b", "ok") == 0
 

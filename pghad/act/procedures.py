@@ -19,6 +19,7 @@ from pghad.act.executor import Executor, FenceFailed, rejoin
 from pghad.config.model import Config
 from pghad.decide.observation import ClusterView, parse_lsn
 from pghad.decide.policy import refuse_promotion
+from pghad.decide.promotions import PromotionCause
 from pghad.errors import NodeError, OperationRefused
 from pghad.nodes.base import Role
 from pghad.nodes.sql import PROMOTE_WAIT_S
@@ -42,7 +43,7 @@ class OperationResult:
     old_primary: str
     duration_s: float
     message: str
-    cause: str
+    cause: PromotionCause
     details: dict[str, object] = field(default_factory=dict)
 
 
@@ -57,7 +58,9 @@ class Procedures:
 
     # ---- switchover ------------------------------------------------------------------------
 
-    async def switchover(self, intend: Intend, cause: str = "switchover") -> OperationResult:
+    async def switchover(
+        self, intend: Intend, cause: PromotionCause = PromotionCause.SWITCHOVER
+    ) -> OperationResult:
         view = await self.observe()
         primary, standby = self._healthy_pair(view)
         return await self._switch(primary, standby, cause, intend)
@@ -82,7 +85,7 @@ class Procedures:
         return primary, standby
 
     async def _switch(
-        self, primary: str, standby: str, cause: str, intend: Intend
+        self, primary: str, standby: str, cause: PromotionCause, intend: Intend
     ) -> OperationResult:
         started = time.monotonic()
         old = self.nodes[primary]
@@ -111,7 +114,7 @@ class Procedures:
         promoted = time.monotonic()
         method = await rejoin(old, self.nodes[standby])
         return OperationResult(
-            operation=cause,
+            operation=cause.value,
             new_primary=standby,
             old_primary=primary,
             duration_s=round(time.monotonic() - started, 3),
@@ -162,7 +165,7 @@ class Procedures:
     ) -> OperationResult:
         view = await self.observe()
         if primary is not None and view[primary].writable:
-            return await self.switchover(intend, cause="manual")
+            return await self.switchover(intend, cause=PromotionCause.MANUAL)
         writable = view.writable()
         if writable:
             raise OperationRefused(f"{writable[0]} is writable but is not the recorded primary")
@@ -189,7 +192,7 @@ class Procedures:
             old_primary=primary or "",
             duration_s=round(time.monotonic() - started, 3),
             message=f"{standby} promoted" + (" (forced)" if force and not eligible else ""),
-            cause="manual",
+            cause=PromotionCause.MANUAL,
             details={"fence": promoted.fence.detail, "forced": force and not eligible},
         )
 
@@ -218,14 +221,14 @@ class Procedures:
         if replica is None or replica.state != "streaming":
             rejoined = await rejoin(self.nodes[preferred], self.nodes[current])
         await self._wait_streaming(current, preferred)
-        result = await self._switch(current, preferred, "failback", intend)
+        result = await self._switch(current, preferred, PromotionCause.FAILBACK, intend)
         return OperationResult(
             operation="failback",
             new_primary=preferred,
             old_primary=current,
             duration_s=round(time.monotonic() - started, 3),
             message=f"{preferred} is the primary again; {current} follows it as a standby",
-            cause="failback",
+            cause=PromotionCause.FAILBACK,
             details={**result.details, "rejoined_first": rejoined},
         )
 

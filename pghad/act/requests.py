@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pghad.act.executor import Outcome
+from pghad.act.procedures import OperationResult
+from pghad.backup.model import BackupRecord
 from pghad.backup.planner import Requested
 from pghad.decide.model import Action, action_name, action_target
 
@@ -48,6 +51,8 @@ class TakeBackup:
 
 
 Request = Act | Failover | Switchover | Failback | TakeBackup
+# What a request ends with: each action's outcome, an operation's result, or a backup's record.
+Result = tuple[Outcome, ...] | OperationResult | BackupRecord
 
 
 def lane_of(request: Request) -> Lane:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pghad.act.requests import Request
+from pghad.act.requests import Request, Result
 from pghad.backup.model import BackupRecord
 from pghad.config.model import Config
 
@@ -13,7 +13,7 @@ class Control(Protocol):
     @property
     def config(self) -> Config: ...
 
-    async def submit(self, request: Request) -> Any:
+    async def submit(self, request: Request) -> Result:
         """Queue an operation and wait for its result; OperationBusy when one is running."""
         ...
 

@@ -37,6 +37,7 @@ from pghad.backup.steps import (
 )
 from pghad.config.model import Config, NodeConfig
 from pghad.decide.observation import ClusterView, NodeObservation, parse_lsn
+from pghad.decide.promotions import Promotion
 from pghad.errors import PghadError
 from pghad.nodes import sql as sqlops
 from pghad.nodes.conninfo import admin_conninfo, replication_conninfo
@@ -57,7 +58,7 @@ class BackupRunner:
     bin_dir: Path
     nodes: Mapping[str, Node]
     # The daemon's promotion history (a new primary since the last backup starts a new cycle).
-    promotions: Callable[[], Sequence[Mapping[str, object]]] = tuple
+    promotions: Callable[[], Sequence[Promotion]] = tuple
     progress: bool = False  # show pg_basebackup's progress on our stderr (a terminal)
     _step: str = field(default="prepare", init=False)
     _dump: str | None = field(default=None, init=False)

@@ -6,13 +6,14 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
-from pghad.backup.model import BackupRecord
+from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.decide.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
+from pghad.decide.promotions import Promotion, PromotionCause
 from pghad.errors import OperationRefused, PghadError
 
 
@@ -121,21 +122,18 @@ def manifest_wal_range(path: Path) -> tuple[str, str, int]:
     return ranges[0]["Start-LSN"], ranges[-1]["End-LSN"], int(ranges[-1]["Timeline"])
 
 
-CAUSES = {"automatic": "failover", "manual": "manual failover"}
+CAUSES = {
+    PromotionCause.AUTOMATIC: "failover",
+    PromotionCause.MANUAL: "manual failover",
+    PromotionCause.SWITCHOVER: "switchover",
+    PromotionCause.FAILBACK: "failback",
+}
 
 
-def promotion_since(
-    history: Sequence[Mapping[str, object]], records: list[BackupRecord]
-) -> str | None:
+def promotion_since(history: Sequence[Promotion], records: list[BackupRecord]) -> str | None:
     """What made the latest new primary after the last good backup: failover, switchover, ...
     (from the daemon's promotion history), or None."""
-    ok = [r for r in records if r.status.value == "ok"]
-    if not ok:
+    ok = [r for r in records if r.status is BackupStatus.OK]
+    if not ok or not history or history[-1].at <= max(r.started for r in ok):
         return None
-    since = max(r.started for r in ok)
-    latest = history[-1] if history else {}
-    at = latest.get("at")
-    if not isinstance(at, str) or datetime.fromisoformat(at) <= since:
-        return None
-    cause = str(latest.get("cause", ""))
-    return CAUSES.get(cause, cause) or None
+    return CAUSES[history[-1].cause]

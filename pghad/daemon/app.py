@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from pghad.act.requests import Act, Failback, Lane, Request
+from pghad.act.requests import Act, Failback, Lane, Request, Result
 from pghad.backup.model import BackupRecord
 from pghad.config.model import Config, load_config
 from pghad.config.reload import merge_reloaded
@@ -94,7 +94,7 @@ class Daemon:
     def config(self) -> Config:
         return self.loop.runtime.config
 
-    async def submit(self, request: Request) -> Any:
+    async def submit(self, request: Request) -> Result:
         """Queue a request and wait for its result (OperationBusy at once if its lane is taken)."""
         if isinstance(request, Failback):
             await self._let_rejoin_finish()

@@ -8,8 +8,7 @@ fence (PGHAD_ROLE=fenced) and rejoin (PGHAD_ROLE=standby).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from pghad.act.executor import Outcome
 from pghad.act.procedures import OperationResult
@@ -21,9 +20,7 @@ from pghad.system.commands import run_command
 
 
 class Hooks:
-    def __init__(
-        self, recorder: Recorder, spawn: Callable[[Coroutine[Any, Any, None]], None]
-    ) -> None:
+    def __init__(self, recorder: Recorder, spawn: Callable[[Awaitable[None]], None]) -> None:
         self.recorder = recorder
         self.spawn = spawn
 

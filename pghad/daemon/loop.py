@@ -11,11 +11,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from pghad.act.executor import Outcome
 from pghad.act.procedures import OperationResult
-from pghad.act.requests import Act, Lane, Request, TakeBackup, describe
+from pghad.act.requests import Act, Lane, Request, Result, TakeBackup, describe
 from pghad.backup.archive.archiver import Archiver
 from pghad.backup.model import BackupRecord
 from pghad.config.model import Config
@@ -41,6 +40,7 @@ from pghad.decide.model import (
     is_safety_action,
 )
 from pghad.decide.observation import ClusterView, lagging
+from pghad.decide.promotions import Promotion, PromotionCause
 from pghad.errors import NodeError, OperationRefused, PghadError
 from pghad.observe.observer import Observer
 from pghad.record.recorder import Recorder
@@ -81,7 +81,7 @@ class Loop:
         self.intake = Intake(self.ops, recorder, lambda: self.runtime.config, wall_clock)
         self.hooks = Hooks(recorder, self.spawn)
         self.archiver = Archiver(lambda: self.config, runtime.backups.bin_dir, recorder.event)
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[None]] = set()
         self._persisting = asyncio.Lock()  # a round and a pause request may both write state.json
         # A promotion an operation has recorded and not finished: every round keeps it in memory
         # (a round's view may predate it, or show the old primary still serving before it stops).
@@ -216,7 +216,7 @@ class Loop:
 
     # ---- running requests (in their own task) -------------------------------------------------
 
-    def _execute(self, request: Request) -> Awaitable[Any]:
+    def _execute(self, request: Request) -> Awaitable[Result]:
         # An operation finishes with the runtime, memory and time it started with.
         return self.runtime.execute(request, self.memory, self.wall_clock(), self.record_promotion)
 
@@ -304,7 +304,7 @@ class Loop:
                     self._new_primary(
                         action.node,
                         action.old_primary,
-                        "automatic",
+                        PromotionCause.AUTOMATIC,
                         outcome.duration_s,
                         action.reason,
                     )
@@ -313,27 +313,22 @@ class Loop:
                     # promoted (late), and its standby then is another node.
                     self.memory = results.promotion_failed(self.memory)
 
-    def _new_primary(self, new: str, old: str, cause: str, duration_s: float, reason: str) -> None:
-        entry = {
-            "at": datetime.now(UTC).isoformat(),
-            "cause": cause,
-            "from": old,
-            "to": new,
-            "duration_s": duration_s,
-            "reason": reason,
-        }
-        self.history.append(entry)
+    def _new_primary(
+        self, new: str, old: str, cause: PromotionCause, duration_s: float, reason: str
+    ) -> None:
+        promotion = Promotion(datetime.now(UTC), cause, old, new, duration_s, reason)
+        self.history.append(promotion)
         self.memory = results.new_primary(self.memory, new, old or None)
-        self.recorder.metrics.failovers.labels(cause).inc()
+        self.recorder.metrics.failovers.labels(cause.value).inc()
         self.recorder.metrics.last_failover.set(duration_s)
-        self.recorder.event("failover", **entry)
+        self.recorder.event("failover", **promotion.to_json())
 
-    def spawn(self, coro: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+    def spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _done(self, task: asyncio.Future[None]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.recorder.event("background_failed", level="error", error=str(task.exception()))

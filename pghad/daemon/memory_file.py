@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pghad.decide.model import ClusterState, Memory
+from pghad.decide.promotions import Promotion
 from pghad.system.state_store import read_json, write_atomic
 
 STATE_FILE = "state.json"
@@ -38,7 +39,7 @@ def load_memory(state_dir: Path, node_names: set[str]) -> Memory:
 
 
 def save_memory(
-    state_dir: Path, memory: Memory, history: list[dict[str, object]], paused: bool = False
+    state_dir: Path, memory: Memory, history: list[Promotion], paused: bool = False
 ) -> None:
     data = {
         "paused": paused,
@@ -49,7 +50,7 @@ def save_memory(
         "timeline": memory.timeline,
         "promoting": memory.promoting,
         "fence_timing": dict(memory.fence_timing),
-        "failovers": history[-50:],
+        "failovers": [promotion.to_json() for promotion in history[-50:]],
     }
     write_atomic(state_dir / STATE_FILE, json.dumps(data, indent=2, default=str) + "\n")
 
@@ -59,7 +60,8 @@ def load_paused(state_dir: Path) -> bool:
     return bool((read_json(state_dir / STATE_FILE) or {}).get("paused", False))
 
 
-def load_history(state_dir: Path) -> list[dict[str, object]]:
+def load_history(state_dir: Path) -> list[Promotion]:
     data = read_json(state_dir / STATE_FILE) or {}
-    history = data.get("failovers", [])
-    return history if isinstance(history, list) else []
+    entries = data.get("failovers", [])
+    history = [Promotion.from_json(e) for e in entries if isinstance(e, dict)]
+    return [promotion for promotion in history if promotion is not None]

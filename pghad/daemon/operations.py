@@ -11,9 +11,8 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from pghad.act.requests import Act, Lane, Request, describe, lane_of
+from pghad.act.requests import Act, Lane, Request, Result, describe, lane_of
 from pghad.decide.model import Action
 from pghad.errors import OperationBusy, OperationRefused
 
@@ -24,8 +23,8 @@ BACKOFF_MAX_S = 60.0
 @dataclass
 class Entry:
     request: Request
-    future: asyncio.Future[Any]
-    task: asyncio.Task[Any] | None = None
+    future: asyncio.Future[Result]
+    task: asyncio.Task[Result] | None = None
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Operations:
         entries = [*self.running.values(), *self.queue]
         return [a for e in entries if isinstance(e.request, Act) for a in e.request.actions]
 
-    def submit(self, request: Request) -> asyncio.Future[Any]:
+    def submit(self, request: Request) -> asyncio.Future[Result]:
         """Queue a request; refused at once when its lane is taken."""
         running = self.current(lane_of(request))
         if running is not None:
@@ -72,7 +71,7 @@ class Operations:
         self.wake.set()
         return entry.future
 
-    def start_queued(self, run: Callable[[Request], Awaitable[Any]]) -> list[Request]:
+    def start_queued(self, run: Callable[[Request], Awaitable[Result]]) -> list[Request]:
         started = []
         for entry in list(self.queue):
             lane = lane_of(entry.request)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pghad.act.executor import Executor
 from pghad.act.procedures import Intend, Procedures
-from pghad.act.requests import Act, Failback, Failover, Request, Switchover, TakeBackup
+from pghad.act.requests import Act, Failback, Failover, Request, Result, Switchover, TakeBackup
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupStatus
 from pghad.backup.runner import BackupRunner
@@ -75,7 +75,9 @@ class Runtime:
             ),
         )
 
-    async def execute(self, request: Request, memory: Memory, now: datetime, intend: Intend) -> Any:
+    async def execute(
+        self, request: Request, memory: Memory, now: datetime, intend: Intend
+    ) -> Result:
         """Run one request (in its own task): the actions' outcomes, an operation's result, or a
         backup record. `intend` records a promotion on disk before an operation makes it."""
         match request:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -31,7 +30,7 @@ class Recorder:
         self.lagging: frozenset[str] = frozenset()
         self.dropped = 0
 
-    def event(self, kind: str, /, **fields: Any) -> None:
+    def event(self, kind: str, /, **fields: object) -> None:
         """One journal entry (state dir and Redis) and one log line; `level` picks the level."""
         level = str(fields.pop("level", "info"))
         try:

@@ -7,6 +7,7 @@ from typing import Any
 from pghad.config.model import Config
 from pghad.decide.model import Decision, Memory
 from pghad.decide.observation import ClusterView, format_lsn
+from pghad.decide.promotions import Promotion
 
 
 def node_status(
@@ -54,7 +55,7 @@ def status_body(
     view: ClusterView,
     decision: Decision | None,
     operation: str | None,
-    history: list[dict[str, object]],
+    history: list[Promotion],
     paused: bool = False,
     lagging: frozenset[str] = frozenset(),
     archive: dict[str, Any] | None = None,
@@ -71,7 +72,7 @@ def status_body(
         "paused": paused,
         "decision": {"code": decision.code, "reason": decision.reason} if decision else None,
         "operation": operation,
-        "last_failover": history[-1] if history else None,
+        "last_failover": history[-1].to_json() if history else None,
         "nodes": node_status(config, memory, view, lagging),
         "archive": archive,
     }

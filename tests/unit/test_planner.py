@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from pghad.backup.planner import Requested, choose
 from pghad.backup.steps import promotion_since
 from pghad.daemon.memory_file import load_history, save_memory
 from pghad.decide.model import Memory
+from pghad.decide.promotions import Promotion, PromotionCause
 
 DAY1 = date(2026, 3, 1)
 
@@ -73,16 +75,13 @@ def test_requested_and_broken_chains_say_so() -> None:
 
 
 def test_the_promotion_comes_from_the_daemons_history(tmp_path: Path) -> None:
-    history: list[dict[str, object]] = [
-        {"at": "2026-03-01T05:00:00+00:00", "cause": "switchover", "from": "a", "to": "b"}
-    ]
-    save_memory(tmp_path, Memory(primary="b"), history)
-    assert (
-        promotion_since(load_history(tmp_path), [FULL]) == "switchover"
-    )  # FULL started 02:00 that day
+    at = datetime(2026, 3, 1, 5, 0, tzinfo=UTC)
+    switchover = Promotion(at, PromotionCause.SWITCHOVER, "a", "b", 0.3, "switchover")
+    save_memory(tmp_path, Memory(primary="b"), [switchover])
+    history = load_history(tmp_path)
+    assert history == [switchover]
+    assert promotion_since(history, [FULL]) == "switchover"  # FULL started 02:00 that day
     later = record("g", DAY1 + timedelta(days=1), ("g",))
-    assert (
-        promotion_since(load_history(tmp_path), [FULL, later]) is None
-    )  # the backup came after it
-    save_memory(tmp_path, Memory(primary="b"), [{**history[0], "cause": "automatic"}])
-    assert promotion_since(load_history(tmp_path), [FULL]) == "failover"
+    assert promotion_since(history, [FULL, later]) is None  # the backup came after it
+    automatic = replace(switchover, cause=PromotionCause.AUTOMATIC)
+    assert promotion_since([automatic], [FULL]) == "failover"

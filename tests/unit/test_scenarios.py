@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pghad.act.procedures import OperationResult
 from pghad.act.requests import Failover, Switchover
 from pghad.api.client import format_status
 from pghad.config.model import load_config
@@ -157,7 +158,7 @@ def test_one_operation_at_a_time_and_the_trigger_waits(tmp_path: Path) -> None:
         await settle(daemon)
         await daemon.loop.tick()  # collects it; the trigger is taken now
         result = await asyncio.wait_for(first, 5)
-        assert result.new_primary == "b"
+        assert isinstance(result, OperationResult) and result.new_primary == "b"
         await rounds(daemon, clock, 5)  # b's new standby is made synchronous, then the trigger
         assert not trigger.exists()
 

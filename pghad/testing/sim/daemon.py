@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from pghad.act.procedures import OperationResult
 from pghad.act.requests import Failback, Failover, Request, Switchover
 from pghad.config.model import Config, load_config
 from pghad.daemon.app import Daemon
@@ -108,7 +109,7 @@ class DaemonProcess:
         daemon, self.daemon = self.daemon, None
         if daemon is None:
             return
-        tasks: list[asyncio.Task[Any]] = [self._task] if self._task else []
+        tasks: list[asyncio.Future[Any]] = [self._task] if self._task else []
         tasks += [e.task for e in daemon.loop.ops.running.values() if e.task is not None]
         tasks += list(daemon.loop._background)
         tasks += list(self._requests)
@@ -129,6 +130,7 @@ class DaemonProcess:
         self.env.operator_busy += 1
         try:
             result = await daemon.submit(REQUESTS[kind]())
+            assert isinstance(result, OperationResult)
             self.trace(f"operator {kind}: done, {result.new_primary} is the primary")
         except (PghadError, psycopg.Error, OSError) as exc:  # the API answers these as errors
             self.trace(f"operator {kind}: {type(exc).__name__}: {str(exc)[:100]}")

@@ -16,7 +16,7 @@ from pghad.agent.app import build_agent_app
 from pghad.agent.service import AgentService
 from pghad.api.guard import ACCEPT_BACKLOG, BoundedH11Protocol
 from pghad.api.limits import BodyGuard
-from pghad.config.model import Config, load_config
+from pghad.config.model import Config, load_config, validate_config
 from pghad.config.reload import changed
 from pghad.errors import ConfigError
 from pghad.record import logs
@@ -62,14 +62,17 @@ async def reload_agent(service: AgentService, config_path: Path) -> None:
     try:
         new = await asyncio.to_thread(load_config, config_path)
         check_agent_config(new, config_path, service.node.name)
+        token = new.agent.token
+        # Only the token and the log settings apply at run time; validated whole, as at start.
+        merged = running.model_dump()
+        merged["agent"]["token"] = token
+        merged["log"] = new.log.model_dump()
+        reloaded = validate_config(merged, str(config_path))
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc), kept="running config")
         return
     waiting = changed(running, new, RESTART_ONLY)
-    token = new.agent.token
-    service.config = running.model_copy(
-        update={"agent": running.agent.model_copy(update={"token": token}), "log": new.log}
-    )
+    service.config = reloaded
     logs.configure(new.log.format, new.log.level, [*_secrets(running), token])
     log.info("config_reloaded", node=service.node.name, needs_restart=waiting)
 

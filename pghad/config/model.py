@@ -26,6 +26,7 @@ from pghad.config.sections import (
     StateConfig,
 )
 from pghad.errors import ConfigError
+from pghad.system.net import is_loopback
 
 __all__ = [
     "AgentConfig",
@@ -254,19 +255,7 @@ def parse_config(text: str, source: str = "config.toml", base: Path | None = Non
     _apply_secret_env(raw)
     if base is not None:
         _resolve_paths(raw, base)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = _location(error["loc"], raw)
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown key (check its spelling against config.toml in the repository)"
-            elif error["type"] == "missing":
-                message = "required key is missing"
-            problems.append(f"{source}: {key}: {message}")
-        raise ConfigError("\n".join(problems)) from exc
+    return validate_config(raw, source)
 
 
 def load_config(path: Path | str) -> Config:
@@ -285,3 +274,29 @@ def load_config(path: Path | str) -> Config:
             f"{path}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
         ) from exc
     return parse_config(text, str(path), base=path.resolve().parent)
+
+
+def validate_config(raw: dict[str, object], source: str) -> Config:
+    """The one validation of a config, at start and on reload; errors name the key."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = _location(error["loc"], raw)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key (check its spelling against config.toml in the repository)"
+            elif error["type"] == "missing":
+                message = "required key is missing"
+            problems.append(f"{source}: {key}: {message}")
+        raise ConfigError("\n".join(problems)) from exc
+
+
+def require_api_token(config: Config, source: str) -> None:
+    """The API off loopback needs a token: at start and on every reload."""
+    if not is_loopback(config.api.bind) and not config.api.token:
+        raise ConfigError(
+            f"{source}: api.bind = {config.api.bind!r} is not a loopback address and "
+            "api.token is empty: set a token (or PGHAD_API_TOKEN) before exposing the API"
+        )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pghad.config.model import Config
+from typing import Any
+
+from pghad.config.model import Config, require_api_token, validate_config
 from pghad.errors import ConfigError
-from pghad.system.net import is_loopback
 
 # Settings bound at start: sockets, drivers, files, clients.
 RESTART_ONLY = (
@@ -16,6 +17,10 @@ RESTART_ONLY = (
     "redis.url",
     "redis.key_prefix",
     "cluster.name",  # every Redis hash carries it: a new name would disown the old ones
+)
+RESTART_NOTE = (
+    "on reload, nodes, pg_bin, the API's address, the state directory, Redis and the cluster "
+    "name keep their running values: they change with a restart"
 )
 
 
@@ -32,29 +37,23 @@ def changed(running: Config, new: Config, settings: tuple[str, ...]) -> list[str
 
 
 def merge_reloaded(running: Config, new: Config) -> tuple[Config, list[str]]:
-    """The config to run with now, and the changed settings that wait for a restart."""
+    """The config to run with now, and the changed settings that wait for a restart.
+
+    The merged config is validated whole, as at start: the running values of restart-only
+    settings put into the new file's, then every rule of the model checked again.
+    """
     needs_restart = changed(running, new, RESTART_ONLY)
-    merged = new.model_copy(
-        update={
-            "nodes": running.nodes,
-            "pg_bin": running.pg_bin,
-            "api": new.api.model_copy(update={"bind": running.api.bind, "port": running.api.port}),
-            "state": new.state.model_copy(update={"dir": running.state.dir}),
-            "redis": running.redis,
-            "cluster": new.cluster.model_copy(update={"name": running.cluster.name}),
-        }
-    )
-    if not is_loopback(merged.api.bind) and not merged.api.token:
-        # The rule checked at start holds on reload too: an empty token would open the API.
-        raise ConfigError(
-            f"api.token is empty while the API is bound to {merged.api.bind!r}, not a loopback "
-            "address: keep a token (or PGHAD_API_TOKEN) set"
-        )
-    names = [node.name for node in running.nodes]
-    preferred = merged.cluster.preferred_primary
-    if preferred is not None and preferred not in names:
-        raise ConfigError(
-            f"cluster.preferred_primary {preferred!r} is not one of the running nodes {names} "
-            "(nodes change only with a restart)"
-        )
-    return merged, needs_restart
+    merged: dict[str, Any] = new.model_dump()
+    kept = running.model_dump()
+    for dotted in RESTART_ONLY:
+        *tables, key = dotted.split(".")
+        target, source = merged, kept
+        for table in tables:
+            target, source = target[table], source[table]
+        target[key] = source[key]
+    try:
+        config = validate_config(merged, "reloaded config")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}\n({RESTART_NOTE})") from exc
+    require_api_token(config, "reloaded config")
+    return config, needs_restart

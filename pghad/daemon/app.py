@@ -15,7 +15,7 @@ import structlog
 
 from pghad.act.requests import Act, Failback, Lane, Request, Result
 from pghad.backup.model import BackupRecord
-from pghad.config.model import Config, load_config
+from pghad.config.model import Config, load_config, require_api_token
 from pghad.config.reload import merge_reloaded
 from pghad.daemon.loop import Loop
 from pghad.daemon.runtime import Runtime, make_nodes
@@ -29,7 +29,6 @@ from pghad.record.metrics import Metrics
 from pghad.record.recorder import Recorder
 from pghad.record.status import status_body
 from pghad.system import procs, trust
-from pghad.system.net import is_loopback
 from pghad.system.notify import SystemdNotifier
 from pghad.system.state_store import EventJournal, hold_daemon_lock
 
@@ -261,11 +260,7 @@ def raise_descriptor_limit() -> None:
 
 def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
-    if not is_loopback(config.api.bind) and not config.api.token:
-        raise ConfigError(
-            f"{config_path}: api.bind = {config.api.bind!r} is not a loopback address and "
-            "api.token is empty: set a token (or PGHAD_API_TOKEN) before exposing the API"
-        )
+    require_api_token(config, str(config_path))
     raise_descriptor_limit()
     logs.configure(config.log.format, config.log.level, config_secrets(config))
     trust.require_own_dirs(

@@ -14,7 +14,16 @@ import pghad
 
 PACKAGE = Path(pghad.__file__).parent
 TOP_MODULES = {"errors", "__init__", "__main__"}
-DECIDE_MAY_IMPORT = {"__future__", "collections", "dataclasses", "datetime", "enum", "math", "re", "typing"}
+DECIDE_MAY_IMPORT = {
+    "__future__",
+    "collections",
+    "dataclasses",
+    "datetime",
+    "enum",
+    "math",
+    "re",
+    "typing",
+}
 
 
 def part_of(module: str) -> str | None:

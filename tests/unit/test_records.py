@@ -89,7 +89,7 @@ def test_reload_refuses_a_preferred_primary_that_is_not_running(tmp_path: Path) 
     changed = fake_config_text(tmp_path, cluster='preferred_primary = "c"').replace(
         'name = "b"', 'name = "c"'
     )
-    with pytest.raises(ConfigError, match="preferred_primary 'c' is not one of the running"):
+    with pytest.raises(ConfigError, match=r"cluster\.preferred_primary 'c' is not one of"):
         merge_reloaded(running, parse_config(changed))
 
 

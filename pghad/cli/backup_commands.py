@@ -23,11 +23,11 @@ from pghad.backup.repository.streaming import streamed
 from pghad.backup.runner import BackupRunner
 from pghad.cli import common
 from pghad.config.model import Config
-from pghad.daemon.loop import local_now
 from pghad.daemon.memory_file import load_history
 from pghad.decide.observation import parse_lsn
 from pghad.errors import OperationRefused
 from pghad.system import trust
+from pghad.system.clock import local_now
 from pghad.system.pgbin import find_bin_dir
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from pghad.cli import common
 from pghad.cli.check import Level, run_checks
 from pghad.config.model import Config, load_config
-from pghad.daemon.loop import local_now
 from pghad.errors import ConfigError
+from pghad.system.clock import local_now
 
 MARKS = {Level.OK: "ok  ", Level.WARN: "warn", Level.FAIL: "FAIL"}
 

@@ -44,6 +44,7 @@ from pghad.decide.promotions import Promotion, PromotionCause
 from pghad.errors import NodeError, OperationRefused, PghadError
 from pghad.observe.observer import Observer
 from pghad.record.recorder import Recorder
+from pghad.system.clock import local_now
 
 SUSPECT_PROBE_INTERVAL_S = 0.1
 # While the primary is suspect, a round decides on what has answered by then: a silent host's
@@ -52,10 +53,6 @@ SUSPECT_ROUND_DEADLINE_S = 0.15
 PERSIST_BOUND_S = 5.0
 # Actions that should fix a node for good: retried only after a backoff, even when "ok".
 SETTLING = (Rejoin, StartStandby, StartPrimary)
-
-
-def local_now() -> datetime:
-    return datetime.now().astimezone()
 
 
 class Loop:

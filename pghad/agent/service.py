@@ -17,7 +17,14 @@ from pghad.nodes.agent import AgentClient
 from pghad.nodes.local import LocalDriver
 
 from .contact import ContactFile, contact_path
-from .guard import ISOLATED, fence_reason, peer_silence, server_back
+from .guard import (
+    ISOLATED,
+    daemon_silence,
+    fence_reason,
+    heartbeat_chance,
+    peer_silence,
+    server_back,
+)
 from .lease import Lease
 from .peer_agent import PeerAgentWatch
 from .watch import LOCAL_QUERY, PEER_QUERY, Watch
@@ -75,6 +82,7 @@ class AgentService:
         for watch in (self.peer_watch, self.peer_agent):
             if watch is not None and self.peer_heard_before is not None:
                 watch.answer.answered_at = self.peer_heard_before
+                watch.answer.asked_since = self.started_at
         self.self_fenced: str | None = None
         self.fenced_isolated = False  # fenced for want of the daemon and peer, not superseded
         self._fenced_at = 0.0
@@ -141,8 +149,8 @@ class AgentService:
             self.self_fence_after = self_fence_after
 
     def daemon_silent_for(self, now: float) -> float:
-        silent = self.lease.silent_for(now)
-        return silent if silent is not None else now - self.started_at
+        chance = heartbeat_chance(self.config.cluster.probe_interval)
+        return daemon_silence(self.lease.renewed_at, self.started_at, now, chance)
 
     def peer_silent_for(self, now: float) -> float | None:
         agent = self.peer_agent.answer if self.peer_agent is not None else None

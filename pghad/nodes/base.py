@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from pghad.cluster.observation import ServerState, Witness
+from pghad.cluster.observation import ControlData, ServerState, Witness
 from pghad.config import NodeConfig
 
 
@@ -50,6 +50,11 @@ class NodeDriver(Protocol):
 
     async def checkpoint_lsn(self) -> str:
         """The stopped server's latest checkpoint location (pg_controldata)."""
+        ...
+
+    async def control_data(self) -> ControlData:
+        """The stopped server's pg_control: how it stopped (in recovery or as a primary), its
+        timeline and checkpoint (pg_controldata, as the data directory's owner)."""
         ...
 
     def witness(self) -> Witness | None:

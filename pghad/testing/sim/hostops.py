@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from pghad.cluster.observation import format_lsn
+from pghad.cluster.observation import ControlData, format_lsn
 from pghad.errors import NodeError
 
 from .network import Network
@@ -100,6 +100,14 @@ class Hosts:
         if self.net.round_trip(name, source) is None or not origin.up:
             raise NodeError(f"{name}: {kind}: could not connect to {source}")
         return origin
+
+    def control_data(self, name: str) -> ControlData:
+        """pg_controldata of a stopped server: it stopped in recovery or as a primary."""
+        server = self.servers[name]
+        if server.running or not server.has_data:
+            raise NodeError(f"{name}: pg_controldata: the server runs, or no data directory")
+        state = "shut down in recovery" if server.in_recovery else "shut down"
+        return ControlData(state, server.timeline, lsn_of(max(0, len(server.wal) - 1)))
 
     def checkpoint_lsn(self, name: str) -> str:
         server = self.servers[name]

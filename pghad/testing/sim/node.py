@@ -12,11 +12,18 @@ import dataclasses
 
 import psycopg
 
-from pghad.cluster.observation import NodeObservation, ReplicaInfo, ServerState, Witness
+from pghad.cluster.observation import (
+    ControlData,
+    NodeObservation,
+    ReplicaInfo,
+    ServerState,
+    Witness,
+)
 from pghad.cluster.sync_names import render, waited_for
 from pghad.config import NodeConfig
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
+from pghad.nodes.node import read_control
 
 from .agent import Refused, server_state
 from .env import POLL_S, Env
@@ -104,10 +111,13 @@ class SimDriver:
     async def stop(self, mode: str = "fast") -> None:
         await self._agent("stop", AGENT_CALL_S["stop"])
         await self.env.hosts.stop(self._node.name)
+        self.env.on_stop(self._node.name, self.env.operator_busy > 0)
 
     async def fence(self) -> str:
         await self._agent("fence", AGENT_CALL_S["fence"])
-        return self.env.hosts.fence(self._node.name)
+        done = self.env.hosts.fence(self._node.name)
+        self.env.on_stop(self._node.name, self.env.operator_busy > 0)
+        return done
 
     async def rewind(self, source: NodeConfig) -> None:
         await self._agent("rewind", AGENT_CALL_S["rewind"])
@@ -120,6 +130,10 @@ class SimDriver:
     async def checkpoint_lsn(self) -> str:
         await self._agent("checkpoint_lsn", AGENT_CALL_S["fence"], change=False)
         return self.env.hosts.checkpoint_lsn(self._node.name)
+
+    async def control_data(self) -> ControlData:
+        await self._agent("control", AGENT_CALL_S["fence"], change=False)
+        return self.env.hosts.control_data(self._node.name)
 
 
 class SimNode:
@@ -160,7 +174,12 @@ class SimNode:
         except Exception:  # as PgNode: a driver that cannot tell never costs the SQL probe
             state = ServerState.UNKNOWN
         observed = await sql
-        return dataclasses.replace(observed, server=state, witness=self.process.witness())
+        control = None
+        if state is ServerState.STOPPED and not observed.reachable:
+            control = await read_control(self.process, timeout)
+        return dataclasses.replace(
+            observed, server=state, witness=self.process.witness(), control=control
+        )
 
     async def _probe(self, timeout: float) -> NodeObservation:
         try:

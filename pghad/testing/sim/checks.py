@@ -211,7 +211,9 @@ class Checker:
     def final(self, now: float, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
         ackers = [n for n, s in servers.items() if can_acknowledge(s, servers)]
         if len(ackers) != 1:
-            synced = {a.commit for a in acked if a.kind is Ack.SYNC} - self.destroyed
+            # Commits lost with a data directory count here too: a standby that lacks them is
+            # not promoted automatically (an operator may, with force).
+            synced = {a.commit for a in acked if a.kind is Ack.SYNC}
             whole = [n for n, s in servers.items() if s.has_data and synced <= set(s.wal)]
             if whole:  # a server that holds every acknowledged commit could be the primary
                 self.flag(

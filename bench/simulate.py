@@ -44,11 +44,13 @@ def main() -> int:
         return 1 if result.failed else 0
     started = time.monotonic()
     kinds: dict[str, int] = {}
-    reported: list[int] = []  # seeds whose run lost a cancel-acknowledged commit
+    # Seeds by what they report apart: a lost cancel-acknowledged commit (`lost_cancel_ack`),
+    # commits whose only copy went with a lost data directory (`lost_with_disk`).
+    reported: dict[str, list[int]] = {}
 
     def note(result: Result) -> None:
-        if result.reports:
-            reported.append(result.schedule.seed)
+        for kind in sorted({r.kind for r in result.reports}):
+            reported.setdefault(kind, []).append(result.schedule.seed)
 
     summary = None
     for current, found in search(args.seed, args.schedules, note):
@@ -63,10 +65,11 @@ def main() -> int:
             break
     assert summary is not None
     wall = time.monotonic() - started
+    apart = ", ".join(f"{kind} {len(seeds)} {seeds[:10]}" for kind, seeds in reported.items())
     print(
         f"\nschedules run: {summary.schedules}, simulated hours: {summary.simulated_s / 3600:.2f}, "
         f"wall time: {wall:.1f} s, violations: {sum(kinds.values())} {kinds or ''}; "
-        f"schedules that lost a cancel-acknowledged commit (reported apart): {len(reported)}"
+        f"reported apart (schedules): {apart or 'none'}"
     )
     return 1 if kinds else 0
 

@@ -7,6 +7,7 @@ token; changes also need the lease holder's id in X-Pghad-Holder while a lease i
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import time
 from typing import Annotated, Any
@@ -173,6 +174,12 @@ async def clone(service: Service, body: Source) -> dict[str, Any]:
 @router.get("/checkpoint_lsn", dependencies=authorized)
 async def checkpoint_lsn(service: Service) -> dict[str, Any]:
     return {"lsn": await service.driver.checkpoint_lsn()}
+
+
+@router.get("/control", dependencies=authorized)
+async def control(service: Service) -> dict[str, Any]:
+    """The stopped server's pg_control: how it stopped, its timeline and checkpoint."""
+    return dataclasses.asdict(await service.driver.control_data())
 
 
 async def _agent_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -26,6 +26,22 @@ def should_self_fence(
     )
 
 
+def heartbeat_chance(probe_interval: float) -> float:
+    """How long a restarted agent waits to hear the daemon's next heartbeat (one a round)."""
+    return probe_interval + 1.0
+
+
+def daemon_silence(renewed_at: float | None, started_at: float, now: float, chance: float) -> float:
+    """The daemon's silence: from its last heartbeat, or from the agent's start when there was
+    none. A heartbeat from before this start (the contact file) counts once the agent has had
+    `chance` seconds to hear the next one: an agent restarted while cut off fences on the
+    silence that began before it, but one restarted after a long stop of its own first listens
+    (the daemon may well be there)."""
+    if renewed_at is None or (renewed_at < started_at and now - started_at < chance):
+        return now - started_at
+    return now - renewed_at
+
+
 def superseded_by_peer(own: dict[str, Any] | None, peer: dict[str, Any] | None) -> bool:
     """This server and the peer's are both primaries and the peer's timeline is newer: the
     peer was promoted past this one, which must stop taking writes (the daemon may be cut off

@@ -10,7 +10,14 @@ from typing import Any
 import structlog
 
 from pghad.agent.contact import ContactFile, contact_path
-from pghad.agent.guard import ISOLATED, fence_reason, peer_silence, server_back
+from pghad.agent.guard import (
+    ISOLATED,
+    daemon_silence,
+    fence_reason,
+    heartbeat_chance,
+    peer_silence,
+    server_back,
+)
 from pghad.agent.lease import Lease
 from pghad.agent.peer_agent import PeerAgentWatch
 from pghad.agent.watch import LOCAL_QUERY, PEER_QUERY, Watch
@@ -74,6 +81,7 @@ class AgentService:
         for watch in (self.peer_watch, self.peer_agent):
             if watch is not None and self.peer_heard_before is not None:
                 watch.answer.answered_at = self.peer_heard_before
+                watch.answer.asked_since = self.started_at
         self.self_fenced: str | None = None
         self.fenced_isolated = False  # fenced for want of the daemon and peer, not superseded
         self._fenced_at = 0.0
@@ -140,8 +148,8 @@ class AgentService:
             self.self_fence_after = self_fence_after
 
     def daemon_silent_for(self, now: float) -> float:
-        silent = self.lease.silent_for(now)
-        return silent if silent is not None else now - self.started_at
+        chance = heartbeat_chance(self.config.cluster.probe_interval)
+        return daemon_silence(self.lease.renewed_at, self.started_at, now, chance)
 
     def peer_silent_for(self, now: float) -> float | None:
         agent = self.peer_agent.answer if self.peer_agent is not None else None

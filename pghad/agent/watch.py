@@ -39,14 +39,20 @@ class Answer:
     answered_at: float | None = None  # monotonic time of the last answer (or of the start)
     ever: bool = False
     error: str | None = None
+    # When this watch began asking (the agent's start), when `answered_at` is a contact from
+    # before it (kept in the contact file): answers are overdue only once the watch has had the
+    # time to get one, but the silence then counts from that earlier contact.
+    asked_since: float | None = None
 
     def silent_for(self, now: float, interval: float) -> float | None:
         """Seconds since the last answer, once answers are overdue (a query still waiting
-        counts: a cut link gives no error, only silence); None while they come in time."""
+        counts: a cut link gives no error, only silence); None while they come in time. A
+        query that failed is silence at once."""
         if self.answered_at is None:
             return None
         gap = now - self.answered_at
-        return gap if self.error is not None or gap > OVERDUE * interval + 1.0 else None
+        waited = now - max(self.answered_at, self.asked_since or self.answered_at)
+        return gap if self.error is not None or waited > OVERDUE * interval + 1.0 else None
 
 
 class Watch:

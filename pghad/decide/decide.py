@@ -47,6 +47,7 @@ DECISION_CODES = (
     "failover",
     "restarting_primary",
     "primary_superseded",
+    "starting_newest_primary",
     "primary_running",
     "paused",
     "standby_busy",

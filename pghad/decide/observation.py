@@ -46,6 +46,51 @@ class Witness:
     self_fenced: bool = False
 
 
+# pg_controldata's "Database cluster state" of a server that stopped while in recovery (cleanly,
+# or killed) and of one that stopped as a primary (cleanly, killed, or during crash recovery).
+STOPPED_IN_RECOVERY = frozenset({"shut down in recovery", "in archive recovery"})
+STOPPED_AS_PRIMARY = frozenset({"shut down", "in production", "in crash recovery"})
+
+
+@dataclass(frozen=True)
+class ControlData:
+    """A stopped server's own evidence, from its pg_control (pg_controldata): how it stopped,
+    and its timeline (the later of the latest checkpoint's and the minimum recovery point's)."""
+
+    state: str
+    timeline: int | None
+    checkpoint_lsn: int | None = None
+
+    @property
+    def was_standby(self) -> bool:
+        return self.state in STOPPED_IN_RECOVERY
+
+    @property
+    def was_primary(self) -> bool:
+        return self.state in STOPPED_AS_PRIMARY
+
+
+def parse_controldata(text: str) -> ControlData:
+    """pg_controldata's output (PostgreSQL 18, checked: "Database cluster state: shut down in
+    recovery", "Latest checkpoint's TimeLineID: 1", "Min recovery ending loc's timeline: 1")."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    timelines = [
+        int(fields[key])
+        for key in ("Latest checkpoint's TimeLineID", "Min recovery ending loc's timeline")
+        if fields.get(key, "").isdigit() and int(fields[key]) > 0
+    ]
+    location = fields.get("Latest checkpoint location")
+    return ControlData(
+        state=fields.get("Database cluster state", "unknown"),
+        timeline=max(timelines) if timelines else None,
+        checkpoint_lsn=parse_lsn(location) if location and "/" in location else None,
+    )
+
+
 @dataclass(frozen=True)
 class ReplicaInfo:
     """A row of pg_stat_replication on the primary."""
@@ -77,6 +122,8 @@ class NodeObservation:
     probe_duration_s: float = 0.0
     server: ServerState = ServerState.UNKNOWN
     witness: Witness | None = None
+    # Read from its pg_control while its driver says the server is stopped (else None).
+    control: ControlData | None = None
 
     @property
     def writable(self) -> bool:

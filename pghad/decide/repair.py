@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pghad.config.model import Config
 from pghad.decide.model import Action, Memory, Rejoin, StartPrimary, StartStandby
-from pghad.decide.observation import ClusterView, NodeObservation, ServerState
+from pghad.decide.observation import ClusterView, ControlData, NodeObservation, ServerState
 
 
 def repair_standby(
@@ -42,11 +42,45 @@ def repair_standby(
 NO_OTHER_PRIMARY = ("standby_unreachable", "standby_ineligible", "standby_witness_unknown")
 
 
+def stopped_control(obs: NodeObservation) -> ControlData | None:
+    """The pg_control evidence of a node whose server its driver says is stopped."""
+    if obs.reachable or obs.server is not ServerState.STOPPED:
+        return None
+    return obs.control
+
+
+def newest_stopped_primary(
+    view: ClusterView, primary: str, standby: str
+) -> tuple[str | None, str] | None:
+    """When both servers are stopped and both pg_control files were read: the node that stopped
+    as a primary on the newest timeline (None when none did, or two did on one timeline), with
+    the evidence; None when there is not that much evidence (then memory decides, cautiously).
+    A node that stopped in recovery was a standby: it is no newer primary, however it stopped."""
+    controls = {n: stopped_control(view[n]) for n in (primary, standby)}
+    if any(c is None or c.timeline is None for c in controls.values()):
+        return None
+    seen = ", ".join(f"{n}: {c.state} on timeline {c.timeline}" for n, c in controls.items() if c)
+    primaries = sorted(
+        ((c.timeline or 0, n) for n, c in controls.items() if c is not None and c.was_primary),
+        reverse=True,
+    )
+    newest = max(c.timeline or 0 for c in controls.values() if c is not None)
+    if not primaries or primaries[0][0] < newest:
+        return None, f"pg_control shows no primary on the newest timeline ({seen})"
+    if len(primaries) == 2 and primaries[0][0] == primaries[1][0]:
+        return None, f"pg_control shows both stopped as primaries on one timeline ({seen})"
+    return primaries[0][1], f"pg_control: {seen}"
+
+
 def superseded(memory: Memory, primary: str, standby: str, view: ClusterView) -> str | None:
     """Why `primary` may have been superseded by `standby` (then it is never started as a
     primary), or None when the evidence says the standby is not a primary."""
     if view[standby].server is ServerState.NO_DATA:
         return None  # whatever it was, it holds nothing now: `primary` is the only copy
+    evidence = newest_stopped_primary(view, primary, standby)
+    if evidence is not None:  # both servers' own word: it settles what memory cannot
+        newest, why = evidence
+        return None if newest == primary else why
     if memory.promoting is not None:
         return f"a promotion of {memory.promoting} was ordered and is not settled"
     if primary in memory.needs_rejoin:
@@ -84,6 +118,13 @@ def restart_primary(
         return "starting_standby", reason, StartStandby(standby, primary, reason)
     if obs.reachable or obs.server is not ServerState.STOPPED:
         return None
+    evidence = newest_stopped_primary(view, primary, standby)
+    if evidence is not None and evidence[0] == standby:
+        reason = (
+            f"{why}; {standby} stopped as the primary on the newest timeline ({evidence[1]}): "
+            f"starting {standby} as the primary, not {primary}"
+        )
+        return "starting_newest_primary", reason, StartPrimary(standby, reason)
     doubt = superseded(memory, primary, standby, view)
     if doubt is not None:
         reason = f"{why}; not starting {primary} as the primary: {doubt}"

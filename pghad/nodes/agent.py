@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pghad.config.model import AgentNodeConfig, Config, NodeConfig
-from pghad.decide.observation import ServerState, Witness
+from pghad.decide.observation import ControlData, ServerState, Witness
 from pghad.errors import ConfigError, NodeError
 from pghad.system.net import is_loopback
 
@@ -197,3 +197,12 @@ class AgentDriver:
 
     async def checkpoint_lsn(self) -> str:
         return str((await self.client.call("GET", "/checkpoint_lsn"))["lsn"])
+
+    async def control_data(self) -> ControlData:
+        body = await self.client.call("GET", "/control")
+        timeline, lsn = body.get("timeline"), body.get("checkpoint_lsn")
+        return ControlData(
+            state=str(body["state"]),
+            timeline=int(timeline) if timeline is not None else None,
+            checkpoint_lsn=int(lsn) if lsn is not None else None,
+        )

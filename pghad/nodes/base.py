@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pghad.config.model import NodeConfig
-from pghad.decide.observation import ServerState, Witness
+from pghad.decide.observation import ControlData, ServerState, Witness
 
 
 class Role(StrEnum):
@@ -50,6 +50,11 @@ class NodeDriver(Protocol):
 
     async def checkpoint_lsn(self) -> str:
         """The stopped server's latest checkpoint location (pg_controldata)."""
+        ...
+
+    async def control_data(self) -> ControlData:
+        """The stopped server's pg_control: how it stopped (in recovery or as a primary), its
+        timeline and checkpoint (pg_controldata, as the data directory's owner)."""
         ...
 
     def witness(self) -> Witness | None:

@@ -20,7 +20,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pghad.config.model import AuthConfig, DockerNodeConfig, NodeConfig
-from pghad.decide.observation import ServerState, Witness, format_lsn
+from pghad.decide.observation import (
+    ControlData,
+    ServerState,
+    Witness,
+    format_lsn,
+    parse_controldata,
+)
 from pghad.errors import NodeError, SetupError
 from pghad.nodes import nodeconf
 from pghad.nodes.base import Role
@@ -234,6 +240,10 @@ class DockerDriver:
             if line.startswith("Latest checkpoint location:"):
                 return line.split(":", 1)[1].strip()
         raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")
+
+    async def control_data(self) -> ControlData:
+        output = await self._one_off(f"LC_ALL=C pg_controldata {shlex.quote(str(self.data_dir))}")
+        return parse_controldata(output)
 
     def _read_checkpoint(self) -> int:
         stream, _stat = self._container().get_archive(f"{self.data_dir}/global/pg_control")

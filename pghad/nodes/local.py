@@ -14,7 +14,7 @@ from pathlib import Path
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from pghad.config.model import AuthConfig, LocalNodeConfig, NodeConfig
-from pghad.decide.observation import ServerState, Witness
+from pghad.decide.observation import ControlData, ServerState, Witness, parse_controldata
 from pghad.errors import NodeError
 from pghad.nodes import nodeconf
 from pghad.nodes.base import Role
@@ -233,6 +233,13 @@ class LocalDriver:
             if line.startswith("Latest checkpoint location:"):
                 return line.split(":", 1)[1].strip()
         raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")
+
+    async def control_data(self) -> ControlData:
+        # LC_ALL=C: the labels parsed are pg_controldata's untranslated ones.
+        result = await self._pg(
+            "pg_controldata", str(self.data_dir), timeout=30, env={"LC_ALL": "C"}
+        )
+        return parse_controldata(result.stdout)
 
     async def clone(self, source: NodeConfig) -> None:
         if await self.is_running():

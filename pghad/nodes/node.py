@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pghad.config.model import AuthConfig, NodeConfig
-from pghad.decide.observation import NodeObservation, ServerState
+from pghad.decide.observation import ControlData, NodeObservation, ServerState
 from pghad.nodes import sql as sqlops
 from pghad.nodes.base import NodeDriver
 from pghad.nodes.probe import probe_node
@@ -48,6 +48,15 @@ class Node(Protocol):
     async def checkpoint(self) -> None: ...
 
 
+async def read_control(driver: NodeDriver, timeout: float) -> ControlData | None:
+    """A stopped server's pg_control, or None when its driver cannot read it in time (the
+    decision then goes by memory, cautiously)."""
+    try:
+        return await asyncio.wait_for(driver.control_data(), timeout)
+    except Exception:  # evidence that cannot be had is no evidence; it never fails the probe
+        return None
+
+
 @dataclass
 class PgNode:
     config: NodeConfig
@@ -71,7 +80,12 @@ class PgNode:
         except Exception:  # a driver that cannot tell must never cost the SQL probe
             server = ServerState.UNKNOWN
         observed = await sql_probe
-        return dataclasses.replace(observed, server=server, witness=self.process.witness())
+        control = None
+        if server is ServerState.STOPPED and not observed.reachable:
+            control = await read_control(self.process, timeout)
+        return dataclasses.replace(
+            observed, server=server, witness=self.process.witness(), control=control
+        )
 
     async def promote(self, archive: bool = False) -> bool:
         return await sqlops.promote(self.config, self.auth, archive)

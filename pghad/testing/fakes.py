@@ -14,7 +14,13 @@ from pathlib import Path
 import psycopg
 
 from pghad.config.model import AuthConfig, Config, NodeConfig
-from pghad.decide.observation import NodeObservation, ReplicaInfo, ServerState, Witness
+from pghad.decide.observation import (
+    ControlData,
+    NodeObservation,
+    ReplicaInfo,
+    ServerState,
+    Witness,
+)
 from pghad.decide.sync_names import render, waited_for
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
@@ -78,7 +84,12 @@ class FakeNode:
     async def probe(self, timeout: float) -> NodeObservation:
         server = await self.server_state()
         if not (self.running and self.reachable):
-            return NodeObservation(self.name, False, error="connection refused", server=server)
+            control = None
+            if server is ServerState.STOPPED:
+                control = await self.control_data()
+            return NodeObservation(
+                self.name, False, error="connection refused", server=server, control=control
+            )
         replicas: tuple[ReplicaInfo, ...] = ()
         receiver = None
         if not self.in_recovery:
@@ -196,6 +207,12 @@ class FakeNode:
 
     def _copy(self, source: FakeNode) -> None:
         self.timeline, self.lsn, self.sync_names = source.timeline, source.lsn, source.sync_names
+
+    async def control_data(self) -> ControlData:
+        if not self.observable or self.running or not self.has_data:
+            raise NodeError(f"{self.name}: pg_control cannot be read")
+        state = "shut down in recovery" if self.in_recovery else "shut down"
+        return ControlData(state, self.timeline, self.lsn)
 
     async def checkpoint_lsn(self) -> str:
         self._host("checkpoint_lsn")

@@ -22,10 +22,12 @@ from pghad.decide.model import (
 )
 from pghad.decide.observation import (
     ClusterView,
+    ControlData,
     NodeObservation,
     ReplicaInfo,
     ServerState,
     Witness,
+    parse_controldata,
 )
 
 CONFIG_TEXT = """
@@ -98,11 +100,20 @@ def down(name: str, server: ServerState = ServerState.STOPPED) -> NodeObservatio
     return NodeObservation(name, False, error="Connection refused", server=server)
 
 
+def stopped(name: str, state: str, timeline: int) -> NodeObservation:
+    """A stopped server whose pg_control its driver read."""
+    return replace(down(name), control=ControlData(state, timeline))
+
+
 def view(*nodes: NodeObservation) -> ClusterView:
     return ClusterView({n.name: n for n in nodes})
 
 
 HEALTHY = Memory(state=ClusterState.HEALTHY, primary="a", standby_eligible=True)
+# A daemon restarted while the primary is down: it has seen no node since it started.
+DOWN_AFTER_RESTART = Memory(
+    state=ClusterState.PRIMARY_DOWN, primary="a", primary_down_since=0.0, standby_eligible=True
+)
 
 
 def test_starting_with_one_writable_node_makes_it_primary_and_enables_sync() -> None:
@@ -186,6 +197,68 @@ def test_a_stopped_primary_whose_standby_may_not_take_over_is_started_again() ->
         )
     )
     assert decide(view(down("a"), standby()), memory, manual, 50).code == "standby_ineligible"
+
+
+def test_stopped_servers_pg_control_settles_which_one_is_started_as_the_primary() -> None:
+    """A restarted daemon that never saw the standby: pg_control says how each server stopped.
+    The node that stopped as a primary on the newest timeline is started; never the other."""
+    fresh = replace(DOWN_AFTER_RESTART, primary="a")
+    # b stopped in recovery: it is a standby, so a (the primary on timeline 1) is started.
+    d = decide(
+        view(stopped("a", "in production", 1), stopped("b", "shut down in recovery", 1)),
+        fresh,
+        config(1),
+        50,
+    )
+    assert d.code == "restarting_primary" and d.actions == (StartPrimary("a", d.reason),)
+    # b was promoted (timeline 2) and stopped: b is started, whatever memory recorded.
+    d = decide(
+        view(stopped("a", "shut down", 1), stopped("b", "shut down", 2)),
+        replace(fresh, seen_in_recovery=frozenset({"b"})),
+        config(1),
+        50,
+    )
+    assert d.code == "starting_newest_primary" and d.actions == (StartPrimary("b", d.reason),)
+    # a was rewound under b (a standby now) and b's pg_control cannot be read: a is not started.
+    d = decide(view(stopped("a", "shut down in recovery", 2), down("b")), fresh, config(1), 50)
+    assert d.code == "primary_superseded" and d.actions == ()
+    # Two primaries on one timeline (pg_control not past the promotion): nothing is started.
+    d = decide(
+        view(stopped("a", "in production", 1), stopped("b", "in production", 1)),
+        fresh,
+        config(1),
+        50,
+    )
+    assert d.code == "primary_superseded" and d.actions == ()
+    # A promotion ordered but the standby stopped in recovery: it did not take effect.
+    ordered = replace(fresh, promoting="b", needs_rejoin=frozenset({"a"}))
+    d = decide(
+        view(stopped("a", "in production", 1), stopped("b", "shut down in recovery", 1)),
+        ordered,
+        config(1),
+        50,
+    )
+    assert d.code == "restarting_primary" and d.actions == (StartPrimary("a", d.reason),)
+
+
+def test_pg_controldata_output_is_read_as_postgresql_18_prints_it() -> None:
+    text = """pg_control version number:            1800
+Database cluster state:               shut down in recovery
+Latest checkpoint location:           0/2000080
+Latest checkpoint's TimeLineID:       1
+Latest checkpoint's PrevTimeLineID:   1
+Minimum recovery ending location:     0/3000000
+Min recovery ending loc's timeline:   2
+"""
+    control = parse_controldata(text)
+    assert control == ControlData("shut down in recovery", 2, 0x2000080)
+    assert control.was_standby and not control.was_primary
+    killed = parse_controldata(
+        "Database cluster state:  in production\n"
+        "Latest checkpoint's TimeLineID:       3\n"
+        "Min recovery ending loc's timeline:   0\n"
+    )
+    assert killed == ControlData("in production", 3) and killed.was_primary
 
 
 def test_standby_still_receiving_wal_means_the_primary_is_alive() -> None:

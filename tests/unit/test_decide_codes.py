@@ -25,7 +25,7 @@ from pghad.decide.model import (
 )
 from pghad.decide.observation import ClusterView, NodeObservation, ServerState, Witness
 
-from .test_decide import HEALTHY, config, down, primary, standby, view
+from .test_decide import HEALTHY, config, down, primary, standby, stopped, view
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
 UNSEEN = ServerState.UNKNOWN
@@ -92,6 +92,12 @@ ROWS = {
         now=50.0,
     ),
     "primary_superseded": Row(view(down("a"), down("b")), DOWN_PAST, now=50.0),
+    "starting_newest_primary": Row(
+        view(stopped("a", "in production", 1), stopped("b", "shut down", 2)),
+        DOWN_PAST,
+        (StartPrimary,),
+        now=50.0,
+    ),
     "primary_running": Row(view(down("a", ServerState.RUNNING), standby()), DOWN_PAST, now=50.0),
     "standby_not_in_recovery": Row(
         view(down("a"), NodeObservation("b", True)), DOWN_PAST, now=50.0

@@ -48,6 +48,34 @@ def test_a_primary_waiting_for_its_standby_does_not_count_as_acknowledging() -> 
     assert check.violations == []
 
 
+def test_a_primary_pghad_stopped_for_an_operator_is_not_up_but_a_running_one_is() -> None:
+    net = Network(random.Random(1))
+    servers, check = two_servers(), checker()
+    check.step(START + 5, servers, net, [], True)
+    check.promoted(START + 5, "b", servers, net)  # a runs and is reached: needless
+    assert [v.kind for v in check.violations] == ["needless_failover"]
+    servers, check = two_servers(), checker()
+    check.step(START + 1, servers, net, [], True)
+    servers["a"].halt()  # a switchover's stop, whose promotion then timed out
+    check.health["a"].stopped_by_operation = True
+    check.step(START + 5, servers, net, [], True)
+    check.promoted(START + 40, "b", servers, net)
+    assert check.violations == []
+
+
+def test_commits_whose_only_copy_was_lost_with_a_disk_are_reported_not_counted() -> None:
+    servers = two_servers()
+    acked = [Acked(1, "a", START, Ack.SYNC), Acked(2, "a", START, Ack.SYNC)]
+    servers["a"].wal, servers["b"].wal = [1, 2], [1]
+    check = checker()
+    servers["a"].halt()
+    servers["a"].has_data = False
+    check.data_lost(servers, acked)  # #2 was on a alone
+    servers["b"].in_recovery = False
+    check.final(START + 5, servers, acked)
+    assert check.violations == [] and [r.kind for r in check.reports] == ["lost_with_disk"]
+
+
 def test_acknowledged_commits_missing_from_the_final_primary_are_counted_by_kind() -> None:
     servers = two_servers()
     servers["a"].wal = [1, 2]
@@ -115,14 +143,6 @@ def test_the_hand_found_cases_of_issue_19_hold(name: str) -> None:
     assert result.violations == (), "\n".join(result.trace)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19: 11 of these 150 schedules still flag a violation: 9 needless_failover "
-    "where the daemon finishes a switchover whose promote timed out (the check counts the "
-    "primary pghad itself stopped as up: arguable), seed 10 (an agent restarted after a long "
-    "stop fences at once on its stale contact times), seed 63 (a blip fails over when the "
-    "daemon cannot reach the fenced primary's agent); bench/results/simulation.md",
-)
 def test_a_fixed_budget_of_random_schedules_holds() -> None:
     failures = [
         r for r in map(run_seed, range(CI_FIRST_SEED, CI_FIRST_SEED + CI_SCHEDULES)) if r.failed

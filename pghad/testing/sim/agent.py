@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pghad.agent.guard import ISOLATED, SUPERSEDED, fence_reason, peer_silence, server_back
+from pghad.agent.guard import (
+    ISOLATED,
+    SUPERSEDED,
+    daemon_silence,
+    fence_reason,
+    heartbeat_chance,
+    peer_silence,
+    server_back,
+)
 from pghad.agent.lease import Lease
 from pghad.agent.watch import Answer
 from pghad.decide.observation import ServerState
@@ -61,7 +69,9 @@ class Seen:
 
 def since(now: float, before: float | None = None) -> Seen:
     """A watch silent since the agent's start (or since the contact its file kept)."""
-    return Seen(Answer(answered_at=before if before is not None else now))
+    if before is None:
+        return Seen(Answer(answered_at=now))
+    return Seen(Answer(answered_at=before, asked_since=now))
 
 
 @dataclass
@@ -72,6 +82,7 @@ class SimAgent:
     self_fence_after: float  # its own config's, until the daemon's first heartbeat
     started_at: float
     contact: Contact
+    probe_interval: float  # the daemon's: it heartbeats once a round
     lease: Lease = field(default_factory=Lease)
     local: Seen = field(default_factory=Seen)
     peer_watch: Seen = field(default_factory=Seen)
@@ -83,9 +94,17 @@ class SimAgent:
 
     @classmethod
     def start(
-        cls, node: str, peer: str, interval: float, after: float, *, now: float, contact: Contact
+        cls,
+        node: str,
+        peer: str,
+        interval: float,
+        after: float,
+        *,
+        now: float,
+        contact: Contact,
+        probe_interval: float,
     ) -> SimAgent:
-        agent = cls(node, peer, interval, after, now, contact, next_check=now)
+        agent = cls(node, peer, interval, after, now, contact, probe_interval, next_check=now)
         agent.lease.renewed_at = contact.daemon
         agent.local = since(now)
         agent.peer_watch = since(now, contact.peer)
@@ -125,8 +144,8 @@ class SimAgent:
             self.peer_agent.failed("its agent does not reach this node's server", now)
         else:
             self.peer_agent.answered({"peer_reachable": True}, now)
-        daemon = self.lease.silent_for(now)
-        daemon = daemon if daemon is not None else now - self.started_at
+        chance = heartbeat_chance(self.probe_interval)
+        daemon = daemon_silence(self.lease.renewed_at, self.started_at, now, chance)
         silent = self.peer_silent_for(now)
         heard = [a.answered_at for a in (self.peer_watch.answer, self.peer_agent.answer) if a.ever]
         self.contact.daemon = self.lease.renewed_at

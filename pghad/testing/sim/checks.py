@@ -42,6 +42,12 @@ class Health:
     """A node as the faults leave it, whatever pghad did to it."""
 
     down_by_fault: bool = False  # crashed, stopped or lost by the schedule (until pghad starts it)
+    # Stopped by pghad as a step of an operator's operation (a switchover stops the old primary
+    # on purpose): not up, until it runs again.
+    stopped_by_operation: bool = False
+    # Fenced by its own agent for want of the daemon and the peer (a justified fence: a needless
+    # one is flagged apart), until it runs again. pghad starts it again only through that agent.
+    fenced_by_agent: bool = False
     ok_since: float = 0.0
     bad_since: float | None = None
     last_episode: tuple[float, float] | None = None
@@ -59,6 +65,9 @@ class Checker:
         self.relax_after = relax_after
         self.health = {name: Health(ok_since=now) for name in nodes}
         self.primary: str | None = None  # the last server seen writable alone
+        # Acknowledged commits whose every copy went with a lost data directory: nothing could
+        # have kept them (reported apart, not counted as lost by pghad).
+        self.destroyed: set[int] = set()
         self.violations: list[Violation] = []
         # Not violations: what PostgreSQL itself does not promise (a cancelled wait's commit).
         self.reports: list[Violation] = []
@@ -69,8 +78,18 @@ class Checker:
 
     def env_ok(self, name: str, servers: Mapping[str, SimServer], net: Network) -> bool:
         peer = next(n for n in servers if n != name)
+        health = self.health[name]
         reachable = net.usable(DAEMON, name) or net.usable(peer, name)
-        return not (self.health[name].down_by_fault or servers[name].frozen) and reachable
+        # A self-fenced server the daemon cannot reach is down for pghad (as after a crash): only
+        # its agent, on that host, can start it again.
+        fenced = health.fenced_by_agent and not net.usable(DAEMON, name)
+        down = health.down_by_fault or health.stopped_by_operation or fenced
+        return not (down or servers[name].frozen) and reachable
+
+    def server_running(self, name: str) -> None:
+        """`name`'s server runs (again): whatever stopped it is over."""
+        health = self.health[name]
+        health.down_by_fault = health.stopped_by_operation = health.fenced_by_agent = False
 
     def step(
         self,
@@ -174,6 +193,12 @@ class Checker:
                     f"(threshold {self.threshold:g}s)",
                 )
 
+    def data_lost(self, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
+        """A data directory was just lost: the acknowledged commits no server holds now are gone
+        with it, whatever pghad does."""
+        held = {c for s in servers.values() if s.has_data for c in s.wal}
+        self.destroyed |= {a.commit for a in acked if a.commit not in held}
+
     def self_fenced(self, now: float, node: str, peer_answerable_since: float | None) -> None:
         if peer_answerable_since is not None and now - peer_answerable_since >= 2.0:
             self.flag(
@@ -186,6 +211,8 @@ class Checker:
     def final(self, now: float, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
         ackers = [n for n, s in servers.items() if can_acknowledge(s, servers)]
         if len(ackers) != 1:
+            # Commits lost with a data directory count here too: a standby that lacks them is
+            # not promoted automatically (an operator may, with force).
             synced = {a.commit for a in acked if a.kind is Ack.SYNC}
             whole = [n for n, s in servers.items() if s.has_data and synced <= set(s.wal)]
             if whole:  # a server that holds every acknowledged commit could be the primary
@@ -196,8 +223,22 @@ class Checker:
                 )
             return
         held = set(servers[ackers[0]].wal)
+        destroyed = [a for a in acked if a.commit in self.destroyed and a.commit not in held]
+        if destroyed:
+            self.reports.append(
+                Violation(
+                    now,
+                    "lost_with_disk",
+                    f"{len(destroyed)} acknowledged commits existed only on a data directory "
+                    f"that was lost (first: #{destroyed[0].commit} on {destroyed[0].server})",
+                )
+            )
         for kind, name in ((Ack.SYNC, "lost_commit"), (Ack.CANCELLED, "lost_cancel_ack")):
-            lost = [a for a in acked if a.kind is kind and a.commit not in held]
+            lost = [
+                a
+                for a in acked
+                if a.kind is kind and a.commit not in held and a.commit not in self.destroyed
+            ]
             if lost:
                 first = lost[0]
                 found = Violation(

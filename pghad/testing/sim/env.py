@@ -24,6 +24,8 @@ class Env:
     agents: dict[str, SimAgent | None] = field(default_factory=dict)
     operator_busy: int = 0  # operator requests under way (their promotions are not failovers)
     on_promote: Callable[[str, bool], None] = lambda node, operator: None
+    # The daemon's driver stopped or fenced a server (during an operator's request: `operator`).
+    on_stop: Callable[[str, bool], None] = lambda node, operator: None
 
     async def reach(self, src: str, dst: str, timeout: float) -> bool:
         """Wait until a request from `src` gets an answer from `dst` (TCP retries through loss

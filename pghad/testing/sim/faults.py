@@ -75,7 +75,9 @@ class Faults:
                     self._later(end, f"thaw {name}", lambda: self._thaw(name))
             case "crash" | "lose_data":
                 server.halt()
-                server.has_data = server.has_data and fault.kind == "crash"
+                if fault.kind == "lose_data":
+                    server.has_data = False
+                    self.world.checker.data_lost(self.world.servers, self.world.writer.acked)
                 self.world.checker.health[name].down_by_fault = True
             case "stop":
                 self._spawn(self._stop(name))

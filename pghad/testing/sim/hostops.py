@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from pghad.decide.observation import format_lsn
+from pghad.decide.observation import ControlData, format_lsn
 from pghad.errors import NodeError
 from pghad.testing.sim.network import Network
 from pghad.testing.sim.server import Job, SimServer, Timings, lsn_of
@@ -99,6 +99,14 @@ class Hosts:
         if self.net.round_trip(name, source) is None or not origin.up:
             raise NodeError(f"{name}: {kind}: could not connect to {source}")
         return origin
+
+    def control_data(self, name: str) -> ControlData:
+        """pg_controldata of a stopped server: it stopped in recovery or as a primary."""
+        server = self.servers[name]
+        if server.running or not server.has_data:
+            raise NodeError(f"{name}: pg_controldata: the server runs, or no data directory")
+        state = "shut down in recovery" if server.in_recovery else "shut down"
+        return ControlData(state, server.timeline, lsn_of(max(0, len(server.wal) - 1)))
 
     def checkpoint_lsn(self, name: str) -> str:
         server = self.servers[name]

@@ -13,10 +13,17 @@ import dataclasses
 import psycopg
 
 from pghad.config.model import NodeConfig
-from pghad.decide.observation import NodeObservation, ReplicaInfo, ServerState, Witness
+from pghad.decide.observation import (
+    ControlData,
+    NodeObservation,
+    ReplicaInfo,
+    ServerState,
+    Witness,
+)
 from pghad.decide.sync_names import render, waited_for
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
+from pghad.nodes.node import read_control
 from pghad.testing.sim.agent import Refused, server_state
 from pghad.testing.sim.env import POLL_S, Env
 from pghad.testing.sim.network import DAEMON
@@ -103,10 +110,13 @@ class SimDriver:
     async def stop(self, mode: str = "fast") -> None:
         await self._agent("stop", AGENT_CALL_S["stop"])
         await self.env.hosts.stop(self._node.name)
+        self.env.on_stop(self._node.name, self.env.operator_busy > 0)
 
     async def fence(self) -> str:
         await self._agent("fence", AGENT_CALL_S["fence"])
-        return self.env.hosts.fence(self._node.name)
+        done = self.env.hosts.fence(self._node.name)
+        self.env.on_stop(self._node.name, self.env.operator_busy > 0)
+        return done
 
     async def rewind(self, source: NodeConfig) -> None:
         await self._agent("rewind", AGENT_CALL_S["rewind"])
@@ -119,6 +129,10 @@ class SimDriver:
     async def checkpoint_lsn(self) -> str:
         await self._agent("checkpoint_lsn", AGENT_CALL_S["fence"], change=False)
         return self.env.hosts.checkpoint_lsn(self._node.name)
+
+    async def control_data(self) -> ControlData:
+        await self._agent("control", AGENT_CALL_S["fence"], change=False)
+        return self.env.hosts.control_data(self._node.name)
 
 
 class SimNode:
@@ -159,7 +173,12 @@ class SimNode:
         except Exception:  # as PgNode: a driver that cannot tell never costs the SQL probe
             state = ServerState.UNKNOWN
         observed = await sql
-        return dataclasses.replace(observed, server=state, witness=self.process.witness())
+        control = None
+        if state is ServerState.STOPPED and not observed.reachable:
+            control = await read_control(self.process, timeout)
+        return dataclasses.replace(
+            observed, server=state, witness=self.process.witness(), control=control
+        )
 
     async def _probe(self, timeout: float) -> NodeObservation:
         try:

@@ -18,7 +18,13 @@ from pghad.testing.sim.hostops import Hosts
 from pghad.testing.sim.network import Network
 from pghad.testing.sim.schedule import NODES, Schedule
 from pghad.testing.sim.server import SimServer, Timings
-from pghad.testing.sim.settings import RELAX_AFTER_S, config_text, fence_after, quiet_logs
+from pghad.testing.sim.settings import (
+    PROBE_INTERVAL_S,
+    RELAX_AFTER_S,
+    config_text,
+    fence_after,
+    quiet_logs,
+)
 from pghad.testing.sim.vloop import START, VirtualClock, run_virtual
 
 STEP_S = 0.1
@@ -58,6 +64,7 @@ class World:
         hosts = Hosts(self.servers, self.net, timings, self.clock, self._marker)
         self.env = Env(self.servers, self.net, hosts, timings, self.clock)
         self.env.on_promote = self._promoting
+        self.env.on_stop = self._stopped
         self._markers = 0
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = state_dir / "state.json"
@@ -80,7 +87,13 @@ class World:
         peer = next(n for n in NODES if n != name)
         contact = self.contacts.setdefault(name, Contact())
         return SimAgent.start(
-            name, peer, AGENT_INTERVAL_S, self.fence_after, now=self.clock(), contact=contact
+            name,
+            peer,
+            AGENT_INTERVAL_S,
+            self.fence_after,
+            now=self.clock(),
+            contact=contact,
+            probe_interval=PROBE_INTERVAL_S,
         )
 
     def _hot_loop(self, rounds: int) -> None:
@@ -103,6 +116,10 @@ class World:
         self.note(f"promote of {node} requested" + (" (operator)" if operator else ""))
         if not operator:
             self.checker.promoted(self.clock(), node, self.servers, self.net)
+
+    def _stopped(self, node: str, operator: bool) -> None:
+        if operator and not self.servers[node].running:
+            self.checker.health[node].stopped_by_operation = True
 
     # ---- running ------------------------------------------------------------------------
 
@@ -142,7 +159,7 @@ class World:
             )
             server.stream(upstream if server.in_recovery else None, link, now, self.env.timings)
             if server.running:
-                self.checker.health[server.name].down_by_fault = False
+                self.checker.server_running(server.name)
         self.writer.attempt(self.servers, self.net, now)
         acks = self.writer.settle(self.servers, self.net, now)
         self._agents(now)
@@ -169,6 +186,7 @@ class World:
                 if why == SILENCE:  # fencing a superseded primary is right whoever answers
                     self.checker.self_fenced(now, name, self._answerable[name])
                 self.env.hosts.fence(name)
+                self.checker.health[name].fenced_by_agent = why == SILENCE
 
     def _note_changes(self) -> None:
         for name, server in self.servers.items():

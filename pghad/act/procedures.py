@@ -17,6 +17,7 @@ import psycopg
 
 from pghad.act.executor import Executor, FenceFailed, rejoin
 from pghad.config.model import Config
+from pghad.decide.codes import DecisionCode
 from pghad.decide.observation import ClusterView, parse_lsn
 from pghad.decide.policy import refuse_promotion
 from pghad.decide.promotions import PromotionCause
@@ -177,8 +178,8 @@ class Procedures:
             )
         standby = candidates[0]
         refusal = refuse_promotion(view, eligible, standby)
-        if refusal is not None and not (force and refusal[0] == "standby_ineligible"):
-            raise OperationRefused(refusal[1])
+        if refusal is not None and not (force and refusal.code is DecisionCode.STANDBY_INELIGIBLE):
+            raise OperationRefused(refusal.reason)
         started = time.monotonic()
         try:
             promoted = await self.executor.fence_and_promote(

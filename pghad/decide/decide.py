@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pghad.config.model import Config
+from pghad.decide.codes import DecisionCode
 from pghad.decide.eligibility import Link, asynchronous, relax_under_way, stalled_since, synchronous
 from pghad.decide.model import (
     Action,
@@ -29,37 +30,7 @@ from pghad.decide.sync_archive import archive_member, compose
 # as gone (its relax clock started when it stopped moving).
 STALL_GRACE_S = 1.0
 
-DECISION_CODES = (
-    "healthy",
-    "enabling_sync",
-    "sync_confirming",
-    "standby_catching_up",
-    "standby_not_sync",
-    "standby_missing",
-    "relaxing_sync",
-    "standby_down",
-    "standby_lagging",
-    "primary_changed",
-    "rejoining",
-    "rejoin_waiting",
-    "starting_standby",
-    "primary_down",
-    "failover",
-    "restarting_primary",
-    "primary_superseded",
-    "starting_newest_primary",
-    "primary_running",
-    "paused",
-    "standby_busy",
-    "standby_unreachable",
-    "standby_not_in_recovery",
-    "standby_ineligible",
-    "primary_alive_for_standby",
-    "standby_witness_unknown",
-    "split_brain_fence",
-    "split_brain_unresolved",
-    "no_primary_known",
-)
+DECISION_CODES = tuple(DecisionCode)
 
 
 def decide(
@@ -150,10 +121,13 @@ def _with_primary(
     repair = repair_standby(view[standby], primary, standby in needs_rejoin, config)
     if repair is not None:
         if verdict.action is None:
-            code, reason = repair[0], repair[1]
-        actions += [repair[2]] if repair[2] else []
+            code, reason = repair.code, repair.reason
+        actions += [repair.action] if repair.action else []
     if changed_primary:
-        code, reason = "primary_changed", f"{primary} is now the primary (was {memory.primary})"
+        code, reason = (
+            DecisionCode.PRIMARY_CHANGED,
+            f"{primary} is now the primary (was {memory.primary})",
+        )
     new = Memory(
         state=ClusterState.HEALTHY if verdict.eligible else ClusterState.DEGRADED,
         primary=primary,
@@ -210,7 +184,7 @@ def _without_primary(
         return Decision(
             new,
             (),
-            "no_primary_known",
+            DecisionCode.NO_PRIMARY_KNOWN,
             f"no writable node and no recorded primary (reachable: {reachable}); "
             "not promoting anything: promote by hand or restore the primary",
         )
@@ -231,12 +205,12 @@ def _without_primary(
     }
     back = restart_self_fenced(view, memory, primary, standby, config)
     if back is not None and back.node not in busy:
-        return Decision(base, (back,), "restarting_primary", back.reason, details)
+        return Decision(base, (back,), DecisionCode.RESTARTING_PRIMARY, back.reason, details)
     if down_for < threshold:
         return Decision(
             base,
             (),
-            "primary_down",
+            DecisionCode.PRIMARY_DOWN,
             f"{primary} unreachable for {down_for:.1f} s of {threshold:g} s ({error})",
             details,
         )
@@ -254,9 +228,9 @@ def _without_primary(
             view, memory, primary=primary, standby=standby, refusal=refusal, config=config
         )
         if restart is not None:
-            code, why, action = restart
-            return Decision(base, (action,) if action else (), code, why, details)
-        return Decision(base, (), refusal[0], refusal[1], details)
+            actions = (restart.action,) if restart.action else ()
+            return Decision(base, actions, restart.code, restart.reason, details)
+        return Decision(base, (), refusal.code, refusal.reason, details)
     reason = (
         f"{primary} unreachable for {down_for:.1f} s (threshold {threshold:g} s, {error}); "
         f"{standby} is eligible: promoting it"
@@ -273,7 +247,7 @@ def _without_primary(
     # acknowledge alone either): the promotion does not wait for its fence.
     wait = view[primary].server is not ServerState.UNKNOWN or not config.cluster.synchronous
     promote = Promote(standby, primary, reason, wait_for_fence=wait)
-    return Decision(new, (promote,), "failover", reason, details)
+    return Decision(new, (promote,), DecisionCode.FAILOVER, reason, details)
 
 
 def _confirmed_timing(view: ClusterView, memory: Memory) -> tuple[tuple[str, float], ...]:

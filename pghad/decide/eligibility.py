@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pghad.decide.codes import DecisionCode
 from pghad.decide.model import SetSynchronous
 from pghad.decide.observation import ReplicaInfo, format_lsn
 
@@ -51,7 +52,7 @@ def stalled_since(
 @dataclass(frozen=True)
 class Verdict:
     eligible: bool
-    code: str
+    code: DecisionCode
     reason: str
     action: SetSynchronous | None = None
     watermark: int | None = None
@@ -61,7 +62,9 @@ def relax_under_way(link: Link) -> Verdict:
     """Commits may be acknowledged without the standby from the moment a relax lands: eligible
     again only after a new watermark, taken once no relax is under way."""
     return Verdict(
-        False, "relaxing_sync", f"relaxing synchronous replication: {link.standby} is ineligible"
+        False,
+        DecisionCode.RELAXING_SYNC,
+        f"relaxing synchronous replication: {link.standby} is ineligible",
     )
 
 
@@ -73,11 +76,11 @@ def synchronous(link: Link, relax_after: float) -> Verdict:
         flushed = replica.flush_lsn
         if watermark is not None and flushed is not None and flushed >= watermark:
             return Verdict(
-                True, "healthy", f"{standby} is the synchronous standby", None, watermark
+                True, DecisionCode.HEALTHY, f"{standby} is the synchronous standby", None, watermark
             )
         return Verdict(
             False,
-            "sync_confirming",
+            DecisionCode.SYNC_CONFIRMING,
             f"{standby} is synchronous; eligible once it has flushed {format_lsn(watermark)}",
             None,
             watermark,
@@ -86,21 +89,27 @@ def synchronous(link: Link, relax_after: float) -> Verdict:
         if link.lag is not None and link.lag <= CAUGHT_UP_BYTES:
             return Verdict(
                 False,
-                "enabling_sync",
+                DecisionCode.ENABLING_SYNC,
                 f"{standby} caught up: making it the synchronous standby",
                 SetSynchronous(link.primary, standby, f"{standby} caught up"),
             )
-        return Verdict(False, "standby_catching_up", f"{standby} is catching up ({link.lag} B)")
+        return Verdict(
+            False, DecisionCode.STANDBY_CATCHING_UP, f"{standby} is catching up ({link.lag} B)"
+        )
     if link.streaming:
-        return Verdict(False, "standby_not_sync", f"{standby} streams but is not yet synchronous")
+        return Verdict(
+            False, DecisionCode.STANDBY_NOT_SYNC, f"{standby} streams but is not yet synchronous"
+        )
     if not link.named:
-        return Verdict(False, "standby_down", f"{standby} is not streaming and not synchronous")
+        return Verdict(
+            False, DecisionCode.STANDBY_DOWN, f"{standby} is not streaming and not synchronous"
+        )
     # Not streaming but still named: commits wait for it, so nothing acknowledged is missing on
     # it. It stays eligible until pghad relaxes synchronous replication.
     if link.down_for >= relax_after:
         return Verdict(
             False,
-            "relaxing_sync",
+            DecisionCode.RELAXING_SYNC,
             f"{standby} has not streamed for {link.down_for:.1f} s: relaxing synchronous "
             "replication so the primary keeps taking writes; "
             f"{standby} is not eligible for promotion until it catches up",
@@ -110,7 +119,7 @@ def synchronous(link: Link, relax_after: float) -> Verdict:
         )
     return Verdict(
         link.was_eligible,
-        "standby_missing",
+        DecisionCode.STANDBY_MISSING,
         f"{standby} is not streaming ({link.down_for:.1f} s); commits wait for it until "
         f"{relax_after:g} s",
     )
@@ -120,10 +129,12 @@ def asynchronous(link: Link, max_lag: int, sync_names: str) -> Verdict:
     off = SetSynchronous(link.primary, None, "synchronous mode is off", relax=True)
     action = off if sync_names else None
     if link.streaming and link.lag is not None and link.lag <= max_lag:
-        return Verdict(True, "healthy", f"{link.standby} streams, {link.lag} B behind", action)
+        return Verdict(
+            True, DecisionCode.HEALTHY, f"{link.standby} streams, {link.lag} B behind", action
+        )
     return Verdict(
         False,
-        "standby_lagging",
+        DecisionCode.STANDBY_LAGGING,
         f"{link.standby} is not streaming or lags more than {max_lag} bytes",
         action,
     )

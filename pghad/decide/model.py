@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pghad.decide.codes import DecisionCode
+
 
 class ClusterState(StrEnum):
     STARTING = "starting"
@@ -135,7 +137,7 @@ class Memory:
 @dataclass(frozen=True)
 class Decision:
     memory: Memory
-    actions: tuple[Action, ...] = ()
-    code: str = ""
-    reason: str = ""
+    actions: tuple[Action, ...]
+    code: DecisionCode
+    reason: str
     details: dict[str, object] = field(default_factory=dict)

@@ -3,6 +3,9 @@ the operator's failover alike."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from pghad.decide.codes import DecisionCode
 from pghad.decide.observation import ClusterView, ServerState
 
 # How long the standby may have heard nothing from the primary's walsender before pghad believes
@@ -11,6 +14,11 @@ RECEIVER_SILENCE_S = 2.0
 # The standby's agent checks the primary every agent.peer_interval (0.2 s): its silence may have
 # begun a little after pghad's own.
 WITNESS_SLACK_S = 0.5
+
+
+class Refusal(NamedTuple):
+    code: DecisionCode
+    reason: str
 
 
 def refuse_promotion(
@@ -22,8 +30,8 @@ def refuse_promotion(
     paused: bool = False,
     threshold: float | None = None,
     primary: str | None = None,
-) -> tuple[str, str] | None:
-    """The first reason not to promote `standby` now, as (code, reason), or None.
+) -> Refusal | None:
+    """The first reason not to promote `standby` now, or None.
 
     The one promotion policy: automatic failover and the operator's failover both ask it (the
     operator may override only `standby_ineligible`, with force). With `threshold` (automatic
@@ -42,19 +50,23 @@ def refuse_promotion(
     witness = obs.witness if threshold is not None else None
     seen = witness.primary_down_for_s if witness is not None else None
     checks = (
-        (paused, "paused", "pghad is paused (maintenance mode): `pghad resume` ends it"),
-        (standby in busy, "standby_busy", "an operation is running on it"),
+        (paused, DecisionCode.PAUSED, "pghad is paused (maintenance mode): `pghad resume` ends it"),
+        (standby in busy, DecisionCode.STANDBY_BUSY, "an operation is running on it"),
         (
             old is not None and old.witness is None and old.server is ServerState.RUNNING,
-            "primary_running",
+            DecisionCode.PRIMARY_RUNNING,
             f"{primary}'s driver says its server is running and not frozen: it refuses "
             "pghad's connections (pg_hba.conf, connection slots, a password) but is alive",
         ),
-        (not obs.reachable, "standby_unreachable", f"it is unreachable too ({obs.error})"),
-        (not obs.is_standby, "standby_not_in_recovery", "it is not a standby"),
+        (
+            not obs.reachable,
+            DecisionCode.STANDBY_UNREACHABLE,
+            f"it is unreachable too ({obs.error})",
+        ),
+        (not obs.is_standby, DecisionCode.STANDBY_NOT_IN_RECOVERY, "it is not a standby"),
         (
             not eligible,
-            "standby_ineligible",
+            DecisionCode.STANDBY_INELIGIBLE,
             "it was not an eligible standby when the primary was last seen (not synchronous, "
             "lagging or not streaming), so it may lack acknowledged commits; retry with "
             "force=true to promote it anyway (commits the old primary acknowledged after the "
@@ -62,25 +74,25 @@ def refuse_promotion(
         ),
         (
             witness is not None and not witness.available,
-            "standby_witness_unknown",
+            DecisionCode.STANDBY_WITNESS_UNKNOWN,
             "its agent did not answer, so nothing confirms from the standby's host that the "
             "primary is down (that host may be cut off too)",
         ),
         (
             witness is not None and (seen is None or seen < (threshold or 0) - WITNESS_SLACK_S),
-            "primary_alive_for_standby",
+            DecisionCode.PRIMARY_ALIVE_FOR_STANDBY,
             "its host still reaches the primary"
             + (f" (silent from there for only {seen:.1f} s)" if seen is not None else "")
             + ", so only pghad cannot reach it",
         ),
         (
             obs.receiver_status == "streaming" and receiver_age < silence,
-            "primary_alive_for_standby",
+            DecisionCode.PRIMARY_ALIVE_FOR_STANDBY,
             f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
             "is alive and only unreachable from pghad",
         ),
     )
     for failed, code, why in checks:
         if failed:
-            return code, f"not promoting {standby}: {why}"
+            return Refusal(code, f"not promoting {standby}: {why}")
     return None

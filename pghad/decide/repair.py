@@ -3,14 +3,33 @@ start the primary itself when no standby can take its place."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pghad.config.model import Config
+from pghad.decide.codes import DecisionCode
 from pghad.decide.model import Action, Memory, Rejoin, StartPrimary, StartStandby
 from pghad.decide.observation import ClusterView, ControlData, NodeObservation, ServerState
+from pghad.decide.policy import Refusal
+
+
+class Repair(NamedTuple):
+    """What a round does about a node whose server is down; `action` None: nothing yet."""
+
+    code: DecisionCode
+    reason: str
+    action: Action | None
+
+
+class Evidence(NamedTuple):
+    """What two stopped servers' pg_control says: the newest primary (None: no single one)."""
+
+    newest: str | None
+    seen: str
 
 
 def repair_standby(
     obs: NodeObservation, primary: str, former_primary: bool, config: Config
-) -> tuple[str, str, Action | None] | None:
+) -> Repair | None:
     """Bring back a standby that is not running: rejoin a former primary, start a plain one.
 
     Only a node whose driver says its server is down is touched: a node pghad cannot observe
@@ -22,8 +41,8 @@ def repair_standby(
     if not obs.known_down:
         if not former_primary:
             return None
-        return (
-            "rejoin_waiting",
+        return Repair(
+            DecisionCode.REJOIN_WAITING,
             f"{node} is a former primary but its server is {obs.server.value} and does not "
             "answer: not rejoining a node pghad cannot observe",
             None,
@@ -33,13 +52,17 @@ def repair_standby(
     )
     if former_primary:
         reason = f"{node} is a former primary and is down: rejoining it under {primary}{rebuild}"
-        return "rejoining", reason, Rejoin(node, primary, reason)
+        return Repair(DecisionCode.REJOINING, reason, Rejoin(node, primary, reason))
     reason = f"the standby {node} is down: starting it under {primary}{rebuild}"
-    return "starting_standby", reason, StartStandby(node, primary, reason)
+    return Repair(DecisionCode.STARTING_STANDBY, reason, StartStandby(node, primary, reason))
 
 
 # Refusals to promote that leave the recorded primary as the only node that may take writes.
-NO_OTHER_PRIMARY = ("standby_unreachable", "standby_ineligible", "standby_witness_unknown")
+NO_OTHER_PRIMARY = (
+    DecisionCode.STANDBY_UNREACHABLE,
+    DecisionCode.STANDBY_INELIGIBLE,
+    DecisionCode.STANDBY_WITNESS_UNKNOWN,
+)
 
 
 def stopped_control(obs: NodeObservation) -> ControlData | None:
@@ -49,9 +72,7 @@ def stopped_control(obs: NodeObservation) -> ControlData | None:
     return obs.control
 
 
-def newest_stopped_primary(
-    view: ClusterView, primary: str, standby: str
-) -> tuple[str | None, str] | None:
+def newest_stopped_primary(view: ClusterView, primary: str, standby: str) -> Evidence | None:
     """When both servers are stopped and both pg_control files were read: the node that stopped
     as a primary on the newest timeline (None when none did, or two did on one timeline), with
     the evidence; None when there is not that much evidence (then memory decides, cautiously).
@@ -66,10 +87,12 @@ def newest_stopped_primary(
     )
     newest = max(c.timeline or 0 for c in controls.values() if c is not None)
     if not primaries or primaries[0][0] < newest:
-        return None, f"pg_control shows no primary on the newest timeline ({seen})"
+        return Evidence(None, f"pg_control shows no primary on the newest timeline ({seen})")
     if len(primaries) == 2 and primaries[0][0] == primaries[1][0]:
-        return None, f"pg_control shows both stopped as primaries on one timeline ({seen})"
-    return primaries[0][1], f"pg_control: {seen}"
+        return Evidence(
+            None, f"pg_control shows both stopped as primaries on one timeline ({seen})"
+        )
+    return Evidence(primaries[0][1], f"pg_control: {seen}")
 
 
 def superseded(memory: Memory, primary: str, standby: str, view: ClusterView) -> str | None:
@@ -79,8 +102,7 @@ def superseded(memory: Memory, primary: str, standby: str, view: ClusterView) ->
         return None  # whatever it was, it holds nothing now: `primary` is the only copy
     evidence = newest_stopped_primary(view, primary, standby)
     if evidence is not None:  # both servers' own word: it settles what memory cannot
-        newest, why = evidence
-        return None if newest == primary else why
+        return None if evidence.newest == primary else evidence.seen
     if memory.promoting is not None:
         return f"a promotion of {memory.promoting} was ordered and is not settled"
     if primary in memory.needs_rejoin:
@@ -99,9 +121,9 @@ def restart_primary(
     *,
     primary: str,
     standby: str,
-    refusal: tuple[str, str],
+    refusal: Refusal,
     config: Config,
-) -> tuple[str, str, Action | None] | None:
+) -> Repair | None:
     """Start the primary again when its driver says the server is stopped (killed, crashed,
     fenced by its agent) and the standby may not be promoted: otherwise nothing takes writes.
     When the primary's data is gone instead, a stopped standby is started, to be promoted.
@@ -115,22 +137,22 @@ def restart_primary(
         # The primary's data is gone: the stopped standby is started (in recovery), so that it
         # may be promoted once eligible, instead of the cluster staying without a primary.
         reason = f"{why}; {primary} has no data: starting the standby {standby} to take over"
-        return "starting_standby", reason, StartStandby(standby, primary, reason)
+        return Repair(DecisionCode.STARTING_STANDBY, reason, StartStandby(standby, primary, reason))
     if obs.reachable or obs.server is not ServerState.STOPPED:
         return None
     evidence = newest_stopped_primary(view, primary, standby)
-    if evidence is not None and evidence[0] == standby:
+    if evidence is not None and evidence.newest == standby:
         reason = (
-            f"{why}; {standby} stopped as the primary on the newest timeline ({evidence[1]}): "
+            f"{why}; {standby} stopped as the primary on the newest timeline ({evidence.seen}): "
             f"starting {standby} as the primary, not {primary}"
         )
-        return "starting_newest_primary", reason, StartPrimary(standby, reason)
+        return Repair(DecisionCode.STARTING_NEWEST_PRIMARY, reason, StartPrimary(standby, reason))
     doubt = superseded(memory, primary, standby, view)
     if doubt is not None:
         reason = f"{why}; not starting {primary} as the primary: {doubt}"
-        return "primary_superseded", reason, None
+        return Repair(DecisionCode.PRIMARY_SUPERSEDED, reason, None)
     reason = f"{why}; {primary}'s server is stopped: starting it again as the primary"
-    return "restarting_primary", reason, StartPrimary(primary, reason)
+    return Repair(DecisionCode.RESTARTING_PRIMARY, reason, StartPrimary(primary, reason))
 
 
 def restart_self_fenced(

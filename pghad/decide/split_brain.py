@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pghad.decide.codes import DecisionCode
 from pghad.decide.model import Action, ClusterState, Decision, Fence, Memory
 from pghad.decide.observation import ClusterView, format_lsn
 
@@ -27,7 +28,7 @@ def settle(view: ClusterView, memory: Memory, now: float) -> Decision:
         return Decision(
             new,
             (),
-            "split_brain_unresolved",
+            DecisionCode.SPLIT_BRAIN_UNRESOLVED,
             "two writable nodes on the same timeline at the same WAL position: "
             "fence one by hand (pghad will not guess)",
         )
@@ -44,4 +45,6 @@ def settle(view: ClusterView, memory: Memory, now: float) -> Decision:
     reason = f"{stale} is writable while {keep} is primary ({why}): fencing {stale}"
     # Fencing a split brain is never held behind a running operation.
     actions: tuple[Action, ...] = (Fence(stale, reason),)
-    return Decision(new, actions, "split_brain_fence", reason, {"keep": keep, "fence": stale})
+    return Decision(
+        new, actions, DecisionCode.SPLIT_BRAIN_FENCE, reason, {"keep": keep, "fence": stale}
+    )

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pghad.config.model import Config, parse_config
 from pghad.daemon.memory_file import load_memory, save_memory
+from pghad.decide.codes import DecisionCode
 from pghad.decide.decide import decide
 from pghad.decide.model import (
     ClusterState,
@@ -472,8 +473,8 @@ def test_a_standby_that_stops_flushing_while_commits_wait_is_relaxed_early() -> 
         decision = decide(frozen, memory, cfg, now=now)
         memory = decision.memory
         codes.append(decision.code)
-    assert "standby_missing" in codes  # commits wait: it stays eligible for a while
-    assert codes.index("relaxing_sync") <= 4  # relaxed 3 s after it stopped moving
+    assert DecisionCode.STANDBY_MISSING in codes  # commits wait: it stays eligible for a while
+    assert codes.index(DecisionCode.RELAXING_SYNC) <= 4  # relaxed 3 s after it stopped moving
 
     moving = [view(primary(lsn=5000 + 100 * i, flush=4950 + 100 * i), standby()) for i in range(6)]
     memory = Memory(primary="a", standby_eligible=True, state=ClusterState.HEALTHY)

@@ -101,6 +101,7 @@ def test_a_failing_schedule_shrinks_to_the_fault_that_breaks_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import pghad.daemon.loop
+    from pghad.decide.codes import DecisionCode
     from pghad.decide.decide import decide as real
 
     def hasty(*args: object, **kwargs: object) -> object:  # promotes on the first missed probe
@@ -109,7 +110,8 @@ def test_a_failing_schedule_shrinks_to_the_fault_that_breaks_it(
             memory = decision.memory
             assert memory.primary is not None
             standby = "b" if memory.primary == "a" else "a"
-            return type(decision)(memory, (Promote(standby, memory.primary, "hasty"),), "failover")
+            promote = (Promote(standby, memory.primary, "hasty"),)
+            return type(decision)(memory, promote, DecisionCode.FAILOVER, "hasty")
         return decision
 
     monkeypatch.setattr(pghad.daemon.loop, "decide", hasty)

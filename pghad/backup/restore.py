@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import pwd
 import shutil
 import tempfile
@@ -13,7 +12,7 @@ from typing import TypeVar
 
 from pghad.backup.catalog import Catalog
 from pghad.backup.model import BackupRecord, BackupStatus
-from pghad.backup.steps import StepFailed, verify_args
+from pghad.backup.steps import StepFailed, read_manifest, verify_args
 from pghad.backup.zstd_tar import ARCHIVE, unpack_archive, verify_archive
 from pghad.config.model import AuthConfig, LocalNodeConfig
 from pghad.errors import OperationRefused
@@ -74,7 +73,7 @@ async def verify(bin_dir: Path, record: BackupRecord) -> None:
 async def _parse_wal(bin_dir: Path, record: BackupRecord, wal_dir: Path) -> None:
     """The backup's WAL parsed record by record, from its start to its end, as pg_verifybackup
     does for a plain backup (the manifest does not list WAL files: no checksum covers them)."""
-    manifest = json.loads((Path(record.path) / "backup_manifest").read_text())
+    manifest = await asyncio.to_thread(read_manifest, Path(record.path))
     for wal in manifest["WAL-Ranges"]:
         result = await run_command(
             [str(bin_dir / "pg_waldump"), "--quiet", f"--path={wal_dir}",
@@ -126,7 +125,7 @@ async def _plain_dir(record: BackupRecord, into: Path) -> Path:
         result = await run_command(["tar", "-xf", str(found[0]), "-C", str(where)], TIMEOUT_S)
         if result.returncode != 0:
             raise StepFailed("unpack", f"{record.id}: tar failed: {result.stderr.strip()}")
-    shutil.copy2(source / "backup_manifest", into / "backup_manifest")
+    await asyncio.to_thread(shutil.copy2, source / "backup_manifest", into / "backup_manifest")
     return into
 
 

@@ -252,7 +252,7 @@ class BackupRunner:
             "basebackup_s": round(copied - started, 3),
             "verify_s": round(time.monotonic() - copied, 3),
         }
-        start_lsn, stop_lsn, timeline = manifest_wal_range(path)
+        start_lsn, stop_lsn, timeline = await asyncio.to_thread(manifest_wal_range, path)
         record = record.with_(
             status=BackupStatus.OK,
             verified=True,

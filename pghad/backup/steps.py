@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.decide.observation import ClusterView, NodeObservation, format_lsn, parse_lsn
@@ -116,9 +117,15 @@ def verify_args(record: BackupRecord) -> list[str]:
     return ["--quiet", *(["--no-parse-wal"] if record.is_tar else []), record.path]
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The backup_manifest of the backup at `path` (one entry per file: large for a large
+    cluster, so read it in a thread)."""
+    manifest: dict[str, Any] = json.loads((path / "backup_manifest").read_text())
+    return manifest
+
+
 def manifest_wal_range(path: Path) -> tuple[str, str, int]:
-    manifest = json.loads((path / "backup_manifest").read_text())
-    ranges = manifest["WAL-Ranges"]
+    ranges = read_manifest(path)["WAL-Ranges"]
     return ranges[0]["Start-LSN"], ranges[-1]["End-LSN"], int(ranges[-1]["Timeline"])
 
 

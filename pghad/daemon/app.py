@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -24,7 +25,7 @@ from pghad.nodes.agent import AgentDriver, LeaseRefused
 from pghad.nodes.node import Node, PgNode
 from pghad.observe.watch import PrimaryWatch
 from pghad.record import logs
-from pghad.record.event_sink import EventSink, RedisEventStream
+from pghad.record.event_sink import EventPipeline, JournalWriter, RedisEventStream
 from pghad.record.metrics import Metrics
 from pghad.record.recorder import Recorder
 from pghad.record.status import status_body
@@ -43,6 +44,7 @@ def config_secrets(config: Config) -> list[str]:
         config.auth.replication_password,
         config.api.token,
         config.agent.token,
+        urlsplit(config.redis.url).password or "",
     ]
 
 
@@ -77,9 +79,10 @@ class Daemon:
             config.redis.url, config.redis.key_prefix, config.cluster.name
         )
         self.journal = EventJournal(config.state.dir / "events.jsonl")
-        self.recorder = Recorder(
-            EventSink(self.journal, self.redis_stream), self.metrics, self.notifier
+        self.events_out = EventPipeline(
+            JournalWriter(self.journal), self.redis_stream, config_secrets(config)
         )
+        self.recorder = Recorder(self.events_out, self.metrics, self.notifier)
         self.node_factory = node_factory
         self.loop = Loop(Runtime.build(config, node_factory(config)), self.recorder, clock)
         self.wake = self.loop.ops.wake
@@ -226,6 +229,7 @@ class Daemon:
         # may still appear in a late message).
         secrets = config_secrets(self.config) + config_secrets(merged)
         logs.configure(merged.log.format, merged.log.level, secrets)
+        self.events_out.scrub(secrets)
         self.loop.runtime = runtime
         self.recorder.event(
             "config_reloaded",
@@ -246,9 +250,7 @@ class Daemon:
         await self.loop.stop()
         self.recorder.event("daemon_stopped")
         await asyncio.sleep(0)  # let the Redis stream push the last events if it can
-        await asyncio.wait(
-            {asyncio.create_task(self.redis_stream.close())}, timeout=SHUTDOWN_BOUND_S
-        )
+        await asyncio.wait({asyncio.create_task(self.events_out.close())}, timeout=SHUTDOWN_BOUND_S)
 
 
 def raise_descriptor_limit() -> None:

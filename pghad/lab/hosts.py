@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from pghad.config.model import load_config
 from pghad.errors import SetupError
@@ -127,13 +128,17 @@ def _agent_url(net: dict[str, Any], node: str) -> str:
 
 
 def _wait_agent(net: dict[str, Any], node: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(_agent_url(net, node) + "/health", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SetupError(f"the agent of {node} did not answer within the deadline")
+    retrying = Retrying(
+        retry=retry_if_exception_type(OSError),
+        stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+        wait=wait_fixed(0.1),
+    )
+    try:
+        for attempt in retrying:
+            with attempt, urllib.request.urlopen(_agent_url(net, node) + "/health", timeout=1):
+                pass
+    except RetryError:
+        raise SetupError(f"the agent of {node} did not answer within the deadline") from None
 
 
 def _post(net: dict[str, Any], node: str, path: str, body: dict[str, Any], token: str) -> None:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from pghad.errors import SetupError
 
 BUCKET = "pghad"
@@ -146,20 +148,26 @@ class S3Server:
                 connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}
             ),
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.put_object(Bucket=BUCKET, Key=".ready", Body=b"")
-                return
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                if self.process is not None and self.process.poll() is not None:
-                    raise SetupError(
-                        f"weed mini exited: see {self.directory / 'weed.log'}"
-                    ) from exc
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise SetupError(f"weed mini not ready in {timeout:.0f} s: {exc}") from exc
-                time.sleep(0.3)
+        not_yet = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+        retrying = Retrying(
+            retry=retry_if_exception_type(not_yet),
+            stop=stop_after_delay(timeout),
+            wait=wait_fixed(0.3),
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        client.put_object(Bucket=BUCKET, Key=".ready", Body=b"")
+                    except not_yet as exc:
+                        if self.process is not None and self.process.poll() is not None:
+                            log = self.directory / "weed.log"
+                            raise SetupError(f"weed mini exited: see {log}") from exc
+                        raise
+        except RetryError as exc:
+            self.stop()
+            error = exc.last_attempt.exception()
+            raise SetupError(f"weed mini not ready in {timeout:.0f} s: {error}") from error
 
     def stop(self) -> None:
         """Stop the server (the data stays; start() brings it back with the same objects)."""

@@ -246,7 +246,7 @@ class LocalDriver:
             raise NodeError(f"{self.node.name}: stop the server before cloning over it")
         await procs.stop_writers_into(self.data_dir)
         aside = self.data_dir.with_name(self.data_dir.name + ".pghad-old")
-        shutil.rmtree(aside, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, aside, ignore_errors=True)
         owner = self._owner_ids()
         if self.data_dir.exists():
             self.data_dir.rename(aside)
@@ -270,10 +270,10 @@ class LocalDriver:
                 env={"PGPASSWORD": self.auth.replication_password},
             )
         except NodeError:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self.data_dir, ignore_errors=True)
             if aside.exists():
                 aside.rename(self.data_dir)
             raise
         # A clone is always a standby: without the signal file it would start as a second primary.
         files.ensure_file(self.data_dir / "standby.signal", owner)
-        shutil.rmtree(aside, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, aside, ignore_errors=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
@@ -14,7 +14,7 @@ from pghad.act.executor import Outcome
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.decide.model import Decision, action_name
 from pghad.decide.observation import ClusterView
-from pghad.record.event_sink import EventSink
+from pghad.record.event_sink import EventPipeline
 from pghad.record.metrics import Metrics
 from pghad.system.notify import SystemdNotifier
 
@@ -22,8 +22,10 @@ log = structlog.get_logger("pghad")
 
 
 class Recorder:
-    def __init__(self, sink: EventSink, metrics: Metrics, notifier: SystemdNotifier) -> None:
-        self.sink = sink
+    def __init__(
+        self, pipeline: EventPipeline, metrics: Metrics, notifier: SystemdNotifier
+    ) -> None:
+        self.pipeline = pipeline
         self.metrics = metrics
         self.notifier = notifier
         self.last_decision: Decision | None = None
@@ -31,12 +33,11 @@ class Recorder:
         self.dropped = 0
 
     def event(self, kind: str, /, **fields: object) -> None:
-        """One journal entry (state dir and Redis) and one log line; `level` picks the level."""
+        """One log line and one journal entry (state dir and Redis); `level` picks the level."""
         level = str(fields.pop("level", "info"))
         try:
-            getattr(log, level)(kind, **fields)
-            self.sink.record({"at": datetime.now(UTC).isoformat(), "event": kind, **fields})
-        except Exception as exc:  # a full disk or no descriptors left: never the loop's end
+            self.pipeline.emit(level, kind, fields)
+        except Exception as exc:  # stderr gone, or no memory left: never the loop's end
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 with contextlib.suppress(Exception):  # even stderr failed: nothing to do

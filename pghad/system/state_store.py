@@ -85,12 +85,15 @@ class EventJournal:
         self._count: int | None = None
 
     def append(self, event: dict[str, Any]) -> None:
+        self.append_all([event])
+
+    def append_all(self, events: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._count is None:
             self._count = len(self.read(self.limit * 2))
         with open_private(self.path, os.O_WRONLY | os.O_APPEND) as handle:
-            handle.write(json.dumps(event, default=str) + "\n")
-        self._count += 1
+            handle.write("".join(json.dumps(e, default=str) + "\n" for e in events))
+        self._count += len(events)
         if self._count > self.limit * 2:
             kept = self.read(self.limit)
             write_atomic(self.path, "".join(json.dumps(e, default=str) + "\n" for e in kept))

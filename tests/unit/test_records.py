@@ -17,7 +17,7 @@ from pghad.config.model import parse_config
 from pghad.config.reload import merge_reloaded
 from pghad.decide.model import Promote
 from pghad.errors import ConfigError
-from pghad.record.event_sink import EventSink
+from pghad.record.event_sink import EventPipeline, JournalWriter
 from pghad.record.metrics import Metrics
 from pghad.record.recorder import Recorder
 from pghad.system.notify import SystemdNotifier
@@ -26,8 +26,8 @@ from pghad.testing import fake_config_text
 
 
 def _recorder(tmp_path: Path) -> Recorder:
-    sink = EventSink(EventJournal(tmp_path / "events.jsonl"), None)
-    return Recorder(sink, Metrics(), SystemdNotifier(address=""))
+    pipeline = EventPipeline(JournalWriter(EventJournal(tmp_path / "events.jsonl")), None)
+    return Recorder(pipeline, Metrics(), SystemdNotifier(address=""))
 
 
 def _fencing(recorder: Recorder, node: str, outcome: str) -> float:
@@ -54,7 +54,7 @@ def test_an_event_that_cannot_be_written_does_not_raise(tmp_path: Path) -> None:
     recorder = _recorder(tmp_path)
     recorder.event("decision", code="healthy")
     recorder.event("decision", code="healthy")
-    assert recorder.dropped == 2
+    assert recorder.pipeline.journal.failed == 2
 
 
 def _record(ident: str, started_at: str) -> BackupRecord:

@@ -220,7 +220,8 @@ async def restore_to_point(
         await driver.stop("immediate")
         raise
     replay_s = time.monotonic() - started
-    shutil.rmtree(target / STAGING, ignore_errors=True)  # fd-based: links are not followed
+    # fd-based: links are not followed
+    await asyncio.to_thread(shutil.rmtree, target / STAGING, ignore_errors=True)
     _rewrite_auto_conf(target, "", files.owner_ids(target))
     text = _log_text(log)
     found = LAST_COMMIT.findall(text)

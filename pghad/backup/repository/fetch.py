@@ -53,4 +53,4 @@ async def verifiable(config: Config, record: BackupRecord) -> AsyncIterator[Back
         await asyncio.to_thread(fetch_files, store, record, scratch, FILES)
         yield record.with_(path=str(scratch))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)

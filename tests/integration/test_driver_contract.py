@@ -60,7 +60,9 @@ def test_stop_start_and_fence(pair: tuple[Config, dict[str, NodeDriver]]) -> Non
     assert asyncio.run(drivers[standby].is_running())
     wait_for(lambda: standby in streaming_standbys(config, primary), 20, what="streaming")
     outcome = asyncio.run(drivers[standby].fence())
-    assert outcome and not asyncio.run(drivers[standby].is_running())
+    assert not outcome.startswith("not running"), outcome  # it found the server running
+    assert not asyncio.run(drivers[standby].is_running())
+    assert standby not in streaming_standbys(config, primary)
 
 
 def test_rewind_rejoins_a_former_primary_and_clone_rebuilds_a_node(

@@ -24,6 +24,7 @@ world (or fail). After every round:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import pytest
@@ -106,6 +107,7 @@ class World:
     timeline: int = 1
     wal: int = START_LSN
     flushed: int = START_LSN  # the standby's flushed position on the primary's timeline
+    timeline_start: int = 0  # where the primary's timeline begins (a rewind goes back to it)
     names: str = ""  # the primary's synchronous_standby_names, as in force
     primary_up: bool = True
     primary_self_fenced: bool = False  # stopped by its own agent while cut off
@@ -168,7 +170,7 @@ class World:
         self.zombie_wal = self.wal
         self.primary = action.node
         self.timeline += 1
-        self.wal = self.flushed
+        self.wal = self.timeline_start = self.flushed
         self.flushed = 0
         self.names = ""
         self.primary_up = True
@@ -184,7 +186,7 @@ class World:
             return
         self.zombie = False
         self.standby_server = ServerState.RUNNING
-        self.flushed = min(self.flushed, self.wal) if self.flushed else self.wal
+        self.flushed = self.flushed or self.timeline_start
         self.standby_streaming = self.primary_up
 
     def fenced(self, node: str) -> None:
@@ -416,7 +418,13 @@ def apply(decision: Decision, world: World, data: st.DataObject, now: float) -> 
     return memory
 
 
-@settings(max_examples=400, deadline=None)
+# CI runs one fixed set of examples: the counterexample recorded below (strict xfail) is found
+# by a longer search and must not turn a run red at random. PGHAD_PROPERTY_EXAMPLES=5000 searches
+# afresh, with a new seed each time.
+SEARCH = os.environ.get("PGHAD_PROPERTY_EXAMPLES")
+
+
+@settings(max_examples=int(SEARCH or 400), deadline=None, derandomize=SEARCH is None)
 @given(config=configs(), agents=st.booleans(), data=st.data())
 def test_no_lost_commit_no_early_promotion_no_two_primaries(
     config: Config, agents: bool, data: st.DataObject

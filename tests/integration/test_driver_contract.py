@@ -1,52 +1,55 @@
-"""One contract for node drivers: run against the local driver always, docker where an engine is.
+"""One contract for node drivers, run against the local driver and the docker driver alike.
 
-The docker half needs a running `docker compose up -d` deployment (PGHAD_COMPOSE_CONFIG names
-its config file) and a reachable engine; elsewhere it is skipped with the reason printed.
+The docker half runs a primary and its standby in containers of its own (tests/support/
+docker_pair.py, the compose deployment's image and scripts); the engine and the stand-in images
+are prepared as for the compose suite when missing, and a machine where that fails fails here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from pghad.config.model import Config, DockerNodeConfig, load_config
+from pghad.config.model import Config
 from pghad.decide.observation import parse_lsn
 from pghad.errors import SetupError
 from pghad.nodes import sql as sqlops
 from pghad.nodes.base import NodeDriver, Role
-from pghad.nodes.docker import DockerDriver, docker_client
+from pghad.nodes.docker import docker_client
 from pghad.nodes.local import LocalDriver
 from pghad.system import pgbin
 from tests.support.chaos import is_writable, streaming_standbys, wait_for
+from tests.support.compose_stack import prepare_engine
+from tests.support.docker_pair import docker_pair
 
 from ..conftest import Lab
 
 
-def _docker_pair() -> tuple[Config, dict[str, NodeDriver]]:
-    config_file = os.environ.get("PGHAD_COMPOSE_CONFIG")
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
     try:
+        prepare_engine()
         client = docker_client()
-    except SetupError as exc:
-        pytest.skip(f"docker driver not tested: {exc}")
-    if not config_file:
-        pytest.skip("docker driver not tested: set PGHAD_COMPOSE_CONFIG to the compose config")
-    config = load_config(Path(config_file))
-    nodes = [n for n in config.nodes if isinstance(n, DockerNodeConfig)]
-    return config, {n.name: DockerDriver(n, config.auth, client) for n in nodes}
+    except (RuntimeError, SetupError) as exc:
+        pytest.fail(f"the docker driver's contract needs a Docker engine: {exc}")
+    yield client
+    client.close()
 
 
 @pytest.fixture(params=["local", "docker"])
-def pair(request: pytest.FixtureRequest) -> tuple[Config, dict[str, NodeDriver]]:
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Config, dict[str, NodeDriver]]]:
     if request.param == "docker":
-        return _docker_pair()
+        with docker_pair(request.getfixturevalue("docker_engine")) as containers:
+            yield containers.config, dict(containers.drivers)
+        return
     lab: Lab = request.getfixturevalue("lab")
     config = lab.config
     bin_dir = pgbin.find_bin_dir(config.pg_bin)
     nodes = [config.local_node(n.name) for n in config.nodes]
-    return config, {n.name: LocalDriver(n, config.auth, bin_dir) for n in nodes}
+    yield config, {n.name: LocalDriver(n, config.auth, bin_dir) for n in nodes}
 
 
 def test_stop_start_and_fence(pair: tuple[Config, dict[str, NodeDriver]]) -> None:
@@ -60,7 +63,9 @@ def test_stop_start_and_fence(pair: tuple[Config, dict[str, NodeDriver]]) -> Non
     assert asyncio.run(drivers[standby].is_running())
     wait_for(lambda: standby in streaming_standbys(config, primary), 20, what="streaming")
     outcome = asyncio.run(drivers[standby].fence())
-    assert outcome and not asyncio.run(drivers[standby].is_running())
+    assert not outcome.startswith("not running"), outcome  # it found the server running
+    assert not asyncio.run(drivers[standby].is_running())
+    assert standby not in streaming_standbys(config, primary)
 
 
 def test_rewind_rejoins_a_former_primary_and_clone_rebuilds_a_node(

@@ -33,6 +33,7 @@ class DecisionCode(StrEnum):
     STANDBY_INELIGIBLE = "standby_ineligible"
     PRIMARY_ALIVE_FOR_STANDBY = "primary_alive_for_standby"
     STANDBY_WITNESS_UNKNOWN = "standby_witness_unknown"
+    STALE_PRIMARY_FENCE = "stale_primary_fence"
     SPLIT_BRAIN_FENCE = "split_brain_fence"
     SPLIT_BRAIN_UNRESOLVED = "split_brain_unresolved"
     NO_PRIMARY_KNOWN = "no_primary_known"

@@ -15,6 +15,7 @@ from pghad.decide.model import (
     Action,
     ClusterState,
     Decision,
+    Fence,
     Memory,
     Promote,
     action_target,
@@ -62,10 +63,40 @@ def decide(
             return replace(settle(view, memory, now), actions=())
         return settle(view, memory, now)
     if len(writable) == 1:
+        stale = _superseded_writer(view, memory, writable[0], now)
+        if stale is not None:
+            return replace(stale, actions=()) if paused else stale
         return _with_primary(
             view, memory, config, now, primary=writable[0], busy=busy, relaxing=relaxing
         )
     return _without_primary(view, memory, config, now, busy, paused=paused)
+
+
+def _superseded_writer(view: ClusterView, memory: Memory, node: str, now: float) -> Decision | None:
+    """The one writable node is a former primary on an older timeline than the primary that
+    replaced it (never fenced: its host did not answer at the promotion). It holds none of
+    that primary's acknowledged commits: it is fenced, never taken as the primary, and the
+    newest primary is never rewound under it."""
+    timeline = view[node].timeline
+    if (
+        node == memory.primary
+        or node not in memory.needs_rejoin
+        or memory.timeline is None
+        or timeline is None
+        or timeline >= memory.timeline
+    ):
+        return None
+    reason = (
+        f"{node} is writable on timeline {timeline}, older than the timeline "
+        f"{memory.timeline} of {memory.primary}, which replaced it: fencing {node}"
+    )
+    details: dict[str, object] = {"fence": node, "primary": memory.primary}
+    down = replace(
+        memory,
+        state=ClusterState.PRIMARY_DOWN,
+        primary_down_since=memory.primary_down_since or now,
+    )
+    return Decision(down, (Fence(node, reason),), DecisionCode.STALE_PRIMARY_FENCE, reason, details)
 
 
 def _with_primary(

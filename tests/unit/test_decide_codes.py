@@ -113,6 +113,11 @@ ROWS = {
     "standby_witness_unknown": Row(
         view(down("a", UNSEEN), standby(witness=Witness(False, None))), DOWN_PAST, now=50.0
     ),
+    "stale_primary_fence": Row(
+        view(primary("a", "b", streaming=False, tl=1), down("b")),
+        Memory(primary="b", needs_rejoin=frozenset({"a"}), timeline=2),
+        (Fence,),
+    ),
     "split_brain_fence": Row(
         view(primary("a", "b", tl=1), primary("b", "a", tl=2)), HEALTHY, (Fence,)
     ),

@@ -418,9 +418,10 @@ def apply(decision: Decision, world: World, data: st.DataObject, now: float) -> 
     return memory
 
 
-# CI runs one fixed set of examples: the counterexample recorded below (strict xfail) is found
-# by a longer search and must not turn a run red at random. PGHAD_PROPERTY_EXAMPLES=5000 searches
-# afresh, with a new seed each time.
+# CI runs one fixed set of examples, the same on every run (a red run then means the code
+# changed, not the dice). PGHAD_PROPERTY_EXAMPLES=5000 searches afresh, with a new seed each time
+# (5,000 examples: about 2.5 min, none failing once stale_primary_fence was added; the first
+# search found the case below).
 SEARCH = os.environ.get("PGHAD_PROPERTY_EXAMPLES")
 
 
@@ -468,11 +469,6 @@ def _name(obs: NodeObservation) -> str:
     return obs.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a superseded primary that reappears writable while the new primary is down is "
-    "taken as the primary: the new primary is rewound under it and it is relaxed",
-)
 def test_a_superseded_primary_reappearing_alone_is_never_taken_as_the_primary() -> None:
     """Found by the property above. Synchronous mode, no agents: `a`'s driver could not tell
     whether its server ran, so `b` was promoted without waiting for a's fence (a cannot

@@ -226,3 +226,54 @@ def test_an_old_primary_thawed_while_the_daemon_is_cut_off_fences_itself(
     finally:
         link(net, "witness", up=True)
     daemon.wait_event(lambda e: e.get("action") == "rejoin" and e.get("ok"), 60, "rejoin")
+
+
+def test_an_old_primary_that_returns_alone_unfenced_is_fenced_not_taken_as_the_primary(
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
+) -> None:
+    """node1 frozen with its agent down (nothing can stop it, its server state unknown), node2
+    promoted without waiting for that fence, and it takes commits. node2's host is then cut off
+    (its agent fences it) and node1 thaws, writable on the old timeline, alone. It lacks node2's
+    commits: it is fenced (stale_primary_fence), never relaxed, never made the primary, and node2
+    is never rewound under it. Before: node1 was taken as the primary, relaxed after
+    sync_relax_after, acknowledged commits alone, and node2's commits were rewound away."""
+    lab, net, daemon = running
+    config = lab.config
+    marker = json.loads((lab.dir / "lab.json").read_text())
+    agent = int(marker["agents"]["node1"])
+    os.kill(agent, signal.SIGKILL)
+    started = _STARTED.pop(agent, None)
+    if started is not None:
+        started.wait(10)
+    writer = Writer(config).start()
+    pids = freeze(config.node("node1"))
+    thawed = None
+    try:
+        daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
+        wait_for(lambda: is_writable(config, "node2") is True, 10, what="node2 writable")
+        time.sleep(2.0)  # node2 acknowledges commits node1 never sees
+        link(net, "node2", up=False)
+        wait_for(lambda: agent_events(lab, "node2", "self_fenced") != [], 15, what="node2 fencing")
+    finally:
+        thaw(pids)
+        thawed = time.monotonic()
+    try:
+        with Roles(lab).watching() as roles:
+            time.sleep(10.0)  # past sync_relax_after and the threshold: nothing may relax node1
+            assert [c for c in writer.acked if c.node == "node1" and c.at > thawed] == []
+            assert daemon.decisions("primary_changed") == []
+            assert daemon.decisions("stale_primary_fence")
+            link(net, "node2", up=True)
+            marker["agents"]["node1"] = start_agent(lab.dir, net, "node1")
+            (lab.dir / "lab.json").write_text(json.dumps(marker, indent=2))
+            wait_for(lambda: is_writable(config, "node2") is True, 60, what="node2 back")
+            daemon.wait_event(
+                lambda e: e.get("action") == "rejoin" and e.get("ok"), 60, "node1 rejoined"
+            )
+        writer.stop()
+        assert roles.both == []
+        assert [c for c in writer.acked if c.node == "node1" and c.at > thawed] == []
+        assert writer.missing_on("node2") == []
+    finally:
+        writer.stop()
+        link(net, "node2", up=True)

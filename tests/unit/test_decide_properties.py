@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

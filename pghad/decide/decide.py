@@ -46,7 +46,9 @@ def decide(
 ) -> Decision:
     """One round: `busy` names nodes a running operation owns (no new action touches them, but
     for the safety actions: relaxing synchronous replication and fencing a split brain);
-    `paused` (maintenance mode): every node is left alone and no promotion is made;
+    `paused` (maintenance mode): no promotion, start, rejoin or change of the synchronous
+    standby; only the safety actions (relaxing synchronous replication, fencing a second or
+    stale primary) still run;
     `relaxing`: a relax of synchronous replication is under way (no standby turns eligible).
     """
     if paused:
@@ -58,14 +60,13 @@ def decide(
     memory = replace(
         memory, seen_in_recovery=frozenset(seen), fence_timing=_confirmed_timing(view, memory)
     )
+    # Paused or not, two primaries are never left writable: fencing is a safety action.
     if len(writable) == 2:
-        if paused:
-            return replace(settle(view, memory, now), actions=())
         return settle(view, memory, now)
     if len(writable) == 1:
         stale = _superseded_writer(view, memory, writable[0], now)
         if stale is not None:
-            return replace(stale, actions=()) if paused else stale
+            return stale
         return _with_primary(
             view, memory, config, now, primary=writable[0], busy=busy, relaxing=relaxing
         )

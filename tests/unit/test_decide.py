@@ -20,6 +20,7 @@ from pghad.decide.model import (
     Rejoin,
     SetSynchronous,
     StartPrimary,
+    StartStandby,
 )
 from pghad.decide.observation import (
     ClusterView,
@@ -510,3 +511,12 @@ def test_a_node_with_no_data_supersedes_nothing() -> None:
     no_data = down("b", ServerState.NO_DATA)
     d = decide(view(down("a"), no_data), memory, config(threshold=1), 50.0)
     assert d.code == "restarting_primary" and d.actions == (StartPrimary("a", d.reason),)
+
+
+def test_paused_a_split_brain_is_still_fenced_and_nothing_else_is_done() -> None:
+    two = view(primary("a", "b", tl=1), primary("b", "a", tl=2))
+    d = decide(two, HEALTHY, config(), 0, paused=True)
+    assert d.code == "split_brain_fence" and d.actions == (Fence("a", d.actions[0].reason),)
+    down_standby = view(primary(streaming=False), down("b"))
+    d = decide(down_standby, HEALTHY, config(), 0, paused=True)
+    assert not any(isinstance(a, StartStandby | Rejoin) for a in d.actions)

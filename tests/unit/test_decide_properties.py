@@ -388,7 +388,7 @@ def check_two_primaries(
             assert node != world.primary, f"{node}, the newest primary, made a standby"
         if isinstance(action, SetSynchronous) and world.zombie:
             assert node != world.standby, f"{node} was superseded, yet its setting changed"
-    if len(writable) == 2 and not paused:
+    if len(writable) == 2:  # paused too: fencing a second primary is a safety action
         fences = [a.node for a in decision.actions if isinstance(a, Fence)]
         assert fences == [world.standby], f"two writable nodes, fenced {fences}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 import httpx
@@ -30,7 +30,7 @@ from pghad.nodes.agent_api import LEASE_TTL_S, Heartbeat
 from pghad.nodes.base import Role
 
 Handler = Callable[[httpx.Request], httpx.Response]
-AsyncHandler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+AsyncHandler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 CONFIG = """
 [cluster]

@@ -75,6 +75,11 @@ def _refusal(body: bytes) -> AgentErrorBody | None:
         return None
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class AgentClient:
     """The agent's API over HTTP(S), from the asyncio loop: a call waits on its own connection
     and holds up nothing else.
@@ -116,6 +121,7 @@ class AgentClient:
             follow_redirects=False,
             transport=transport,
         )
+        self._sent: set[asyncio.Future[Any]] = set()
 
     async def call(
         self,
@@ -125,7 +131,20 @@ class AgentClient:
         body: BaseModel | None = None,
         timeout: float = CALL_TIMEOUT_S,
     ) -> Answer:
-        """`timeout` bounds connecting and each wait for the agent (as a socket timeout does)."""
+        """`timeout` bounds connecting and each wait for the agent (as a socket timeout does).
+
+        A caller that stops waiting (a bounded fence, a round's deadline) does not take the
+        request back: it goes on to its own timeout, as an order sent to a host should (a fence
+        that arrives late still fences)."""
+        request = asyncio.ensure_future(self._request(method, path, answer, body, timeout))
+        self._sent.add(request)
+        request.add_done_callback(self._sent.discard)
+        request.add_done_callback(_retrieve)
+        return await asyncio.shield(request)
+
+    async def _request(
+        self, method: str, path: str, answer: type[Answer], body: BaseModel | None, timeout: float
+    ) -> Answer:
         content = body.model_dump_json().encode() if body is not None else None
         try:
             response = await self._http.request(
@@ -149,11 +168,6 @@ class AgentClient:
             raise NodeError(
                 f"agent {self.url}{path}: an answer this pghad does not understand: {exc}"
             ) from exc
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class AgentDriver:

@@ -246,6 +246,25 @@ def test_a_round_while_the_heartbeat_waits_shares_it(config: Config) -> None:
     assert calls == 1
 
 
+def test_a_fence_the_caller_stopped_waiting_for_still_reaches_the_agent(config: Config) -> None:
+    delivered: list[str] = []
+
+    async def slow_agent(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        delivered.append(request.url.path)
+        return httpx.Response(200, json={"status": "success", "detail": "stopped"})
+
+    node = driver(config, slow_agent)
+
+    async def give_up_then_wait() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(node.fence(), 0.05)
+        await asyncio.sleep(0.4)
+
+    asyncio.run(give_up_then_wait())
+    assert delivered == ["/fence"]
+
+
 def test_the_peers_health_is_asked_without_the_token(config: Config) -> None:
     seen: list[httpx.Request] = []
 

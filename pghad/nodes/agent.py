@@ -11,6 +11,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,20 +76,19 @@ def _refusal(body: bytes) -> AgentErrorBody | None:
         return None
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 class AgentClient:
-    """The agent's API over HTTP(S), from the asyncio loop: a call waits on its own connection
-    and holds up nothing else.
+    """The agent's API over HTTP(S) for the asyncio loop.
 
-    A call opens its own connection (as many at once as asked for) and closes it after the
-    answer: its timeout covers connecting afresh, an idle connection the agent is closing is never
-    taken for a dead agent, and a client dropped with its Runtime on a reload leaves nothing open.
-    No proxy from the environment (agents are reached directly) and no redirect followed (the
-    token goes only to the agent's address)."""
+    Calls run in threads of this client's own: an agent that does not answer holds up only its
+    own calls, never the loop or its other work, and each call's timeout runs on its socket
+    whatever the loop is busy with. A caller that stops waiting (a bounded fence, a round's
+    deadline) does not take the request back: it goes on to its own timeout, as an order sent to
+    a host should (a fence that arrives late still fences).
+
+    A call opens its own connection and closes it after the answer: its timeout covers connecting
+    afresh, and an idle connection the agent is closing is never taken for a dead agent. No proxy
+    from the environment (agents are reached directly) and no redirect followed (the token goes
+    only to the agent's address)."""
 
     def __init__(
         self,
@@ -98,7 +98,7 @@ class AgentClient:
         holder: str,
         plain_http: bool = False,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         if token and not plain_http and _in_clear_off_loopback(self.url):
@@ -112,7 +112,7 @@ class AgentClient:
         headers = {"X-Pghad-Holder": holder}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(
+        self._http = httpx.Client(
             base_url=self.url,
             headers=headers,
             verify=ssl.create_default_context(cafile=str(ca_file) if ca_file else None),
@@ -121,7 +121,7 @@ class AgentClient:
             follow_redirects=False,
             transport=transport,
         )
-        self._sent: set[asyncio.Future[Any]] = set()
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent")
 
     async def call(
         self,
@@ -131,23 +131,18 @@ class AgentClient:
         body: BaseModel | None = None,
         timeout: float = CALL_TIMEOUT_S,
     ) -> Answer:
-        """`timeout` bounds connecting and each wait for the agent (as a socket timeout does).
+        """`timeout` bounds connecting and each wait for the agent (as a socket timeout does)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._threads, self._request, method, path, answer, body, timeout
+        )
 
-        A caller that stops waiting (a bounded fence, a round's deadline) does not take the
-        request back: it goes on to its own timeout, as an order sent to a host should (a fence
-        that arrives late still fences)."""
-        request = asyncio.ensure_future(self._request(method, path, answer, body, timeout))
-        self._sent.add(request)
-        request.add_done_callback(self._sent.discard)
-        request.add_done_callback(_retrieve)
-        return await asyncio.shield(request)
-
-    async def _request(
+    def _request(
         self, method: str, path: str, answer: type[Answer], body: BaseModel | None, timeout: float
     ) -> Answer:
         content = body.model_dump_json().encode() if body is not None else None
         try:
-            response = await self._http.request(
+            response = self._http.request(
                 method,
                 path,
                 content=content,
@@ -170,12 +165,17 @@ class AgentClient:
             ) from exc
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class AgentDriver:
     def __init__(
         self,
         node: AgentNodeConfig,
         config: Config,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._node = node
         agent = config.agent

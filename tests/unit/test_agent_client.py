@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,6 @@ from pghad.nodes.agent_api import LEASE_TTL_S, Heartbeat
 from pghad.nodes.base import Role
 
 Handler = Callable[[httpx.Request], httpx.Response]
-AsyncHandler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 CONFIG = """
 [cluster]
@@ -70,7 +70,7 @@ def config() -> Config:
     return parse_config(CONFIG, base=Path("/etc/pghad"))
 
 
-def driver(config: Config, handler: Handler | AsyncHandler) -> AgentDriver:
+def driver(config: Config, handler: Handler) -> AgentDriver:
     node = config.node("node1")
     assert isinstance(node, AgentNodeConfig)
     return AgentDriver(node, config, transport=httpx.MockTransport(handler))
@@ -231,10 +231,10 @@ def test_each_call_waits_as_long_as_its_operation_may_take(config: Config) -> No
 def test_a_round_while_the_heartbeat_waits_shares_it(config: Config) -> None:
     calls = 0
 
-    async def agent(_request: httpx.Request) -> httpx.Response:
+    def agent(_request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.05)
+        time.sleep(0.05)
         return httpx.Response(200, json=ANSWER)
 
     node = driver(config, agent)
@@ -249,8 +249,8 @@ def test_a_round_while_the_heartbeat_waits_shares_it(config: Config) -> None:
 def test_a_fence_the_caller_stopped_waiting_for_still_reaches_the_agent(config: Config) -> None:
     delivered: list[str] = []
 
-    async def slow_agent(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.2)
+    def slow_agent(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.2)
         delivered.append(request.url.path)
         return httpx.Response(200, json={"status": "success", "detail": "stopped"})
 

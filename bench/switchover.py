@@ -15,31 +15,26 @@ import json
 import shutil
 import statistics
 import time
-import urllib.request
 from typing import Any
 
 from common import save_result
 
+from pghad.api.client import ApiCallFailed, ApiClient
 from pghad.config.model import Config, load_config
 from pghad.lab.local import lab_destroy
 from tests.support.chaos import Writer, kill9, scratch_lab, start_daemon, wait_for
 
 
 def call(config: Config, method: str, path: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://{config.api.bind}:{config.api.port}{path}", method=method
-    )
-    request.add_header("Authorization", f"Bearer {config.api.token}")
-    with urllib.request.urlopen(request, timeout=120) as response:
-        body: dict[str, Any] = json.loads(response.read())
-    return body
+    api = config.api
+    return ApiClient(f"http://{api.bind}:{api.port}", api.token, timeout=120).call(method, path)
 
 
 def wait_eligible(config: Config) -> str:
     def eligible() -> bool:
         try:
             status = call(config, "GET", "/status")
-        except OSError:
+        except ApiCallFailed:
             return False
         return bool(status["standby_eligible"])
 

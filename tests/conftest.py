@@ -10,13 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -215,18 +214,12 @@ class DaemonProcess:
 
     def http(self, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
         """Call the daemon's API; returns (status code, decoded JSON or text)."""
-        request = urllib.request.Request(self.api + path, method=method)
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        response = httpx.request(method, self.api + path, headers=headers, timeout=120)
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                status, body = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read()
-        try:
-            return status, json.loads(body)
+            return response.status_code, response.json()
         except json.JSONDecodeError:
-            return status, body.decode()
+            return response.status_code, response.text
 
     def post(self, path: str) -> tuple[int, Any]:
         return self.http("POST", path, token=self._token)

@@ -14,14 +14,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from pghad.agent.service import AgentService
 from pghad.errors import NodeError, PghadError
-from pghad.nodes.base import Role
+from pghad.nodes.agent_api import (
+    AgentErrorBody,
+    CheckpointLsn,
+    Control,
+    Done,
+    Fenced,
+    Health,
+    Heartbeat,
+    HeartbeatAnswer,
+    PrimaryCheck,
+    Process,
+    ReplicaCheck,
+    Source,
+    Start,
+    Stop,
+)
 
 router = APIRouter()
-MAX_LEASE_TTL_S = 60.0
 
 
 def _service(request: Request) -> AgentService:
@@ -33,7 +46,7 @@ Service = Annotated[AgentService, Depends(_service)]
 
 
 class AgentError(Exception):
-    def __init__(self, status: int, message: str, **details: Any) -> None:
+    def __init__(self, status: int, message: str, **details: str | None) -> None:
         super().__init__(message)
         self.status, self.details = status, details
 
@@ -61,40 +74,30 @@ changes = [Depends(require_token), Depends(require_lease)]
 
 
 @router.get("/health")
-async def health(service: Service) -> dict[str, Any]:
+async def health(service: Service) -> Health:
     now = time.monotonic()
     # Whether this host reaches the other node's server: that node's agent counts this host as
     # present only while it does (a partial cut must not keep a primary from fencing itself).
-    return {
-        "status": "ok",
-        "node": service.node.name,
-        "peer_reachable": service.peer_view(now)["reachable"],
-    }
+    return Health(node=service.node.name, peer_reachable=service.peer_view(now).reachable)
 
 
 @router.get("/primary")
 async def primary(service: Service) -> JSONResponse:
     """200 while this node is a writable primary (HAProxy: option httpchk GET /primary)."""
     ok = service.writable and service.self_fenced is None
-    return JSONResponse({"node": service.node.name, "primary": ok}, status_code=200 if ok else 503)
+    body = PrimaryCheck(node=service.node.name, primary=ok)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
 @router.get("/replica")
 async def replica(service: Service) -> JSONResponse:
     ok = service.streaming_replica
-    return JSONResponse({"node": service.node.name, "replica": ok}, status_code=200 if ok else 503)
-
-
-class Beat(BaseModel):
-    holder: str
-    host: str
-    # Bounded: a lease asked for a day would keep every other daemon out for a day.
-    ttl: Annotated[float, Field(gt=0, le=MAX_LEASE_TTL_S)] = 10.0
-    self_fence_after: Annotated[float, Field(gt=0, le=3600)] | None = None
+    body = ReplicaCheck(node=service.node.name, replica=ok)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
 @router.post("/heartbeat", dependencies=authorized)
-async def heartbeat(service: Service, beat: Beat) -> dict[str, Any]:
+async def heartbeat(service: Service, beat: Heartbeat) -> HeartbeatAnswer:
     """The daemon's round: renew its lease; answer the server's state and the other node as
     this host sees it (the daemon's second witness)."""
     now = time.monotonic()
@@ -108,89 +111,73 @@ async def heartbeat(service: Service, beat: Beat) -> dict[str, Any]:
         )
     if beat.self_fence_after is not None:
         service.follow_timing(beat.self_fence_after)
-    return {
-        "node": service.node.name,
-        "server": (await service.server_state()).value,
-        "writable": service.writable,
-        "self_fenced": service.self_fenced,
-        # Fenced as a precaution while cut off (the daemon may start it again), not superseded.
-        "fenced_isolated": service.self_fenced is not None and service.fenced_isolated,
-        "self_fence_after": service.self_fence_after,
-        "peer": service.peer_view(now),
-    }
+    return HeartbeatAnswer(
+        node=service.node.name,
+        server=await service.server_state(),
+        writable=service.writable,
+        self_fenced=service.self_fenced,
+        fenced_isolated=service.self_fenced is not None and service.fenced_isolated,
+        self_fence_after=service.self_fence_after,
+        peer=service.peer_view(now),
+    )
 
 
 @router.get("/process", dependencies=authorized)
-async def process(service: Service) -> dict[str, Any]:
-    return {
-        "running": await service.driver.is_running(),
-        "server": (await service.server_state()).value,
-    }
-
-
-class Start(BaseModel):
-    role: Role
-    primary: str | None = None
+async def process(service: Service) -> Process:
+    return Process(running=await service.driver.is_running(), server=await service.server_state())
 
 
 @router.post("/start", dependencies=changes)
-async def start(service: Service, body: Start) -> dict[str, Any]:
+async def start(service: Service, body: Start) -> Done:
     primary = service.config.node(body.primary) if body.primary else None
     await service.driver.start(body.role, primary)
-    return {"status": "success"}
-
-
-class Stop(BaseModel):
-    mode: str = "fast"
+    return Done()
 
 
 @router.post("/stop", dependencies=changes)
-async def stop(service: Service, body: Stop) -> dict[str, Any]:
+async def stop(service: Service, body: Stop) -> Done:
     await service.driver.stop(body.mode)
-    return {"status": "success"}
+    return Done()
 
 
 @router.post("/fence", dependencies=changes)
-async def fence(service: Service) -> dict[str, Any]:
-    return {"status": "success", "detail": await service.driver.fence()}
-
-
-class Source(BaseModel):
-    source: str
+async def fence(service: Service) -> Fenced:
+    return Fenced(detail=await service.driver.fence())
 
 
 @router.post("/rewind", dependencies=changes)
-async def rewind(service: Service, body: Source) -> dict[str, Any]:
+async def rewind(service: Service, body: Source) -> Done:
     await service.driver.rewind(service.config.node(body.source))
-    return {"status": "success"}
+    return Done()
 
 
 @router.post("/clone", dependencies=changes)
-async def clone(service: Service, body: Source) -> dict[str, Any]:
+async def clone(service: Service, body: Source) -> Done:
     await service.driver.clone(service.config.node(body.source))
-    return {"status": "success"}
+    return Done()
 
 
 @router.get("/checkpoint_lsn", dependencies=authorized)
-async def checkpoint_lsn(service: Service) -> dict[str, Any]:
-    return {"lsn": await service.driver.checkpoint_lsn()}
+async def checkpoint_lsn(service: Service) -> CheckpointLsn:
+    return CheckpointLsn(lsn=await service.driver.checkpoint_lsn())
 
 
 @router.get("/control", dependencies=authorized)
-async def control(service: Service) -> dict[str, Any]:
+async def control(service: Service) -> Control:
     """The stopped server's pg_control: how it stopped, its timeline and checkpoint."""
-    return dataclasses.asdict(await service.driver.control_data())
+    return Control(**dataclasses.asdict(await service.driver.control_data()))
 
 
 async def _agent_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentError)
-    body = {"status": "error", "message": str(exc), **exc.details}
-    return JSONResponse(body, status_code=exc.status)
+    body = AgentErrorBody(status="error", message=str(exc), **exc.details)
+    # A lease refusal alone names the holder: its presence is what the client reads.
+    return JSONResponse(body.model_dump(exclude_unset=True), status_code=exc.status)
 
 
 async def _node_error(_request: Request, exc: Exception) -> JSONResponse:
     status = 502 if isinstance(exc, NodeError) else 500
-    return JSONResponse({"status": "error", "message": str(exc)}, status_code=status)
+    return JSONResponse(AgentErrorBody(message=str(exc)).model_dump(), status_code=status)
 
 
 def build_agent_app(service: AgentService) -> FastAPI:

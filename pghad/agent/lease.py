@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LEASE_TTL_S = 10.0
+from pghad.nodes.agent_api import LEASE_TTL_S
 
 
 @dataclass

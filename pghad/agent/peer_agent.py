@@ -11,6 +11,7 @@ import time
 from pghad.agent.watch import Answer
 from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient
+from pghad.nodes.agent_api import Health
 
 
 class PeerAgentWatch:
@@ -30,11 +31,11 @@ class PeerAgentWatch:
 
     async def _once(self) -> None:
         try:
-            body = await self.client.call("GET", "/health", timeout=self.timeout)
+            health = await self.client.call("GET", "/health", Health, timeout=self.timeout)
         except NodeError as exc:
             self.answer.error = str(exc)
             return
-        if not body.get("peer_reachable"):
+        if not health.peer_reachable:
             self.answer.error = "its agent answers but does not reach this node's server"
             return
-        self.answer = Answer(row=body, answered_at=time.monotonic(), ever=True)
+        self.answer = Answer(row=health.model_dump(), answered_at=time.monotonic(), ever=True)

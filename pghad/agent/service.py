@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import structlog
 
@@ -25,6 +24,7 @@ from pghad.config.model import AgentNodeConfig, Config, LocalNodeConfig, NodeCon
 from pghad.decide.observation import ServerState
 from pghad.errors import ConfigError
 from pghad.nodes.agent import AgentClient
+from pghad.nodes.agent_api import PeerView
 from pghad.nodes.local import LocalDriver
 from pghad.system import pgbin
 
@@ -123,15 +123,15 @@ class AgentService:
     async def server_state(self) -> ServerState:
         return await self.driver.server_state()
 
-    def peer_view(self, now: float) -> dict[str, Any]:
+    def peer_view(self, now: float) -> PeerView:
         answer = self.peer_watch.answer
         silent = answer.silent_for(now, self.config.agent.peer_interval)
-        return {
-            "name": self.peer.name,
-            "reachable": answer.ever and silent is None,
-            "down_for_s": round(silent, 3) if silent is not None else None,
-            "error": answer.error,
-        }
+        return PeerView(
+            name=self.peer.name,
+            reachable=answer.ever and silent is None,
+            down_for_s=round(silent, 3) if silent is not None else None,
+            error=answer.error,
+        )
 
     # ---- self-fencing ----------------------------------------------------------------------
 

@@ -1,14 +1,15 @@
-"""A small client of the control API for the CLI (standard library only)."""
+"""A small client of the control API for the CLI."""
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from typing import Any
 
+import httpx
+
 from pghad.errors import PghadError
+from pghad.system.net import unreachable_reason
 
 
 class ApiCallFailed(PghadError):
@@ -17,6 +18,13 @@ class ApiCallFailed(PghadError):
 
 class ApiUnreachable(ApiCallFailed):
     """Nothing answers at the API address (the daemon is not running there)."""
+
+
+def _decoded(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 class ApiClient:
@@ -30,27 +38,28 @@ class ApiClient:
         self.timeout = timeout
 
     def call(self, method: str, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.base_url}{path}", method=method)
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body: dict[str, Any] = json.loads(response.read())
-                return body
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("message", exc.reason)
-            except (json.JSONDecodeError, AttributeError):
-                message = exc.reason
-            raise ApiCallFailed(
-                f"{method} {path}: HTTP {exc.code}: {message}{self.source}"
-            ) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            response = httpx.request(
+                method, f"{self.base_url}{path}", headers=headers, timeout=self.timeout
+            )
+        except httpx.TransportError as exc:
+            reason = unreachable_reason(exc)
             raise ApiUnreachable(
                 f"cannot reach the pghad API at {self.base_url}{self.source} ({reason}): "
                 "is `pghad run` up?"
             ) from exc
+        body = _decoded(response)
+        if not response.is_success:
+            message = response.reason_phrase
+            if isinstance(body, dict):
+                message = body.get("message", message)
+            raise ApiCallFailed(
+                f"{method} {path}: HTTP {response.status_code}: {message}{self.source}"
+            )
+        if not isinstance(body, dict):
+            raise ApiCallFailed(f"{method} {path}: not a JSON object: {response.text[:200]!r}")
+        return body
 
 
 def format_status(status: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from pghad.decide.observation import ClusterView
 from pghad.errors import NodeError
 from pghad.nodes import sql as sqlops
 from pghad.nodes.agent import AgentClient
+from pghad.nodes.agent_api import Process
 from pghad.nodes.probe import probe_node
 from pghad.system.net import is_loopback
 
@@ -253,10 +254,10 @@ async def _agent(config: Config, node: NodeConfig) -> Check:
     )
     name = f"agent {node.name}"
     try:
-        process = await client.call("GET", "/process", timeout=3.0)
+        process = await client.call("GET", "/process", Process, timeout=3.0)
     except NodeError as exc:
         return Check(name, Level.FAIL, str(exc), f"start it on {node.name}'s host: `pghad agent`")
-    return Check(name, Level.OK, f"{node.agent_url}: server {process['server']}")
+    return Check(name, Level.OK, f"{node.agent_url}: server {process.server}")
 
 
 def _api(config: Config) -> Check:

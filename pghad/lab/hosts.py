@@ -17,17 +17,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
 
+import httpx
+import tenacity
 import tomlkit
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from pydantic import BaseModel
 
 from pghad.config.model import load_config
 from pghad.errors import SetupError
 from pghad.lab.local import MARKER, lab_down, lab_up
+from pghad.nodes.agent_api import Start
+from pghad.nodes.base import Role
 from pghad.system import files, procs
 
 AGENT_PORT = 8089
@@ -128,27 +131,30 @@ def _agent_url(net: dict[str, Any], node: str) -> str:
 
 
 def _wait_agent(net: dict[str, Any], node: str, deadline: float) -> None:
-    retrying = Retrying(
-        retry=retry_if_exception_type(OSError),
-        stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
-        wait=wait_fixed(0.1),
+    waiting = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(httpx.TransportError),
+        stop=tenacity.stop_after_delay(max(deadline - time.monotonic(), 0.0)),
+        wait=tenacity.wait_fixed(0.1),
+        reraise=True,
     )
     try:
-        for attempt in retrying:
-            with attempt, urllib.request.urlopen(_agent_url(net, node) + "/health", timeout=1):
-                pass
-    except RetryError:
-        raise SetupError(f"the agent of {node} did not answer within the deadline") from None
+        for attempt in waiting:
+            with attempt:
+                httpx.get(_agent_url(net, node) + "/health", timeout=1, trust_env=False)
+    except httpx.TransportError as exc:
+        raise SetupError(f"the agent of {node} did not answer within the deadline") from exc
 
 
-def _post(net: dict[str, Any], node: str, path: str, body: dict[str, Any], token: str) -> None:
-    request = urllib.request.Request(
-        _agent_url(net, node) + path, data=json.dumps(body).encode(), method="POST"
+def _post(net: dict[str, Any], node: str, path: str, body: BaseModel, token: str) -> None:
+    response = httpx.post(
+        _agent_url(net, node) + path,
+        content=body.model_dump_json(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        timeout=120,
+        trust_env=False,
     )
-    request.add_header("Content-Type", "application/json")
-    request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=120):
-        pass
+    if not response.is_success:
+        raise SetupError(f"the agent of {node}: {path}: {response.status_code} {response.text}")
 
 
 def start_agent(lab_dir: Path, net: dict[str, Any], node: str) -> int:
@@ -188,8 +194,8 @@ def lab_up_hosts(lab_dir: Path, first_port: int | None = None) -> dict[str, Any]
     for name in pids:
         _wait_agent(net, name, deadline)
     standby = "node2" if primary == "node1" else "node1"
-    _post(net, primary, "/start", {"role": "primary"}, token)
-    _post(net, standby, "/start", {"role": "standby", "primary": primary}, token)
+    _post(net, primary, "/start", Start(role=Role.PRIMARY), token)
+    _post(net, standby, "/start", Start(role=Role.STANDBY, primary=primary), token)
     marker = json.loads((lab_dir / MARKER).read_text())
     marker.update({"network": net, "agents": pids})
     (lab_dir / MARKER).write_text(json.dumps(marker, indent=2))

@@ -13,11 +13,10 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -25,6 +24,17 @@ from psycopg.conninfo import make_conninfo
 from pghad.config.model import Config
 from pghad.errors import NodeError
 from pghad.nodes.agent import AgentClient, LeaseRefused
+from pghad.nodes.agent_api import (
+    Done,
+    Fence,
+    Fenced,
+    Health,
+    Heartbeat,
+    HeartbeatAnswer,
+    Process,
+    Start,
+    Stop,
+)
 from pghad.nodes.base import Role
 from pghad.nodes.conninfo import admin_conninfo
 from pghad.nodes.local import LocalDriver
@@ -73,7 +83,7 @@ def agent(lab: Lab, tmp_path: Path) -> Iterator[tuple[Config, str]]:
     client = AgentClient(url, "agent-secret", cert, "probe")
     while True:
         try:
-            asyncio.run(client.call("GET", "/health"))
+            asyncio.run(client.call("GET", "/health", Health))
             break
         except NodeError:
             if time.monotonic() > deadline:
@@ -97,33 +107,40 @@ def test_the_agent_serves_tls_wants_its_token_and_one_lease_holder(
     config, url = agent
     ca = config.agent.ca_file
     one = AgentClient(url, "agent-secret", ca, "daemon-one")
-    beat = {"holder": "daemon-one", "host": "host-one", "ttl": 10.0}
-    answer = asyncio.run(one.call("POST", "/heartbeat", beat))
-    assert answer["node"] == "node1" and answer["server"] == "running"
-    assert answer["peer"]["name"] == "node2" and answer["peer"]["reachable"] is True
+    beat = Heartbeat(holder="daemon-one", host="host-one")
+    answer = asyncio.run(one.call("POST", "/heartbeat", HeartbeatAnswer, beat))
+    assert answer.node == "node1" and answer.server == "running"
+    assert answer.peer is not None
+    assert answer.peer.name == "node2" and answer.peer.reachable is True
 
     with pytest.raises(NodeError, match="401"):
-        asyncio.run(AgentClient(url, "wrong", ca, "x").call("POST", "/heartbeat", beat))
-    with pytest.raises(NodeError, match="unreachable"):  # a certificate nobody vouched for
-        asyncio.run(AgentClient(url, "agent-secret", None, "x").call("GET", "/health"))
+        asyncio.run(
+            AgentClient(url, "wrong", ca, "x").call("POST", "/heartbeat", HeartbeatAnswer, beat)
+        )
+    with pytest.raises(NodeError, match=r"unreachable.*CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(AgentClient(url, "agent-secret", None, "x").call("GET", "/health", Health))
 
     other = AgentClient(url, "agent-secret", ca, "daemon-two")
-    beat_two = {"holder": "daemon-two", "host": "host-two", "ttl": 10.0}
+    beat_two = Heartbeat(holder="daemon-two", host="host-two")
     with pytest.raises(LeaseRefused, match="host-one"):
-        asyncio.run(other.call("POST", "/heartbeat", beat_two))
+        asyncio.run(other.call("POST", "/heartbeat", HeartbeatAnswer, beat_two))
     with pytest.raises(LeaseRefused):  # nor may it change the node
-        asyncio.run(other.call("POST", "/stop", {"mode": "fast"}))
+        asyncio.run(other.call("POST", "/stop", Done, Stop(mode="fast")))
+    too_long = {"holder": "daemon-one", "host": "host-one", "ttl": 3600.0}
+    headers = {"Authorization": "Bearer agent-secret"}
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as http:
+        refused = http.post(url + "/heartbeat", json=too_long, headers=headers, timeout=5)
+    assert refused.status_code == 422  # a lease may not keep other daemons out for an hour
 
 
 def test_the_health_checks_answer_without_a_token(agent: tuple[Config, str]) -> None:
     config, url = agent
     context = ssl.create_default_context(cafile=str(config.agent.ca_file))
-    with urllib.request.urlopen(url + "/primary", context=context, timeout=5) as answer:
-        assert answer.status == 200
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(url + "/replica", context=context, timeout=5)
-    assert refused.value.code == 503
-    refused.value.close()
+    with httpx.Client(verify=context, timeout=5) as http:
+        primary = http.get(url + "/primary")
+        assert primary.status_code == 200 and primary.json() == {"node": "node1", "primary": True}
+        replica = http.get(url + "/replica")
+        assert replica.status_code == 503 and replica.json()["replica"] is False
 
 
 def test_an_agent_bound_off_loopback_without_a_token_refuses_to_start(lab: Lab) -> None:
@@ -235,13 +252,13 @@ def test_an_agent_run_as_the_data_owner_fences_stops_and_starts_its_server(lab: 
     try:
         agent_pid = [p for p in _children(process.pid) if b"agent" in _cmdline(p)][-1]
         assert Path(f"/proc/{agent_pid}").stat().st_uid == node.data_dir.stat().st_uid
-        assert "immediate" in asyncio.run(client.call("POST", "/fence", {}))["detail"]
+        assert "immediate" in asyncio.run(client.call("POST", "/fence", Fenced, Fence())).detail
         assert is_writable(lab.config, "node1") is None
-        asyncio.run(client.call("POST", "/start", {"role": "primary"}))
+        asyncio.run(client.call("POST", "/start", Done, Start(role=Role.PRIMARY)))
         assert is_writable(lab.config, "node1") is True
-        asyncio.run(client.call("POST", "/stop", {"mode": "fast"}))
-        assert asyncio.run(client.call("GET", "/process"))["server"] == "stopped"
-        asyncio.run(client.call("POST", "/start", {"role": "primary"}))
+        asyncio.run(client.call("POST", "/stop", Done, Stop(mode="fast")))
+        assert asyncio.run(client.call("GET", "/process", Process)).server == "stopped"
+        asyncio.run(client.call("POST", "/start", Done, Start(role=Role.PRIMARY)))
         assert is_writable(lab.config, "node1") is True
     finally:
         process.terminate()
@@ -251,7 +268,7 @@ def test_an_agent_run_as_the_data_owner_fences_stops_and_starts_its_server(lab: 
 
 def _answers(client: AgentClient) -> bool:
     try:
-        asyncio.run(client.call("GET", "/health"))
+        asyncio.run(client.call("GET", "/health", Health))
     except NodeError:
         return False
     return True
@@ -285,7 +302,7 @@ def test_sighup_applies_a_new_token_and_keeps_running_on_a_bad_config(
 
     def status(token: str) -> int:
         try:
-            asyncio.run(AgentClient(url, token, cert, "probe").call("GET", "/process"))
+            asyncio.run(AgentClient(url, token, cert, "probe").call("GET", "/process", Process))
         except NodeError as exc:
             return 401 if " 401 " in str(exc) else 0
         return 200

@@ -9,11 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.chaos import wait_for
@@ -24,11 +23,7 @@ HELD = 200
 
 
 def _status(url: str, timeout: float = 1.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return httpx.get(url, timeout=timeout).status_code
 
 
 @contextlib.contextmanager
@@ -55,7 +50,7 @@ def answered_within(url: str, bound_s: float) -> bool:
     started = time.monotonic()
     try:
         _status(url, timeout=bound_s)
-    except OSError:
+    except httpx.TransportError:
         return False
     return time.monotonic() - started < bound_s
 
@@ -89,7 +84,7 @@ def agent(lab: Lab) -> Iterator[tuple[str, int]]:
 
 
 def _answers(url: str) -> bool:
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(httpx.TransportError):
         return _status(url + "/health") == 200
     return False
 

@@ -8,10 +8,10 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pghad.lab.local import free_port
@@ -92,9 +92,8 @@ def prometheus(tmp_path: Path, lab: Lab) -> Iterator[str]:
 
 def _firing(prometheus: str) -> set[str]:
     try:
-        with urllib.request.urlopen(f"{prometheus}/api/v1/alerts", timeout=2) as response:
-            alerts = json.loads(response.read())["data"]["alerts"]
-    except OSError:
+        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=2).json()["data"]["alerts"]
+    except httpx.TransportError:
         return set()
     return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
 

@@ -11,11 +11,10 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pghad.errors import NodeError
@@ -47,13 +46,9 @@ def _raw(daemon: DaemonProcess, method: str, path: str, headers: dict[str, str])
 
 def _raw_response(
     daemon: DaemonProcess, method: str, path: str, headers: dict[str, str]
-) -> tuple[int, dict[str, str]]:
-    request = urllib.request.Request(daemon.api + path, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status), dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers)
+) -> tuple[int, Mapping[str, str]]:
+    response = httpx.request(method, daemon.api + path, headers=headers, timeout=30)
+    return response.status_code, response.headers
 
 
 def test_a_planted_link_at_the_log_file_is_refused(lab: Lab) -> None:
@@ -229,7 +224,7 @@ def test_daemon_killed_right_after_relaxing_sync_never_promotes_a_stale_standby(
 def _round_stamp(daemon: DaemonProcess) -> float | None:
     try:
         _code, text = daemon.http("GET", "/metrics")
-    except OSError:
+    except httpx.TransportError:
         return None
     for line in str(text).splitlines():
         if line.startswith("pghad_last_round_timestamp_seconds "):

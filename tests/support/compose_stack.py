@@ -13,11 +13,11 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from pghad.config.model import Config, parse_config
 from tests.support.chaos import set_config_value
@@ -62,13 +62,13 @@ class Stack:
         return parse_config(text)
 
     def api(self, method: str, path: str, timeout: float = 120) -> tuple[int, Any]:
-        request = urllib.request.Request(f"http://127.0.0.1:{API_PORT}{path}", method=method)
-        request.add_header("Authorization", f"Bearer {self.env['PGHAD_API_TOKEN']}")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        response = httpx.request(
+            method,
+            f"http://127.0.0.1:{API_PORT}{path}",
+            headers={"Authorization": f"Bearer {self.env['PGHAD_API_TOKEN']}"},
+            timeout=timeout,
+        )
+        return response.status_code, response.json()
 
     def events(self) -> list[dict[str, Any]]:
         _code, body = self.api("GET", "/events?limit=1000")
@@ -82,7 +82,7 @@ class Stack:
                 _code, status = self.api("GET", "/status", timeout=5)
                 if predicate(status):
                     return status
-            except (OSError, ValueError):
+            except (httpx.TransportError, ValueError):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}: {status}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -21,6 +22,7 @@ from pghad.config.model import AuthConfig
 from pghad.config.nodes import DockerNodeConfig
 from pghad.errors import ConfigError, NodeError, OperationRefused, SetupError
 from pghad.nodes.agent import AgentClient
+from pghad.nodes.agent_api import Done, Health
 from pghad.nodes.docker import DockerDriver
 from pghad.system import beneath, trust
 from pghad.system.state_store import read_json
@@ -165,9 +167,10 @@ def test_the_agent_client_follows_no_redirect_and_no_proxy(
     monkeypatch.setenv("no_proxy", "")
     client = AgentClient(f"http://127.0.0.1:{redirecting}", "tok", None, "h")
     with pytest.raises(NodeError, match="302"):
-        client._call("GET", "/health", None, 5)
+        asyncio.run(client.call("GET", "/health", Health, timeout=5))
     assert _Recorder.seen == []  # the token went nowhere else
-    assert client._call("GET", "/direct", None, 5) == {}  # reached without the proxy
+    asyncio.run(client.call("GET", "/direct", Done, timeout=5))  # reached without the proxy
+    assert _Recorder.seen == ["Bearer tok"]
     os.environ.pop("http_proxy", None)
 
 

@@ -93,7 +93,12 @@ def drop(net: dict[str, Any], on: str, to: str, probability: float = 1.0) -> Non
 
 def start_daemon(lab: Lab, net: dict[str, Any]) -> DaemonProcess:
     daemon = DaemonProcess(lab)
-    daemon.start(prefix=["ip", "netns", "exec", ns(net, "witness")]).wait_healthy(30)
+    daemon.start(prefix=["ip", "netns", "exec", ns(net, "witness")])
+    try:
+        daemon.wait_healthy(30)
+    except BaseException:
+        daemon.stop()  # a daemon that never got healthy is not left running
+        raise
     return daemon
 
 

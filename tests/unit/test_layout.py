@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,34 @@ def test_decide_imports_nothing_that_does_io() -> None:
             elif top not in DECIDE_MAY_IMPORT:
                 wrong.append(f"{path.name}: {module}")
     assert wrong == []
+
+
+def layout_sections() -> dict[str, str]:
+    """docs/design.md's layout block: each top folder's text (its line and the ones under it)."""
+    text = (PACKAGE.parent / "docs" / "design.md").read_text()
+    block = text.split("## Parts: the folder listing is the architecture", 1)[1]
+    block = block.split("```", 2)[1]
+    sections: dict[str, str] = {}
+    current = ""
+    for line in block.splitlines():
+        head = re.match(r"^  (\w+)/\s", line)
+        if head:
+            current = head.group(1)
+        if current:
+            sections[current] = sections.get(current, "") + " " + line
+    return sections
+
+
+def test_the_design_documents_every_module_in_its_folder() -> None:
+    sections = layout_sections()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if len(rel.parts) < 2 or path.stem == "__init__":
+            continue
+        words = set(re.findall(r"\w+", sections.get(rel.parts[0], "")))
+        if path.stem not in words:
+            missing.append(str(rel))
+    assert missing == [], "add these to docs/design.md's layout"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert set(sections) == folders

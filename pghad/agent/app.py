@@ -112,6 +112,8 @@ async def heartbeat(service: Service, beat: Beat) -> dict[str, Any]:
         "node": service.node.name,
         "server": (await service.server_state()).value,
         "writable": service.writable,
+        # Its own SQL check answers in time as a writable primary: alive, from its own host.
+        "serving": service.serving(now),
         "self_fenced": service.self_fenced,
         # Fenced as a precaution while cut off (the daemon may start it again), not superseded.
         "fenced_isolated": service.self_fenced is not None and service.fenced_isolated,

@@ -23,7 +23,7 @@ from pghad.decide.model import (
 from pghad.decide.observation import ClusterView, ServerState
 from pghad.decide.policy import refuse_promotion
 from pghad.decide.repair import repair_standby, restart_primary, restart_self_fenced
-from pghad.decide.split_brain import settle
+from pghad.decide.split_brain import settle, superseded_by_stopped
 from pghad.decide.sync_archive import archive_member, compose
 
 # A standby whose flushed position has not moved for this long while commits wait for it counts
@@ -62,6 +62,11 @@ def decide(
             return replace(settle(view, memory, now), actions=())
         return settle(view, memory, now)
     if len(writable) == 1:
+        stale = superseded_by_stopped(
+            view, memory, now, writable[0], config.other(writable[0]).name
+        )
+        if stale is not None:
+            return replace(stale, actions=()) if paused else stale
         return _with_primary(
             view, memory, config, now, primary=writable[0], busy=busy, relaxing=relaxing
         )

@@ -163,6 +163,7 @@ class AgentDriver:
             at=time.monotonic(),
             self_fence_after=float(confirmed) if confirmed is not None else None,
             self_fenced=bool(answer.get("fenced_isolated")),
+            serving=bool(answer.get("serving")),
         )
         return answer
 

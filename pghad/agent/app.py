@@ -115,6 +115,7 @@ async def heartbeat(service: Service, beat: Heartbeat) -> HeartbeatAnswer:
         node=service.node.name,
         server=await service.server_state(),
         writable=service.writable,
+        serving=service.serving(now),
         self_fenced=service.self_fenced,
         fenced_isolated=service.self_fenced is not None and service.fenced_isolated,
         self_fence_after=service.self_fence_after,

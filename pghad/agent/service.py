@@ -110,6 +110,11 @@ class AgentService:
         row = answer.row
         return answer.error is None and row is not None and not row["in_recovery"]
 
+    def serving(self, now: float) -> bool:
+        """A writable primary whose local check answers in time (not hung, not frozen)."""
+        interval = self.config.agent.peer_interval
+        return self.writable and self.local.answer.silent_for(now, interval) is None
+
     @property
     def streaming_replica(self) -> bool:
         answer, row = self.local.answer, self.local.answer.row

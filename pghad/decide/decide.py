@@ -24,7 +24,7 @@ from pghad.decide.model import (
 from pghad.decide.observation import ClusterView, ServerState
 from pghad.decide.policy import refuse_promotion
 from pghad.decide.repair import repair_standby, restart_primary, restart_self_fenced
-from pghad.decide.split_brain import settle
+from pghad.decide.split_brain import settle, superseded_by_stopped
 from pghad.decide.sync_archive import archive_member, compose
 
 # A standby whose flushed position has not moved for this long while commits wait for it counts
@@ -64,7 +64,9 @@ def decide(
     if len(writable) == 2:
         return settle(view, memory, now)
     if len(writable) == 1:
-        stale = _superseded_writer(view, memory, writable[0], now)
+        stale = superseded_by_stopped(
+            view, memory, now, writable[0], config.other(writable[0]).name
+        ) or _superseded_writer(view, memory, writable[0], now)
         if stale is not None:
             return stale
         return _with_primary(

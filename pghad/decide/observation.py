@@ -44,6 +44,9 @@ class Witness:
     # The agent stopped its primary for want of the daemon and peer (a precaution; not when
     # it stopped it for the other node being a primary on a newer timeline).
     self_fenced: bool = False
+    # The agent's own SQL check of its server answers in time, as a writable primary: the server
+    # is alive and reachable from its own host (whatever pghad's connections meet).
+    serving: bool = False
 
 
 # pg_controldata's "Database cluster state" of a server that stopped while in recovery (cleanly,

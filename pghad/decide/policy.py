@@ -36,8 +36,10 @@ def refuse_promotion(
     The one promotion policy: automatic failover and the operator's failover both ask it (the
     operator may override only `standby_ineligible`, with force). With `threshold` (automatic
     failover), a standby with an agent also needs that agent's word that the primary has been
-    unreachable from its own host as long: the second witness. Without agents, a primary whose
-    driver says its server runs (and is not frozen) is alive: only pghad's connections fail.
+    unreachable from its own host as long: the second witness. A primary whose driver says its
+    server runs (and is not frozen) is alive, only pghad's connections fail: without agents,
+    the driver's word; with agents, the primary's agent answering this round that its own SQL
+    check of the server answers as a writable primary (the daemon then reaches that host).
     """
     obs = view[standby]
     old = view[primary] if primary is not None and threshold is not None else None
@@ -57,6 +59,16 @@ def refuse_promotion(
             DecisionCode.PRIMARY_RUNNING,
             f"{primary}'s driver says its server is running and not frozen: it refuses "
             "pghad's connections (pg_hba.conf, connection slots, a password) but is alive",
+        ),
+        (
+            old is not None
+            and old.witness is not None
+            and old.witness.available
+            and old.witness.serving,
+            DecisionCode.PRIMARY_RUNNING,
+            f"{primary}'s agent says its server answers its own SQL check as a writable "
+            "primary: it refuses pghad's connections (pg_hba.conf, connection slots, a password) "
+            "but is alive",
         ),
         (
             not obs.reachable,

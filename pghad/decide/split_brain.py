@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from pghad.decide.codes import DecisionCode
 from pghad.decide.model import Action, ClusterState, Decision, Fence, Memory
-from pghad.decide.observation import ClusterView, format_lsn
+from pghad.decide.observation import ClusterView, ServerState, format_lsn
 
 
 def settle(view: ClusterView, memory: Memory, now: float) -> Decision:
@@ -47,4 +47,45 @@ def settle(view: ClusterView, memory: Memory, now: float) -> Decision:
     actions: tuple[Action, ...] = (Fence(stale, reason),)
     return Decision(
         new, actions, DecisionCode.SPLIT_BRAIN_FENCE, reason, {"keep": keep, "fence": stale}
+    )
+
+
+def superseded_by_stopped(
+    view: ClusterView, memory: Memory, now: float, primary: str, standby: str
+) -> Decision | None:
+    """The one writable node is on an older timeline than the other's pg_control shows it
+    stopped on as a primary: that node was promoted past this one (a promotion this daemon's
+    memory may not know: a state file older than the cluster), and may hold acknowledged
+    commits this one lacks. It is settled as a split brain: the older one is fenced (then both
+    are stopped, and pg_control's evidence starts the newest primary). Starting the other as a
+    standby under the older primary would throw its commits away."""
+    other = view[standby]
+    control = other.control
+    mine = view[primary].timeline
+    if (
+        other.reachable
+        or other.server is not ServerState.STOPPED
+        or control is None
+        or not control.was_primary
+        or control.timeline is None
+        or mine is None
+        or control.timeline <= mine
+    ):
+        return None
+    new = replace(
+        memory,
+        state=ClusterState.SPLIT_BRAIN,
+        primary=standby,
+        needs_rejoin=memory.needs_rejoin | {primary},
+        standby_eligible=False,
+        primary_down_since=None,
+        primary_seen_at=now,
+    )
+    reason = (
+        f"{primary} is writable on timeline {mine} while {standby}'s pg_control shows it stopped "
+        f"as a primary on timeline {control.timeline} ({control.state}): fencing {primary}"
+    )
+    actions: tuple[Action, ...] = (Fence(primary, reason),)
+    return Decision(
+        new, actions, DecisionCode.SPLIT_BRAIN_FENCE, reason, {"keep": standby, "fence": primary}
     )

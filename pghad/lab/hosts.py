@@ -36,7 +36,7 @@ from pghad.system import files, procs
 AGENT_PORT = 8089
 HOSTS = ("node1", "node2", "witness")
 HOST_NUMBER = {"witness": 10, "node1": 11, "node2": 12}
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 

@@ -223,6 +223,7 @@ class AgentDriver:
             at=time.monotonic(),
             self_fence_after=answer.self_fence_after,
             self_fenced=answer.fenced_isolated,
+            serving=answer.serving,
         )
         return answer
 

@@ -37,6 +37,8 @@ class HeartbeatAnswer(BaseModel):
     node: str
     server: ServerState
     writable: bool
+    # Its own SQL check answers in time as a writable primary: alive, from its own host.
+    serving: bool = False
     self_fenced: str | None = None
     # Fenced as a precaution while cut off (the daemon may start it again), not superseded.
     fenced_isolated: bool = False

@@ -1,6 +1,7 @@
 """Faults that combine on three namespace hosts with agents: an agent restarted while its host is
 cut off, a cut shorter than the threshold but longer than the self-fence, the daemon away while
-the standby's server is stopped cleanly. Counts lost commits and moments with two primaries."""
+the standby's server is stopped cleanly, a primary refusing the daemon while its standby's host
+is cut from it. Counts lost commits and moments with two primaries."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 from pghad.agent.service import local_config
 from pghad.lab.hosts import _STARTED, start_agent
 from pghad.nodes.local import LocalDriver
-from pghad.system import pgbin
+from pghad.system import pgbin, procs
 from tests.support.chaos import (
     Writer,
     freeze,
@@ -30,8 +32,10 @@ from tests.support.chaos import (
 from ..conftest import DaemonProcess, Lab
 from .test_compound import Roles
 from .test_hosts import (
+    THRESHOLD,
     agent_events,
     at,
+    drop,
     fence_timings,
     fenced_before,
     hosts,
@@ -277,3 +281,41 @@ def test_an_old_primary_that_returns_alone_unfenced_is_fenced_not_taken_as_the_p
     finally:
         writer.stop()
         link(net, "node2", up=True)
+
+
+def _reject_from(lab: Lab, net: dict[str, Any], node: str, host: str, reject: bool) -> None:
+    """Make `node`'s pg_hba.conf reject pghad's user connecting from `host` (or allow it again)."""
+    config = lab.config.node(node)
+    hba = config.data_dir / "pg_hba.conf"
+    line = f"host all {config.user} {net['hosts'][host]['address']}/32 reject\n"
+    text = hba.read_text().replace(line, "")
+    hba.write_text(line + text if reject else text)
+    os.kill(procs.postmaster_pid(config.data_dir) or 0, signal.SIGHUP)
+
+
+def test_a_primary_refusing_the_daemon_while_cut_from_its_standbys_host_is_not_failed_over(
+    running: tuple[Lab, dict[str, Any], DaemonProcess],
+) -> None:
+    """node1's pg_hba.conf rejects pghad's user from the daemon's host, and node2's host loses
+    node1: both witnesses lose node1's server. Its agent still answers the daemon's heartbeats
+    that its own check of node1 answers as a writable primary: node1 is alive, so no failover
+    (`primary_running`) and no fence. Before: node2 was promoted beside the running node1."""
+    lab, net, daemon = running
+    config = lab.config
+    _reject_from(lab, net, "node1", "witness", reject=True)
+    drop(net, "node2", "node1")
+    try:
+        daemon.wait_event(lambda e: e.get("code") == "primary_down", 10, "primary_down")
+        time.sleep(4 * THRESHOLD + 2.0)  # past the threshold, and node2's witness past it too
+        assert daemon.named("failover") == []
+        assert daemon.decisions("primary_running"), "node1's agent's word was not asked"
+        assert agent_events(lab, "node1", "self_fenced") == []
+        assert is_writable(config, "node1") is True
+        assert is_writable(config, "node2") is False
+    finally:
+        subprocess.run(["ip", "netns", "exec", ns(net, "node2"), "iptables", "-F"], check=False)
+        _reject_from(lab, net, "node1", "witness", reject=False)
+    refused_at = daemon.decisions("primary_running")[0]["timestamp"]
+    daemon.wait_event(
+        lambda e: e.get("code") == "healthy" and e["timestamp"] > refused_at, 40, "healthy again"
+    )

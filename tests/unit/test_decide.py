@@ -427,6 +427,40 @@ def test_with_an_agent_a_failover_needs_its_word_that_the_primary_is_down_too() 
     assert decided(Witness(True, 1.9)) == "failover"  # within the agent's checking slack
 
 
+def test_a_primary_whose_agent_says_its_server_serves_locally_is_not_failed_over() -> None:
+    """pghad's connections to a are refused and b's host has lost a for the whole threshold,
+    but a's agent answers that its own SQL check of a answers as a writable primary: a is alive
+    (the daemon reaches its host), so no promotion. Its silence or a failed check is no word."""
+    memory = Memory(
+        state=ClusterState.PRIMARY_DOWN, primary="a", standby_eligible=True, primary_down_since=0.0
+    )
+    b = standby(witness=Witness(True, 10.0))  # b's host lost a as long as pghad did
+
+    def decided(primary_agent: Witness) -> str:
+        refused = replace(down("a", ServerState.RUNNING), witness=primary_agent)
+        return decide(view(refused, b), memory, config(threshold=10), now=10.5).code
+
+    assert decided(Witness(True, None, serving=True)) == "primary_running"
+    assert decided(Witness(True, None, serving=False)) == "failover"  # frozen, hung, a standby
+    assert decided(Witness(False, None, serving=True)) == "failover"  # its agent did not answer
+
+
+def test_a_primary_on_an_older_timeline_than_a_stopped_primary_is_fenced() -> None:
+    """A state file older than the cluster says a is the primary; b stopped as a primary on a
+    newer timeline (its pg_control). Starting b as a standby under a would throw away what b
+    acknowledged: a is fenced, and b is kept (then started as the newest primary)."""
+    stale = Memory(state=ClusterState.HEALTHY, primary="a", standby_eligible=True)
+    b_newer = stopped("b", "in production", 2)
+    d = decide(view(primary(named=False), b_newer), stale, config(), now=1.0)
+    assert d.code == "split_brain_fence" and d.actions == (Fence("a", d.reason),)
+    assert d.memory.primary == "b" and "a" in d.memory.needs_rejoin
+    paused = decide(view(primary(named=False), b_newer), stale, config(), 1.0, paused=True)
+    assert paused.actions == d.actions  # a safety action: paused too
+    for not_newer in (stopped("b", "in production", 1), stopped("b", "shut down in recovery", 2)):
+        d = decide(view(primary(named=False), not_newer), stale, config(), now=1.0)
+        assert not any(isinstance(a, Fence) for a in d.actions), d
+
+
 def test_failover_waits_for_the_self_fence_timing_the_primarys_agent_last_confirmed() -> None:
     """The threshold was lowered to 2 s while the primary's agent, cut off, still fences after
     the 7.5 s it confirmed before: no promotion before that agent has fenced."""

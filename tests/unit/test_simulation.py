@@ -8,7 +8,7 @@ import random
 import pytest
 
 from pghad.decide.model import Promote
-from pghad.testing.sim.cases import CASES
+from pghad.testing.sim.cases import CASES, FIXED_SEEDS
 from pghad.testing.sim.checks import Checker
 from pghad.testing.sim.client import Ack, Acked
 from pghad.testing.sim.network import Network
@@ -70,7 +70,7 @@ def test_commits_whose_only_copy_was_lost_with_a_disk_are_reported_not_counted()
     check = checker()
     servers["a"].halt()
     servers["a"].has_data = False
-    check.data_lost(servers, acked)  # #2 was on a alone
+    check.data_lost("a", servers, acked)  # #2 was on a alone
     servers["b"].in_recovery = False
     check.final(START + 5, servers, acked)
     assert check.violations == [] and [r.kind for r in check.reports] == ["lost_with_disk"]
@@ -85,6 +85,65 @@ def test_acknowledged_commits_missing_from_the_final_primary_are_counted_by_kind
     assert check.violations == [] and [r.kind for r in check.reports] == ["lost_cancel_ack"]
     check.final(START + 5, servers, [*acked, Acked(4, "a", START, Ack.SYNC)])
     assert [v.kind for v in check.violations] == ["lost_commit"]
+
+
+def test_a_refusing_primary_whose_agent_is_gone_is_out_of_sight_once_its_standby_is_cut() -> None:
+    """pghad reads no server's error text: a server refusing its connections while its agent is
+    gone and its standby's host is cut from it is down for pghad; with its agent back, up."""
+    net = Network(random.Random(1))
+    servers, check = two_servers(), checker()
+    servers["a"].refusing = True
+    net.cut("a", "b", True)
+    net.cut("b", "a", True)
+    check.health["a"].agent_gone = True
+    check.step(START + 1, servers, net, [], True)
+    check.promoted(START + 12, "b", servers, net)  # past the threshold
+    assert check.violations == []
+    servers, check = two_servers(), checker()
+    servers["a"].refusing = True
+    check.step(START + 1, servers, net, [], True)
+    check.promoted(START + 12, "b", servers, net)  # its agent answers: a is alive
+    assert [v.kind for v in check.violations] == ["needless_failover"]
+
+
+def test_no_primary_is_expected_when_a_primary_that_acknowledged_alone_lost_its_data() -> None:
+    """Invariant 2: a standby that may lack commits the primary acknowledged alone (it did not
+    name it, or not long enough for pghad to see it synchronous again) is not promoted."""
+    acked = [Acked(1, "a", START, Ack.SYNC)]
+
+    def final_after(relaxed: bool, confirmed_for: int) -> list[str]:
+        servers, check = two_servers(), checker()
+        servers["a"].wal = servers["b"].wal = [1]
+        servers["a"].sync_names, servers["b"].streaming_from = '"b"', "a"
+        if relaxed:
+            servers["a"].relaxes += 1  # set to name no standby, and back within one step
+        for second in range(1, 3 + confirmed_for):  # named and streamed from, each second
+            check.step(START + second, servers, Network(random.Random(1)), [], True)
+        servers["a"].halt()
+        servers["a"].has_data = False
+        check.data_lost("a", servers, acked)
+        check.final(START + 200, servers, acked)
+        return [v.kind for v in check.violations]
+
+    assert final_after(relaxed=True, confirmed_for=1) == []
+    assert final_after(relaxed=True, confirmed_for=4) == ["no_primary"]  # b seen sync again
+    assert final_after(relaxed=False, confirmed_for=1) == ["no_primary"]  # never relaxed
+
+
+def test_a_link_losing_most_exchanges_does_not_count_as_answering() -> None:
+    net = Network(random.Random(1))
+    net.lossy("a", "b", 0.3, True)
+    net.lossy("b", "a", 0.3, True)
+    assert net.exchanges("a", "b", 0.25)  # 49% of round trips get through
+    net.lossy("a", "b", 0.7, True)
+    net.lossy("b", "a", 0.7, True)
+    assert not net.exchanges("a", "b", 0.25)  # 9%
+
+
+@pytest.mark.parametrize("seed", sorted(FIXED_SEEDS))
+def test_the_seeds_the_long_search_found_and_that_were_fixed_hold(seed: int) -> None:
+    result = run_seed(seed)
+    assert result.violations == (), FIXED_SEEDS[seed] + "\n" + "\n".join(result.trace)
 
 
 def test_a_seed_replays_exactly() -> None:

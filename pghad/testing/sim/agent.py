@@ -192,8 +192,10 @@ class SimAgent:
             raise Refused(self.lease.host)
         self.self_fence_after = self_fence_after
         silent = self.peer_watch.answer.silent_for(now, self.interval)
+        serving = self.writable() and self.local.answer.silent_for(now, self.interval) is None
         return {
             "server": server_state(own).value,
+            "serving": serving,
             "self_fenced": self.self_fenced,
             "fenced_isolated": self.self_fenced is not None and self.fenced_isolated,
             "self_fence_after": self.self_fence_after,

@@ -50,3 +50,18 @@ CASES: dict[str, Schedule] = {
         seed=1, agents=False, write_interval=45.0, faults=(Fault(20.0, "refuse", "a", 60.0),)
     ),
 }
+
+# Seeds of the long search (`bench/simulate.py --schedules 2000 --seed 1`) that broke an invariant
+# and were fixed, with what broke (bench/results/simulation.md tells each one's mechanism). They
+# replay on the generator of this code (`generate(seed)`).
+FIXED_SEEDS: dict[int, str] = {
+    296: "no_primary: the primary relaxed sync, then lost its data (the standby rightly refused)",
+    304: "needless_failover: a refuses pghad, b's host cut from a, a's agent restarted meanwhile",
+    448: "needless_self_fence: a fenced as it thawed from a freeze, the daemon away",
+    758: "needless_self_fence: b fenced over a link losing 70% each way, the daemon away",
+    1007: "no_primary: the new primary lost its data before its standby was confirmed",
+    1218: "needless_self_fence: a fenced while frozen, the daemon away, b frozen",
+    1270: "no_primary: the primary lost its data right after a relax",
+    1336: "needless_self_fence, then lost_commit: a stale state file; b stopped as a newer primary",
+    1781: "needless_failover: a refuses pghad while its agent answers that it serves",
+}

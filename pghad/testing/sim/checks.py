@@ -48,6 +48,7 @@ class Health:
     # Fenced by its own agent for want of the daemon and the peer (a justified fence: a needless
     # one is flagged apart), until it runs again. pghad starts it again only through that agent.
     fenced_by_agent: bool = False
+    agent_gone: bool = False  # its agent is killed (until restarted)
     ok_since: float = 0.0
     bad_since: float | None = None
     last_episode: tuple[float, float] | None = None
@@ -68,6 +69,14 @@ class Checker:
         # Acknowledged commits whose every copy went with a lost data directory: nothing could
         # have kept them (reported apart, not counted as lost by pghad).
         self.destroyed: set[int] = set()
+        # Primaries that may have acknowledged commits without their standby (they did not name
+        # it, or pghad has not yet had a round to see it synchronous again): pghad must not
+        # promote that standby automatically (invariant 2), so if such a primary loses its data
+        # the cluster rightly stays without one (an operator may promote with force).
+        self.unconfirmed: dict[str, bool] = dict.fromkeys(nodes, False)
+        self._confirming_since: dict[str, float | None] = dict.fromkeys(nodes)
+        self._relaxes: dict[str, int] = dict.fromkeys(nodes, 0)
+        self.unpromotable: str | None = None
         self.violations: list[Violation] = []
         # Not violations: what PostgreSQL itself does not promise (a cancelled wait's commit).
         self.reports: list[Violation] = []
@@ -79,7 +88,10 @@ class Checker:
     def env_ok(self, name: str, servers: Mapping[str, SimServer], net: Network) -> bool:
         peer = next(n for n in servers if n != name)
         health = self.health[name]
-        reachable = net.usable(DAEMON, name) or net.usable(peer, name)
+        # A server refusing pghad's connections while its agent is gone tells the daemon
+        # nothing of its life (pghad reads no server's error text): out of the daemon's sight.
+        seen = net.usable(DAEMON, name) and not (servers[name].refusing and health.agent_gone)
+        reachable = seen or net.usable(peer, name)
         # A self-fenced server the daemon cannot reach is down for pghad (as after a crash): only
         # its agent, on that host, can start it again.
         fenced = health.fenced_by_agent and not net.usable(DAEMON, name)
@@ -128,9 +140,7 @@ class Checker:
                     "two_primaries_cancel",
                     f"{sorted(cancelled)} acknowledged a cancelled wait while {others} acknowledge",
                 )
-        writable = [n for n, s in servers.items() if s.writable]
-        if len(writable) == 1:
-            self.primary = writable[0]
+        self._primaries(now, servers)
         self._held(now, servers, net, daemon_alive)
 
     def _held(
@@ -193,9 +203,34 @@ class Checker:
                     f"(threshold {self.threshold:g}s)",
                 )
 
-    def data_lost(self, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
-        """A data directory was just lost: the acknowledged commits no server holds now are gone
-        with it, whatever pghad does."""
+    def _primaries(self, now: float, servers: Mapping[str, SimServer]) -> None:
+        writable = [n for n, s in servers.items() if s.writable]
+        if len(writable) == 1:
+            self.primary = writable[0]
+        if writable:
+            self.unpromotable = None
+        for name in writable:
+            self._confirm(now, name, servers)
+
+    def _confirm(self, now: float, name: str, servers: Mapping[str, SimServer]) -> None:
+        peer = next(n for n in servers if n != name)
+        relaxed = servers[name].relaxes != self._relaxes[name]  # a relax undone within a step
+        self._relaxes[name] = servers[name].relaxes
+        if relaxed or peer not in servers[name].waits_for():
+            self.unconfirmed[name], self._confirming_since[name] = True, None
+        elif servers[peer].streaming_from != name:
+            self._confirming_since[name] = None
+        elif (since := self._confirming_since[name]) is None:
+            self._confirming_since[name] = now
+        elif now - since >= DECIDE_SLACK_S:
+            self.unconfirmed[name] = False
+
+    def data_lost(self, name: str, servers: Mapping[str, SimServer], acked: list[Acked]) -> None:
+        """`name`'s data directory was just lost: the acknowledged commits no server holds now
+        are gone with it, whatever pghad does; and when it was the primary and may have
+        acknowledged commits without its standby, that standby may not be promoted."""
+        if name == self.primary and self.unconfirmed[name]:
+            self.unpromotable = next(n for n in servers if n != name)
         held = {c for s in servers.values() if s.has_data for c in s.wal}
         self.destroyed |= {a.commit for a in acked if a.commit not in held}
 
@@ -214,7 +249,11 @@ class Checker:
             # Commits lost with a data directory count here too: a standby that lacks them is
             # not promoted automatically (an operator may, with force).
             synced = {a.commit for a in acked if a.kind is Ack.SYNC}
-            whole = [n for n, s in servers.items() if s.has_data and synced <= set(s.wal)]
+            whole = [
+                n
+                for n, s in servers.items()
+                if s.has_data and synced <= set(s.wal) and n != self.unpromotable
+            ]
             if whole:  # a server that holds every acknowledged commit could be the primary
                 self.flag(
                     now,

@@ -77,7 +77,7 @@ class Faults:
                 server.halt()
                 if fault.kind == "lose_data":
                     server.has_data = False
-                    self.world.checker.data_lost(self.world.servers, self.world.writer.acked)
+                    self.world.checker.data_lost(name, self.world.servers, self.world.writer.acked)
                 self.world.checker.health[name].down_by_fault = True
             case "stop":
                 self._spawn(self._stop(name))
@@ -95,6 +95,7 @@ class Faults:
                 self._later(end, "daemon restarted", world.daemon.start)
             case "kill_agent":
                 world.env.agents[fault.target] = None
+                world.checker.health[fault.target].agent_gone = True
                 self._later(end, f"agent {fault.target} restarted", self._agent(fault.target))
             case _:
                 world.daemon.request(fault.kind)
@@ -131,6 +132,7 @@ class Faults:
     def _agent(self, name: str) -> Callable[[], None]:
         def restart() -> None:
             self.world.env.agents[name] = self.world.new_agent(name)
+            self.world.checker.health[name].agent_gone = False
 
         return restart
 

@@ -67,6 +67,11 @@ class Network:
             return False
         return there.delay + back.delay < within
 
+    def exchanges(self, src: str, dst: str, at_least: float) -> bool:
+        """Usable, and at least that fraction of requests get their answer through."""
+        there, back = self._seen(src, dst), self._seen(dst, src)
+        return self.usable(src, dst) and (1 - there.loss) * (1 - back.loss) >= at_least
+
     def round_trip(self, src: str, dst: str) -> float | None:
         """Seconds a request and its answer take, or None when either is lost."""
         if src == dst:

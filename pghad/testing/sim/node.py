@@ -86,7 +86,8 @@ class SimDriver:
         self._confirmed = float(answer["self_fence_after"])
         down = answer["peer"]["down_for_s"]
         fenced = bool(answer["fenced_isolated"])
-        self._witness = Witness(True, down, self.env.clock(), self._confirmed, fenced)
+        serving = bool(answer["serving"])
+        self._witness = Witness(True, down, self.env.clock(), self._confirmed, fenced, serving)
         return ServerState(answer["server"])
 
     def witness(self) -> Witness | None:
@@ -232,6 +233,8 @@ class SimNode:
     async def set_synchronous(self, standby: str | None, archive: bool = False) -> None:
         server = await self._connect(SQL_CONNECT_S)
         server.sync_names = render(standby, archive)
+        if standby is None:
+            server.relaxes += 1
 
     async def make_read_only(self) -> None:
         server = await self._connect(SQL_CONNECT_S)

@@ -65,6 +65,8 @@ class SimServer:
     frozen: bool = False  # SIGSTOP: no answer, no progress
     read_only: bool = False  # default_transaction_read_only (the SQL fence)
     refusing: bool = False  # refuses pghad's connections (pg_hba reject, no slots left)
+    # How many times pghad set synchronous_standby_names to name no standby (a relax).
+    relaxes: int = 0
     streaming_from: str | None = None  # the walreceiver's upstream while connected
     contact_at: float = 0.0  # the walreceiver's last exchange with its upstream
     msg_at: float = 0.0  # the walreceiver's last message (WAL or keepalive)

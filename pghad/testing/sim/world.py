@@ -48,6 +48,10 @@ class Result:
         return bool(self.violations)
 
 
+# The share of exchanges that must get through for the other host to count as answering.
+ANSWERING_SHARE = 0.25
+
+
 class World:
     def __init__(self, schedule: Schedule, state_dir: Path) -> None:
         self.schedule = schedule
@@ -171,7 +175,14 @@ class World:
             peer = next(n for n in NODES if n != name)
             peer_server = self.servers[peer]
             answers = peer_server.up or self.env.agents.get(peer) is not None
-            if self.net.usable(name, peer) and answers:
+            # The other host answers this one for the agents' rule only while it can reach this
+            # node's server: a frozen server is down for the failover witness over there, so a
+            # fence before that host has seen it again is the rule (it keeps a thawed primary
+            # from writing beside one promoted meanwhile). Over a link that loses most exchanges
+            # (70% each way: 91%), the agents (and that witness) may hear nothing for a whole
+            # threshold: that host counts as silent too.
+            reached = self.servers[name].up
+            if self.net.exchanges(name, peer, ANSWERING_SHARE) and answers and reached:
                 if self._answerable[name] is None:
                     self._answerable[name] = now
             else:

@@ -77,7 +77,7 @@ class Procedures:
         primary = writable[0]
         standby = self.config.other(primary).name
         replica = view[primary].replica(standby)
-        if not view[standby].is_standby or replica is None or replica.state != "streaming":
+        if not view[standby].is_standby or replica is None or not replica.streaming:
             raise OperationRefused(
                 f"{standby} is not streaming from {primary} "
                 f"({view[standby].error or 'not in pg_stat_replication'}); "
@@ -219,7 +219,7 @@ class Procedures:
         started = time.monotonic()
         replica = view[current].replica(preferred)
         rejoined = None
-        if replica is None or replica.state != "streaming":
+        if replica is None or not replica.streaming:
             rejoined = await rejoin(self.nodes[preferred], self.nodes[current])
         await self._wait_streaming(current, preferred)
         result = await self._switch(current, preferred, PromotionCause.FAILBACK, intend)
@@ -238,7 +238,7 @@ class Procedures:
         while time.monotonic() < deadline:
             obs = await self.nodes[primary].probe(self.config.cluster.probe_timeout)
             replica = obs.replica(standby)
-            if replica is not None and replica.state == "streaming":
+            if replica is not None and replica.streaming:
                 return
             await asyncio.sleep(0.1)
         raise NodeError(

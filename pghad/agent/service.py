@@ -21,7 +21,7 @@ from pghad.agent.lease import Lease
 from pghad.agent.peer_agent import PeerAgentWatch
 from pghad.agent.watch import LOCAL_QUERY, PEER_QUERY, Watch
 from pghad.config.model import AgentNodeConfig, Config, LocalNodeConfig, NodeConfig
-from pghad.decide.observation import ServerState
+from pghad.decide.observation import STREAMING, ServerState
 from pghad.errors import ConfigError
 from pghad.nodes.agent import AgentClient
 from pghad.nodes.agent_api import PeerView
@@ -122,7 +122,7 @@ class AgentService:
             answer.error is None
             and row is not None
             and row["in_recovery"]
-            and (row["receiver_status"] == "streaming")
+            and (row["receiver_status"] == STREAMING)
         )
 
     async def server_state(self) -> ServerState:

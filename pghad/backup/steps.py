@@ -62,7 +62,7 @@ def directory_size(path: Path) -> int:
 
 def pick_source(view: ClusterView, prefer: str) -> NodeObservation | None:
     """The standby when it is healthy and preferred, else the primary (or any reachable node)."""
-    standbys = [o for o in view.nodes.values() if o.is_standby and o.receiver_status == "streaming"]
+    standbys = [o for o in view.nodes.values() if o.is_standby and o.receiving]
     primaries = [o for o in view.nodes.values() if o.writable]
     ordered = standbys + primaries if prefer == "standby" else primaries + standbys
     return ordered[0] if ordered else None

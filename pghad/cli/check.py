@@ -98,7 +98,7 @@ def _replication(config: Config, view: ClusterView) -> list[Check]:
     primary = primaries[0]
     standby = config.other(primary).name
     replica = view[primary].replica(standby)
-    if replica is None or replica.state != "streaming":
+    if replica is None or not replica.streaming:
         return [
             Check(
                 "replication",

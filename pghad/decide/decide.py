@@ -119,7 +119,7 @@ def _with_primary(
     last_flush = memory.standby_flush if memory.primary == primary else None
     stall = stalled_since(memory.standby_progress_at, last_flush, replica, lag, now)
     stalled = stall is not None and now - stall >= STALL_GRACE_S
-    streaming = replica is not None and replica.state == "streaming" and not stalled
+    streaming = replica is not None and replica.streaming and not stalled
     since = memory.standby_down_since if memory.standby_down_since is not None else stall
     standby_down_since = None if streaming else (since if since is not None else now)
     link = Link(

@@ -32,7 +32,7 @@ class Link:
 
     @property
     def streaming(self) -> bool:
-        return self.replica is not None and self.replica.state == "streaming" and not self.stalled
+        return self.replica is not None and self.replica.streaming and not self.stalled
 
 
 def stalled_since(

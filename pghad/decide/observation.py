@@ -94,6 +94,10 @@ def parse_controldata(text: str) -> ControlData:
     )
 
 
+# pg_stat_replication.state and pg_stat_wal_receiver.status of a standby that streams.
+STREAMING = "streaming"
+
+
 @dataclass(frozen=True)
 class ReplicaInfo:
     """A row of pg_stat_replication on the primary."""
@@ -104,6 +108,10 @@ class ReplicaInfo:
     flush_lsn: int | None
     replay_lsn: int | None
     replay_lag_s: float | None
+
+    @property
+    def streaming(self) -> bool:
+        return self.state == STREAMING
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,11 @@ class NodeObservation:
     witness: Witness | None = None
     # Read from its pg_control while its driver says the server is stopped (else None).
     control: ControlData | None = None
+
+    @property
+    def receiving(self) -> bool:
+        """Its WAL receiver streams from a primary."""
+        return self.receiver_status == STREAMING
 
     @property
     def writable(self) -> bool:
@@ -166,7 +179,7 @@ class ClusterView:
         return bool(
             obs is not None
             and obs.writable
-            and any(r.state == "streaming" and r.name in self.nodes for r in obs.replicas)
+            and any(r.streaming and r.name in self.nodes for r in obs.replicas)
         )
 
     def lag_bytes(self, primary: str, standby: str) -> int | None:

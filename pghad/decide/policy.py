@@ -98,7 +98,7 @@ def refuse_promotion(
             + ", so only pghad cannot reach it",
         ),
         (
-            obs.receiver_status == "streaming" and receiver_age < silence,
+            obs.receiving and receiver_age < silence,
             DecisionCode.PRIMARY_ALIVE_FOR_STANDBY,
             f"it still receives WAL from the primary ({receiver_age:.1f} s ago), so the primary "
             "is alive and only unreachable from pghad",

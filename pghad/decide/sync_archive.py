@@ -28,7 +28,7 @@ def archive_member(
         return None
     replica = obs.replica(ARCHIVE)
     named = ARCHIVE in waited_for(obs.sync_standby_names)
-    if replica is not None and replica.state == "streaming":
+    if replica is not None and replica.streaming:
         lag = (obs.current_lsn or 0) - (replica.flush_lsn or 0)
         if named or lag <= CAUGHT_UP_BYTES:
             return ArchiveSync(True, None, "the archive streams: commits wait for it too")

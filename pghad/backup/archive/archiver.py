@@ -166,7 +166,7 @@ class Archiver:
         obs = view.nodes.get(primary) if primary else None
         replica = obs.replica(ARCHIVE) if obs is not None and obs.writable else None
         state = self.state
-        state.streaming = replica is not None and replica.state == "streaming"
+        state.streaming = replica is not None and replica.streaming
         if replica is None or obs is None or obs.current_lsn is None:
             state.lag_bytes = None
         else:

@@ -15,12 +15,14 @@ import uvicorn
 from pghad.agent.app import build_agent_app
 from pghad.agent.service import AgentService
 from pghad.api.guard import ACCEPT_BACKLOG, BoundedH11Protocol
-from pghad.api.limits import BodyGuard
+from pghad.api.limits import KEEP_ALIVE_S, BodyGuard
 from pghad.config.model import Config, load_config, validate_config
 from pghad.config.reload import changed
 from pghad.errors import ConfigError
 from pghad.record import logs
 from pghad.system.net import is_loopback
+
+GRACEFUL_SHUTDOWN_S = 5  # requests under way at a stop get this long
 
 log = structlog.get_logger("pghad.agent")
 # Bound when the agent starts: its socket and TLS, the cluster's nodes and passwords (the driver
@@ -89,8 +91,8 @@ async def serve(service: AgentService, config_path: Path) -> None:
         lifespan="off",
         http=BoundedH11Protocol,
         backlog=ACCEPT_BACKLOG,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=str(agent.tls_cert) if agent.tls_cert else None,
         ssl_keyfile=str(agent.tls_key) if agent.tls_key else None,
     )

@@ -23,7 +23,7 @@ from pghad.act import requests as ops
 from pghad.act.procedures import OperationResult
 from pghad.api.control import Control
 from pghad.api.guard import ACCEPT_BACKLOG, BoundedH11Protocol, RequestGuard
-from pghad.api.limits import BodyGuard
+from pghad.api.limits import KEEP_ALIVE_S, BodyGuard
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
 from pghad.errors import OperationRefused, PghadError, SetupError
@@ -269,7 +269,7 @@ class ApiServer:
             lifespan="off",
             http=BoundedH11Protocol,
             backlog=ACCEPT_BACKLOG,
-            timeout_keep_alive=5,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self.server = _Server(config)
 

@@ -23,6 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 MAX_CONNECTIONS = 100
 PER_CLIENT = 32
 REQUEST_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 MAX_BODY = 64 * 1024
 # asyncio accepts up to `backlog` connections in one go before the protocol sees any of them (and
 # closes those over the cap): uvicorn's default of 2,048 let one burst of clients take every file

@@ -14,7 +14,13 @@ from pathlib import Path
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from pghad.config.model import AuthConfig, LocalNodeConfig, NodeConfig
-from pghad.decide.observation import ControlData, ServerState, Witness, parse_controldata
+from pghad.decide.observation import (
+    ControlData,
+    ServerState,
+    Witness,
+    format_lsn,
+    parse_controldata,
+)
 from pghad.errors import NodeError
 from pghad.nodes import nodeconf
 from pghad.nodes.base import Role
@@ -30,6 +36,7 @@ from pghad.system.runas import owner_of, prefix_for
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
+CONTROLDATA_TIMEOUT_S = 30
 FENCE_GRACE_S = 2.0
 REWIND_ATTEMPTS = 20
 REWIND_RETRY_S = 0.5
@@ -228,16 +235,15 @@ class LocalDriver:
             raise NodeError(f"{exc} (source {redacted(source_info)})") from exc
 
     async def checkpoint_lsn(self) -> str:
-        result = await self._pg("pg_controldata", str(self.data_dir), timeout=30)
-        for line in result.stdout.splitlines():
-            if line.startswith("Latest checkpoint location:"):
-                return line.split(":", 1)[1].strip()
-        raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")
+        lsn = format_lsn((await self.control_data()).checkpoint_lsn)
+        if lsn is None:
+            raise NodeError(f"{self.node.name}: pg_controldata shows no checkpoint location")
+        return lsn
 
     async def control_data(self) -> ControlData:
         # LC_ALL=C: the labels parsed are pg_controldata's untranslated ones.
         result = await self._pg(
-            "pg_controldata", str(self.data_dir), timeout=30, env={"LC_ALL": "C"}
+            "pg_controldata", str(self.data_dir), timeout=CONTROLDATA_TIMEOUT_S, env={"LC_ALL": "C"}
         )
         return parse_controldata(result.stdout)
 

@@ -401,7 +401,7 @@ def test_the_daemon_killed_during_a_switchover_leaves_one_primary_and_every_comm
 
 
 def _quietly(call: Callable[[str], object], path: str) -> None:
-    with contextlib.suppress(OSError):  # the daemon is killed while it answers
+    with contextlib.suppress(OSError, httpx.HTTPError):  # the daemon is killed while it answers
         call(path)
 
 

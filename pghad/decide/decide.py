@@ -256,6 +256,7 @@ def _without_primary(
         paused=paused,
         threshold=threshold,
         primary=primary,
+        now=now,
     )
     if refusal is not None:
         restart = restart_primary(

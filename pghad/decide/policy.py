@@ -30,6 +30,7 @@ def refuse_promotion(
     paused: bool = False,
     threshold: float | None = None,
     primary: str | None = None,
+    now: float = 0.0,
 ) -> Refusal | None:
     """The first reason not to promote `standby` now, or None.
 
@@ -40,6 +41,8 @@ def refuse_promotion(
     server runs (and is not frozen) is alive, only pghad's connections fail: without agents,
     the driver's word; with agents, the primary's agent answering this round that its own SQL
     check of the server answers as a writable primary (the daemon then reaches that host).
+    That answer counts while it is fresh: within half the threshold (heartbeats come every
+    round); an answer from before a cut of the primary's host says nothing of it now.
     """
     obs = view[standby]
     old = view[primary] if primary is not None and threshold is not None else None
@@ -64,7 +67,8 @@ def refuse_promotion(
             old is not None
             and old.witness is not None
             and old.witness.available
-            and old.witness.serving,
+            and old.witness.serving
+            and now - old.witness.at <= (threshold or 0) / 2,
             DecisionCode.PRIMARY_RUNNING,
             f"{primary}'s agent says its server answers its own SQL check as a writable "
             "primary: it refuses pghad's connections (pg_hba.conf, connection slots, a password) "

@@ -440,9 +440,11 @@ def test_a_primary_whose_agent_says_its_server_serves_locally_is_not_failed_over
         refused = replace(down("a", ServerState.RUNNING), witness=primary_agent)
         return decide(view(refused, b), memory, config(threshold=10), now=10.5).code
 
-    assert decided(Witness(True, None, serving=True)) == "primary_running"
-    assert decided(Witness(True, None, serving=False)) == "failover"  # frozen, hung, a standby
-    assert decided(Witness(False, None, serving=True)) == "failover"  # its agent did not answer
+    assert decided(Witness(True, None, at=10.3, serving=True)) == "primary_running"
+    assert decided(Witness(True, None, at=10.3, serving=False)) == "failover"  # frozen, hung
+    assert decided(Witness(False, None, at=10.3, serving=True)) == "failover"  # no answer
+    # Its last answer before the cut of its host: past half the threshold, it says nothing now.
+    assert decided(Witness(True, None, at=4.0, serving=True)) == "failover"
 
 
 def test_a_primary_on_an_older_timeline_than_a_stopped_primary_is_fenced() -> None:

@@ -15,7 +15,6 @@ from pghad.decide.model import (
     Action,
     ClusterState,
     Decision,
-    Fence,
     Memory,
     Promote,
     action_target,
@@ -24,7 +23,7 @@ from pghad.decide.model import (
 from pghad.decide.observation import ClusterView, ServerState
 from pghad.decide.policy import refuse_promotion
 from pghad.decide.repair import repair_standby, restart_primary, restart_self_fenced
-from pghad.decide.split_brain import settle, superseded_by_stopped
+from pghad.decide.split_brain import settle, superseded_by_memory, superseded_by_stopped
 from pghad.decide.sync_archive import archive_member, compose
 
 # A standby whose flushed position has not moved for this long while commits wait for it counts
@@ -66,40 +65,13 @@ def decide(
     if len(writable) == 1:
         stale = superseded_by_stopped(
             view, memory, now, writable[0], config.other(writable[0]).name
-        ) or _superseded_writer(view, memory, writable[0], now)
+        ) or superseded_by_memory(view, memory, now, writable[0])
         if stale is not None:
             return stale
         return _with_primary(
             view, memory, config, now, primary=writable[0], busy=busy, relaxing=relaxing
         )
     return _without_primary(view, memory, config, now, busy, paused=paused)
-
-
-def _superseded_writer(view: ClusterView, memory: Memory, node: str, now: float) -> Decision | None:
-    """The one writable node is a former primary on an older timeline than the primary that
-    replaced it (never fenced: its host did not answer at the promotion). It holds none of
-    that primary's acknowledged commits: it is fenced, never taken as the primary, and the
-    newest primary is never rewound under it."""
-    timeline = view[node].timeline
-    if (
-        node == memory.primary
-        or node not in memory.needs_rejoin
-        or memory.timeline is None
-        or timeline is None
-        or timeline >= memory.timeline
-    ):
-        return None
-    reason = (
-        f"{node} is writable on timeline {timeline}, older than the timeline "
-        f"{memory.timeline} of {memory.primary}, which replaced it: fencing {node}"
-    )
-    details: dict[str, object] = {"fence": node, "primary": memory.primary}
-    down = replace(
-        memory,
-        state=ClusterState.PRIMARY_DOWN,
-        primary_down_since=memory.primary_down_since or now,
-    )
-    return Decision(down, (Fence(node, reason),), DecisionCode.STALE_PRIMARY_FENCE, reason, details)
 
 
 def _with_primary(

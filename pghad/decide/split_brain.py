@@ -1,4 +1,5 @@
-"""Two writable nodes: which one keeps serving is settled by what the servers say."""
+"""Two writable nodes, or one that was superseded: which one keeps serving is settled by what the
+servers say (timelines, WAL, pg_control), and by what the daemon recorded of a promotion."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def settle(view: ClusterView, memory: Memory, now: float) -> Decision:
             "fence one by hand (pghad will not guess)",
         )
     stale = second if keep == first else first
+    reason = f"{stale} is writable while {keep} is primary ({why}): fencing {stale}"
+    return _fence(memory, keep, stale, now, reason)
+
+
+def _fence(memory: Memory, keep: str, stale: str, now: float, reason: str) -> Decision:
+    """Fence `stale`, keep `keep` as the primary. Never held behind a running operation."""
     new = replace(
         memory,
         state=ClusterState.SPLIT_BRAIN,
@@ -42,8 +49,6 @@ def settle(view: ClusterView, memory: Memory, now: float) -> Decision:
         primary_down_since=None,
         primary_seen_at=now,
     )
-    reason = f"{stale} is writable while {keep} is primary ({why}): fencing {stale}"
-    # Fencing a split brain is never held behind a running operation.
     actions: tuple[Action, ...] = (Fence(stale, reason),)
     return Decision(
         new, actions, DecisionCode.SPLIT_BRAIN_FENCE, reason, {"keep": keep, "fence": stale}
@@ -72,20 +77,37 @@ def superseded_by_stopped(
         or control.timeline <= mine
     ):
         return None
-    new = replace(
-        memory,
-        state=ClusterState.SPLIT_BRAIN,
-        primary=standby,
-        needs_rejoin=memory.needs_rejoin | {primary},
-        standby_eligible=False,
-        primary_down_since=None,
-        primary_seen_at=now,
-    )
     reason = (
         f"{primary} is writable on timeline {mine} while {standby}'s pg_control shows it stopped "
         f"as a primary on timeline {control.timeline} ({control.state}): fencing {primary}"
     )
-    actions: tuple[Action, ...] = (Fence(primary, reason),)
-    return Decision(
-        new, actions, DecisionCode.SPLIT_BRAIN_FENCE, reason, {"keep": standby, "fence": primary}
+    return _fence(memory, standby, primary, now, reason)
+
+
+def superseded_by_memory(
+    view: ClusterView, memory: Memory, now: float, node: str
+) -> Decision | None:
+    """The one writable node is a former primary on an older timeline than the primary that
+    replaced it (never fenced: its host did not answer at the promotion). It holds none of
+    that primary's acknowledged commits: it is fenced, never taken as the primary, and the
+    newest primary is never rewound under it."""
+    timeline = view[node].timeline
+    if (
+        node == memory.primary
+        or node not in memory.needs_rejoin
+        or memory.timeline is None
+        or timeline is None
+        or timeline >= memory.timeline
+    ):
+        return None
+    reason = (
+        f"{node} is writable on timeline {timeline}, older than the timeline "
+        f"{memory.timeline} of {memory.primary}, which replaced it: fencing {node}"
     )
+    details: dict[str, object] = {"fence": node, "primary": memory.primary}
+    down = replace(
+        memory,
+        state=ClusterState.PRIMARY_DOWN,
+        primary_down_since=memory.primary_down_since or now,
+    )
+    return Decision(down, (Fence(node, reason),), DecisionCode.STALE_PRIMARY_FENCE, reason, details)

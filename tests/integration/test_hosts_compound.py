@@ -55,16 +55,24 @@ pytestmark = [
 ]
 
 
-def _restart_agent(lab: Lab, net: dict[str, Any], node: str) -> None:
-    marker_path = lab.dir / "lab.json"
-    marker = json.loads(marker_path.read_text())
+def _kill_agent(lab: Lab, node: str) -> dict[str, Any]:
+    """kill -9 of `node`'s agent (it cannot fence); returns lab.json's contents."""
+    marker = json.loads((lab.dir / "lab.json").read_text())
     pid = int(marker["agents"][node])
     os.kill(pid, signal.SIGKILL)
     started = _STARTED.pop(pid, None)
     if started is not None:
         started.wait(10)
+    return dict(marker)
+
+
+def _start_agent(lab: Lab, net: dict[str, Any], marker: dict[str, Any], node: str) -> None:
     marker["agents"][node] = start_agent(lab.dir, net, node)
-    marker_path.write_text(json.dumps(marker, indent=2))
+    (lab.dir / "lab.json").write_text(json.dumps(marker, indent=2))
+
+
+def _restart_agent(lab: Lab, net: dict[str, Any], node: str) -> None:
+    _start_agent(lab, net, _kill_agent(lab, node), node)
 
 
 def test_an_agent_restarted_while_its_host_is_cut_off_fences_before_the_promotion(
@@ -202,12 +210,7 @@ def test_an_old_primary_thawed_while_the_daemon_is_cut_off_fences_itself(
     never fenced, and node1 took commits (cancelled synchronous waits) beside the new primary."""
     lab, net, daemon = running
     config = lab.config
-    marker = json.loads((lab.dir / "lab.json").read_text())
-    agent = int(marker["agents"]["node1"])
-    os.kill(agent, signal.SIGKILL)
-    started = _STARTED.pop(agent, None)
-    if started is not None:
-        started.wait(10)
+    marker = _kill_agent(lab, "node1")
     pids = freeze(config.node("node1"))
     try:
         daemon.wait_event(lambda e: e.get("event") == "failover", 30, "failover")
@@ -215,8 +218,7 @@ def test_an_old_primary_thawed_while_the_daemon_is_cut_off_fences_itself(
     finally:
         thaw(pids)
     try:
-        marker["agents"]["node1"] = start_agent(lab.dir, net, "node1")
-        (lab.dir / "lab.json").write_text(json.dumps(marker, indent=2))
+        _start_agent(lab, net, marker, "node1")
         wait_for(
             lambda: any(
                 "newer timeline" in str(e.get("reason"))
@@ -243,12 +245,7 @@ def test_an_old_primary_that_returns_alone_unfenced_is_fenced_not_taken_as_the_p
     sync_relax_after, acknowledged commits alone, and node2's commits were rewound away."""
     lab, net, daemon = running
     config = lab.config
-    marker = json.loads((lab.dir / "lab.json").read_text())
-    agent = int(marker["agents"]["node1"])
-    os.kill(agent, signal.SIGKILL)
-    started = _STARTED.pop(agent, None)
-    if started is not None:
-        started.wait(10)
+    marker = _kill_agent(lab, "node1")
     writer = Writer(config).start()
     pids = freeze(config.node("node1"))
     thawed = None
@@ -268,8 +265,7 @@ def test_an_old_primary_that_returns_alone_unfenced_is_fenced_not_taken_as_the_p
             assert daemon.decisions("primary_changed") == []
             assert daemon.decisions("stale_primary_fence")
             link(net, "node2", up=True)
-            marker["agents"]["node1"] = start_agent(lab.dir, net, "node1")
-            (lab.dir / "lab.json").write_text(json.dumps(marker, indent=2))
+            _start_agent(lab, net, marker, "node1")
             wait_for(lambda: is_writable(config, "node2") is True, 60, what="node2 back")
             daemon.wait_event(
                 lambda e: e.get("action") == "rejoin" and e.get("ok"), 60, "node1 rejoined"

@@ -108,7 +108,7 @@ def _replication(config: Config, view: ClusterView) -> list[Check]:
             )
         ]
     checks = [Check("replication", Level.OK, f"{standby} streams from {primary}")]
-    if config.cluster.synchronous and replica.sync_state != "sync":
+    if config.cluster.synchronous and not replica.synchronous:
         checks.append(
             Check(
                 "synchronous",

@@ -71,7 +71,7 @@ def relax_under_way(link: Link) -> Verdict:
 def synchronous(link: Link, relax_after: float) -> Verdict:
     """Eligibility, and the synchronous setting to apply, in synchronous mode."""
     standby, replica = link.standby, link.replica
-    if link.streaming and link.named and replica is not None and replica.sync_state == "sync":
+    if link.streaming and link.named and replica is not None and replica.synchronous:
         watermark = link.watermark if link.watermark is not None else link.primary_lsn
         flushed = replica.flush_lsn
         if watermark is not None and flushed is not None and flushed >= watermark:

@@ -113,6 +113,11 @@ class ReplicaInfo:
     def streaming(self) -> bool:
         return self.state == STREAMING
 
+    @property
+    def synchronous(self) -> bool:
+        """Commits wait for it now (pg_stat_replication.sync_state 'sync')."""
+        return self.sync_state == "sync"
+
 
 @dataclass(frozen=True)
 class NodeObservation:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +58,23 @@ async def read_control(driver: NodeDriver, timeout: float) -> ControlData | None
         return None
 
 
+async def with_driver_word(
+    sql_probe: Awaitable[NodeObservation], driver: NodeDriver, timeout: float
+) -> NodeObservation:
+    """The SQL probe's answer with what the driver says beside it: the server's state, the
+    agent's witness, and a stopped server's pg_control. Both are asked at once."""
+    sql = asyncio.ensure_future(sql_probe)
+    try:
+        server = await asyncio.wait_for(driver.server_state(), timeout)
+    except Exception:  # a driver that cannot tell must never cost the SQL probe
+        server = ServerState.UNKNOWN
+    observed = await sql
+    control = None
+    if server is ServerState.STOPPED and not observed.reachable:
+        control = await read_control(driver, timeout)
+    return dataclasses.replace(observed, server=server, witness=driver.witness(), control=control)
+
+
 @dataclass
 class PgNode:
     config: NodeConfig
@@ -72,19 +90,8 @@ class PgNode:
         return self.config.name
 
     async def probe(self, timeout: float) -> NodeObservation:
-        sql_probe = asyncio.ensure_future(
-            probe_node(self.config, self.auth, timeout, self.resolver)
-        )
-        try:
-            server = await asyncio.wait_for(self.process.server_state(), timeout)
-        except Exception:  # a driver that cannot tell must never cost the SQL probe
-            server = ServerState.UNKNOWN
-        observed = await sql_probe
-        control = None
-        if server is ServerState.STOPPED and not observed.reachable:
-            control = await read_control(self.process, timeout)
-        return dataclasses.replace(
-            observed, server=server, witness=self.process.witness(), control=control
+        return await with_driver_word(
+            probe_node(self.config, self.auth, timeout, self.resolver), self.process, timeout
         )
 
     async def promote(self, archive: bool = False) -> bool:

@@ -8,7 +8,6 @@ driver beside the daemon (like the docker driver) that always sees the server's 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import psycopg
 
@@ -23,7 +22,7 @@ from pghad.decide.observation import (
 from pghad.decide.sync_names import render, waited_for
 from pghad.errors import NodeError
 from pghad.nodes.base import Role
-from pghad.nodes.node import read_control
+from pghad.nodes.node import with_driver_word
 from pghad.testing.sim.agent import Refused, server_state
 from pghad.testing.sim.env import POLL_S, Env
 from pghad.testing.sim.network import DAEMON
@@ -168,18 +167,7 @@ class SimNode:
         return server
 
     async def probe(self, timeout: float) -> NodeObservation:
-        sql = asyncio.ensure_future(self._probe(timeout))
-        try:
-            state = await asyncio.wait_for(self.process.server_state(), timeout)
-        except Exception:  # as PgNode: a driver that cannot tell never costs the SQL probe
-            state = ServerState.UNKNOWN
-        observed = await sql
-        control = None
-        if state is ServerState.STOPPED and not observed.reachable:
-            control = await read_control(self.process, timeout)
-        return dataclasses.replace(
-            observed, server=state, witness=self.process.witness(), control=control
-        )
+        return await with_driver_word(self._probe(timeout), self.process, timeout)
 
     async def _probe(self, timeout: float) -> NodeObservation:
         try:

@@ -4,18 +4,14 @@ reloads what can change while it runs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import Generator
 from pathlib import Path
 
 import structlog
-import uvicorn
 
 from pghad.agent.app import build_agent_app
 from pghad.agent.service import AgentService
-from pghad.api.guard import ACCEPT_BACKLOG, BoundedH11Protocol
-from pghad.api.limits import KEEP_ALIVE_S, BodyGuard
+from pghad.api.limits import BoundedServer, bounded_config
 from pghad.config.model import Config, load_config, validate_config
 from pghad.config.reload import changed
 from pghad.errors import ConfigError
@@ -29,12 +25,6 @@ log = structlog.get_logger("pghad.agent")
 # and the watches hold them), and its check cadence. Its failover timing comes from the daemon.
 RESTART_ONLY = ("agent.bind", "agent.port", "agent.tls_cert", "agent.tls_key",
                 "agent.peer_interval", "nodes", "auth")  # fmt: skip
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # run_agent owns the signals
 
 
 def check_agent_config(config: Config, source: Path, node: str | None) -> str:
@@ -81,22 +71,16 @@ async def reload_agent(service: AgentService, config_path: Path) -> None:
 
 async def serve(service: AgentService, config_path: Path) -> None:
     agent = service.config.agent
-    app = BodyGuard(build_agent_app(service), lambda: service.config.agent.token)
-    config = uvicorn.Config(
-        app,
+    config = bounded_config(
+        build_agent_app(service),
+        lambda: service.config.agent.token,
         host=agent.bind,
         port=agent.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        http=BoundedH11Protocol,
-        backlog=ACCEPT_BACKLOG,
-        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=str(agent.tls_cert) if agent.tls_cert else None,
         ssl_keyfile=str(agent.tls_key) if agent.tls_key else None,
     )
-    server = _Server(config)
+    server = BoundedServer(config)  # run_agent owns the signals
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))

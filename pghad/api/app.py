@@ -7,13 +7,10 @@ operation to the daemon and report its outcome.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import socket
-from collections.abc import Generator
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -22,13 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pghad.act import requests as ops
 from pghad.act.procedures import OperationResult
 from pghad.api.control import Control
-from pghad.api.guard import ACCEPT_BACKLOG, BoundedH11Protocol, RequestGuard
-from pghad.api.limits import KEEP_ALIVE_S, BodyGuard
+from pghad.api.guard import RequestGuard
+from pghad.api.limits import ACCEPT_BACKLOG, BoundedServer, bounded_config
 from pghad.backup.model import BackupRecord, BackupStatus
 from pghad.backup.planner import Requested
+from pghad.config.model import require_api_token
 from pghad.errors import OperationRefused, PghadError, SetupError
 from pghad.record import logs
-from pghad.system.net import is_loopback
 
 COMMANDS = (
     ("GET", "/", "this list"),
@@ -244,34 +241,15 @@ def build_app(control: Control) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The daemon owns SIGTERM/SIGINT/SIGHUP: it stops the API itself, after the current round.
-        yield
-
-
 class ApiServer:
     def __init__(self, control: Control) -> None:
-        api = control.config.api
-        if not is_loopback(api.bind) and not api.token:
-            raise SetupError(
-                f"api.bind = {api.bind!r} is not a loopback address and api.token is empty: set a "
-                "token (or PGHAD_API_TOKEN) before exposing the control API"
-            )
+        require_api_token(control.config, "api")  # checked at start too: never serve without it
         self.control = control
         self.socket: socket.socket | None = None
-        app = BodyGuard(build_app(control), lambda: control.config.api.token)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            http=BoundedH11Protocol,
-            backlog=ACCEPT_BACKLOG,
-            timeout_keep_alive=KEEP_ALIVE_S,
+        # The daemon owns SIGTERM/SIGINT/SIGHUP: it stops the API itself, after the current round.
+        self.server = BoundedServer(
+            bounded_config(build_app(control), lambda: control.config.api.token)
         )
-        self.server = _Server(config)
 
     def bind(self) -> None:
         api = self.control.config.api

@@ -14,10 +14,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from pghad.api.limits import ACCEPT_BACKLOG, BoundedH11Protocol
 from pghad.system.net import is_loopback
-
-__all__ = ["ACCEPT_BACKLOG", "BoundedH11Protocol", "RequestGuard"]
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 

@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 MAX_CONNECTIONS = 100
@@ -154,3 +156,26 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class BoundedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the daemon and the agent own their signals and stop
+    their server themselves."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bounded_config(app: Asgi, token: Callable[[], str], **listen: Any) -> uvicorn.Config:
+    """The one setup of both HTTP servers: the body guard, these limits, no access log."""
+    return uvicorn.Config(
+        BodyGuard(app, token),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http=BoundedH11Protocol,
+        backlog=ACCEPT_BACKLOG,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        **listen,
+    )

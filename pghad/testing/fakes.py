@@ -248,16 +248,11 @@ class FakeCluster:
         return sum(call.startswith(prefix) for call in self.nodes[node].calls)
 
 
-def fake_config_text(state_dir: Path, extra: str = "", cluster: str = "") -> str:
-    """A config for a fake cluster: two nodes a and b, threshold 2 s, state in `state_dir`.
-
-    `cluster` adds lines to [cluster]; `extra` adds tables at the end.
-    """
+def scratch_config_text(state_dir: Path, cluster: str, nodes: str) -> str:
+    """A config whose state lives in `state_dir`, with no Redis to reach and no backup calendar:
+    `cluster` holds the [cluster] table's lines, `nodes` the [[nodes]] tables (and any after)."""
     return f"""
 [cluster]
-failover_threshold = 2.0
-sync_relax_after = 3.0
-probe_interval = 1.0
 {cluster}
 
 [redis]
@@ -269,7 +264,16 @@ dir = "{state_dir / "backups"}"
 
 [state]
 dir = "{state_dir}"
+{nodes}"""
 
+
+def fake_config_text(state_dir: Path, extra: str = "", cluster: str = "") -> str:
+    """A config for a fake cluster: two nodes a and b, threshold 2 s, state in `state_dir`.
+
+    `cluster` adds lines to [cluster]; `extra` adds tables at the end.
+    """
+    settings = f"failover_threshold = 2.0\nsync_relax_after = 3.0\nprobe_interval = 1.0\n{cluster}"
+    nodes = f"""
 [[nodes]]
 name = "a"
 port = 1
@@ -281,3 +285,4 @@ port = 2
 data_dir = "/nonexistent/b"
 {extra}
 """
+    return scratch_config_text(state_dir, settings, nodes)

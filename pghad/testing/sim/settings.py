@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from pghad.testing.fakes import scratch_config_text
 from pghad.testing.sim.schedule import NODES, Schedule
 
 RELAX_AFTER_S = 3.0
@@ -27,22 +28,12 @@ def config_text(state_dir: Path, schedule: Schedule) -> str:
         nodes += f'data_dir = "/sim/{name}"\n'
         if schedule.agents:
             nodes += f'driver = "agent"\nagent_url = "http://10.0.0.{index}:8089"\n'
-    return f"""
-[cluster]
-failover_threshold = {schedule.threshold}
-sync_relax_after = {RELAX_AFTER_S}
-probe_interval = {PROBE_INTERVAL_S}
-
-[redis]
-url = "redis://127.0.0.1:1/0"
-
-[backup]
-schedule = false
-dir = "{state_dir / "backups"}"
-
-[state]
-dir = "{state_dir}"
-{nodes}"""
+    cluster = (
+        f"failover_threshold = {schedule.threshold}\n"
+        f"sync_relax_after = {RELAX_AFTER_S}\n"
+        f"probe_interval = {PROBE_INTERVAL_S}"
+    )
+    return scratch_config_text(state_dir, cluster, nodes)
 
 
 def _drop(_logger: object, _name: str, _event: MutableMapping[str, Any]) -> Mapping[str, Any]:
